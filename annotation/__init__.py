@@ -1,0 +1,1 @@
+"""The human instrument: rubrics, rounds, comparison tasks, leases, judgments and exports."""

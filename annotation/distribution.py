@@ -1,0 +1,267 @@
+"""Task distribution: leasing comparison tasks to annotators (DESIGN §4).
+
+How ``task_next_for_annotator`` decides, step by step::
+
+    annotator asks for work
+      │
+      ├─ holds an unexpired lease on a task of an open round? ── yes ─► return that same assignment
+      │ no
+      ▼
+    candidates = tasks of open rounds that are not complete, that this annotator has not
+                 submitted or skipped, and that have a free slot (submitted + leased < overlap)
+                 or may hold an expired lease (leases_expire_at ≤ now);
+                 ordered nearest completion first (most judgments), then oldest
+      │
+      ▼
+    lock the first candidate nobody else has locked (SELECT … FOR UPDATE SKIP LOCKED on
+    PostgreSQL: concurrent annotators fan out over different tasks instead of queueing)
+      │
+      ├─ its leases_expire_at has passed? ─► mark its expired leases ``expired`` and recount
+      │                                       (their slots go back to the pool)
+      ▼
+    free slot now? ── no ─► try the next candidate (bounded)
+      │ yes
+      ▼
+    lease it: reuse this annotator's old (expired) assignment row if there is one, else insert;
+    leased_count += 1; commit. The row lock plus the check constraint
+    ``submitted_count + leased_count ≤ overlap`` make over-assignment impossible.
+
+Every path that changes a task's slots (lease, submit, skip, reclaim) holds that task's row lock,
+so the counters on the task row are exact for whoever holds it. On SQLite (the embedded default)
+``FOR UPDATE`` is a no-op and IMMEDIATE transactions serialise writers instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from feedback.errors import DomainError
+
+from .models import Assignment, ComparisonTask, Round, TaskCompletion
+
+MAX_CANDIDATES_TRIED = 20
+
+
+@dataclass(frozen=True)
+class LeasedTask:
+    """An assignment with everything the annotator needs to judge it."""
+
+    assignment: Assignment
+    task: ComparisonTask
+    slots: list[TaskCompletion]
+
+
+def _lease_expiry(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.LEASE_SECONDS)
+
+
+def task_reclaim_expired_leases(*, task: ComparisonTask, now: datetime) -> int:
+    """Expire the task's lapsed leases and recount its leases. The caller holds the task's lock.
+
+    Returns how many leases were reclaimed. Updates ``task`` in memory only; the caller saves it.
+    """
+    reclaimed = Assignment.objects.filter(
+        task=task, status=Assignment.Status.LEASED, lease_expires_at__lte=now
+    ).update(status=Assignment.Status.EXPIRED, finished_at=now)
+    live = Assignment.objects.filter(task=task, status=Assignment.Status.LEASED).aggregate(
+        n=Count("pk"), first=Min("lease_expires_at")
+    )
+    task.leased_count = live["n"]
+    task.leases_expire_at = live["first"]
+    return reclaimed
+
+
+def _held_lease(annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
+    return (
+        Assignment.objects.select_related("task__prompt", "task__round__rubric")
+        .filter(
+            annotator=annotator,
+            status=Assignment.Status.LEASED,
+            lease_expires_at__gt=now,
+            task__round__status=Round.Status.OPEN,
+        )
+        .order_by("lease_expires_at")
+        .first()
+    )
+
+
+def _slots(task: ComparisonTask) -> list[TaskCompletion]:
+    return list(
+        TaskCompletion.objects.filter(task=task).select_related("completion").order_by("position")
+    )
+
+
+def task_next_for_annotator(
+    *, annotator: AbstractBaseUser, now: datetime | None = None
+) -> LeasedTask | None:
+    """Lease the next task to ``annotator``, or return the one they hold. None when none is left."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        held = _held_lease(annotator, now)
+        if held is not None:
+            return LeasedTask(assignment=held, task=held.task, slots=_slots(held.task))
+
+        mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+        candidates = (
+            ComparisonTask.objects.filter(
+                round__status=Round.Status.OPEN, submitted_count__lt=F("overlap")
+            )
+            .filter(
+                Q(submitted_count__lt=F("overlap") - F("leased_count"))
+                | Q(leases_expire_at__lte=now)
+            )
+            .exclude(
+                Exists(
+                    mine.filter(
+                        status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED]
+                    )
+                )
+            )
+            .annotate(my_assignment_id=Subquery(mine.values("pk")[:1]))
+            .select_related("prompt", "round__rubric")
+            .order_by("-submitted_count", "id")
+            .select_for_update(skip_locked=True, of=("self",))
+        )
+        tried: list[int] = []
+        for _ in range(MAX_CANDIDATES_TRIED):
+            task = candidates.exclude(pk__in=tried).first()
+            if task is None:
+                return None
+            if task.leases_expire_at is not None and task.leases_expire_at <= now:
+                task_reclaim_expired_leases(task=task, now=now)
+            if task.submitted_count + task.leased_count < task.overlap:
+                return _lease(task=task, annotator=annotator, now=now)
+            # A stale lower bound with no lapsed lease behind it: store the exact one and move on.
+            task.save(update_fields=["leased_count", "leases_expire_at"])
+            tried.append(task.pk)
+    return None
+
+
+def _lease(*, task: ComparisonTask, annotator: AbstractBaseUser, now: datetime) -> LeasedTask:
+    expires = _lease_expiry(now)
+    lease_fields = {
+        "status": Assignment.Status.LEASED,
+        "leased_at": now,
+        "lease_expires_at": expires,
+        "finished_at": None,
+    }
+    if task.my_assignment_id is not None:  # type: ignore[attr-defined]
+        # This annotator's earlier lease on this task lapsed: the same row (and id) comes back.
+        Assignment.objects.filter(pk=task.my_assignment_id).update(**lease_fields)  # type: ignore[attr-defined]
+        assignment = Assignment(pk=task.my_assignment_id, task=task, annotator=annotator, **lease_fields)  # type: ignore[attr-defined]
+    else:
+        assignment = Assignment.objects.create(task=task, annotator=annotator, **lease_fields)
+    task.leased_count += 1
+    if task.leases_expire_at is None or task.leases_expire_at > expires:
+        task.leases_expire_at = expires
+    task.save(update_fields=["leased_count", "leases_expire_at"])
+    return LeasedTask(assignment=assignment, task=task, slots=_slots(task))
+
+
+def assignment_get_own(*, assignment_id: object, annotator: AbstractBaseUser) -> Assignment:
+    """The caller's own assignment. Another annotator's is indistinguishable from none (404)."""
+    assignment = (
+        Assignment.objects.select_related("task__round__rubric")
+        .filter(pk=assignment_id, annotator=annotator)
+        .first()
+    )
+    if assignment is None:
+        raise DomainError("No such assignment.", code="not_found", status=404)
+    return assignment
+
+
+def task_lock_with_assignment(
+    *, task_id: int, assignment_id: object
+) -> tuple[ComparisonTask, Assignment]:
+    """Lock the task, then re-read the assignment: the one lock order every slot change uses."""
+    task = (
+        ComparisonTask.objects.select_for_update(of=("self",))
+        .select_related("round__rubric")
+        .get(pk=task_id)
+    )
+    assignment = Assignment.objects.select_related("judgment").get(pk=assignment_id)
+    return task, assignment
+
+
+def assignment_hold_slot(*, task: ComparisonTask, assignment: Assignment, now: datetime) -> None:
+    """Make sure ``assignment`` holds one of ``task``'s slots, or refuse. Caller holds the lock.
+
+    An unexpired lease holds its slot. A lapsed one is accepted only while a slot is free: a late
+    submit is never dropped silently, it is either stored or refused with a 409 saying why.
+    """
+    if assignment.status == Assignment.Status.LEASED and assignment.lease_expires_at > now:
+        return
+    if task.round.status != Round.Status.OPEN:
+        raise DomainError(
+            "The round was closed after your lease expired.", code="round_closed", status=409
+        )
+    task_reclaim_expired_leases(task=task, now=now)
+    if task.submitted_count + task.leased_count >= task.overlap:
+        task.save(update_fields=["leased_count", "leases_expire_at"])
+        raise DomainError(
+            "Your lease expired and the task's slots were taken by other annotators.",
+            code="lease_expired",
+            status=409,
+        )
+    # Re-take the free slot for this assignment.
+    task.leased_count += 1
+    assignment.status = Assignment.Status.LEASED
+
+
+def assignment_skip(
+    *, assignment_id: object, annotator: AbstractBaseUser, reason: str, now: datetime | None = None
+) -> Assignment:
+    """Give a task back with a reason; it is not offered to this annotator again. Idempotent."""
+    now = now or timezone.now()
+    reason = reason.strip()
+    if not reason:
+        raise DomainError(
+            "A skip needs a reason.", fields={"reason": ["This field may not be blank."]}
+        )
+    own = assignment_get_own(assignment_id=assignment_id, annotator=annotator)
+    with transaction.atomic():
+        task, assignment = task_lock_with_assignment(task_id=own.task_id, assignment_id=own.pk)
+        if assignment.status == Assignment.Status.SKIPPED:
+            return assignment
+        if assignment.status == Assignment.Status.SUBMITTED:
+            raise DomainError(
+                "This assignment was already submitted.", code="already_submitted", status=409
+            )
+        if assignment.status == Assignment.Status.LEASED:
+            task.leased_count -= 1
+            if task.leased_count == 0:
+                task.leases_expire_at = None
+            task.save(update_fields=["leased_count", "leases_expire_at"])
+        assignment.status = Assignment.Status.SKIPPED
+        assignment.skip_reason = reason[:500]
+        assignment.finished_at = now
+        assignment.save(update_fields=["status", "skip_reason", "finished_at"])
+    return assignment
+
+
+def leases_expire(*, now: datetime | None = None) -> int:
+    """Reclaim every lapsed lease (the periodic sweep). Claimers also do this lazily per task."""
+    now = now or timezone.now()
+    reclaimed = 0
+    task_ids = list(
+        ComparisonTask.objects.filter(leases_expire_at__lte=now).values_list("pk", flat=True)[:5000]
+    )
+    for task_id in task_ids:
+        with transaction.atomic():
+            task = (
+                ComparisonTask.objects.select_for_update(skip_locked=True)
+                .filter(pk=task_id, leases_expire_at__lte=now)
+                .first()
+            )
+            if task is None:
+                continue
+            reclaimed += task_reclaim_expired_leases(task=task, now=now)
+            task.save(update_fields=["leased_count", "leases_expire_at"])
+    return reclaimed

@@ -1,0 +1,87 @@
+"""Preference exports, streamed row by row so memory stays flat however large the table grows.
+
+The TRL format is the explicit-prompt conversational preference format that ``DPOTrainer`` and
+``RewardTrainer`` load directly: ``prompt`` is the chat so far, ``chosen`` and ``rejected`` are the
+assistant turns. Every row carries its provenance (task, round, policy versions, rubric version,
+judgment) and a pseudonymous annotator id: a keyed hash, stable across exports with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Prefetch
+
+from .models import Judgment, TaskCompletion
+from .pairs import ranking_to_pairs
+
+FORMATS = ("trl",)
+CHUNK_SIZE = 1000
+
+
+def annotator_pseudonym(user_id: int) -> str:
+    digest = hmac.new(
+        settings.PSEUDONYM_KEY.encode(), f"annotator:{user_id}".encode(), hashlib.sha256
+    )
+    return "ann_" + digest.hexdigest()[:16]
+
+
+def judgments_for_export(*, rounds: list[int] | None = None) -> Iterator[Judgment]:
+    """Judgments with their task, prompt and completions, fetched a chunk at a time."""
+    judgments = Judgment.objects.select_related("task__prompt", "task__round", "rubric").order_by(
+        "created_at", "id"
+    )
+    if rounds:
+        judgments = judgments.filter(task__round__number__in=rounds)
+    slots = TaskCompletion.objects.select_related("completion__policy_version")
+    return judgments.prefetch_related(Prefetch("task__slots", queryset=slots)).iterator(
+        chunk_size=CHUNK_SIZE
+    )
+
+
+def preference_rows(judgments: Iterable[Judgment]) -> Iterator[dict[str, Any]]:
+    for judgment in judgments:
+        task = judgment.task
+        completions = {slot.completion_id: slot.completion for slot in task.slots.all()}
+        rubric = judgment.rubric
+        axis = rubric.axes[0]
+        pairs = ranking_to_pairs(
+            judgment.ranking,
+            strength_margin=rubric.strength_margins.get(judgment.strength),
+            scores=judgment.scores,
+            scale_width=float(axis["max"]) - float(axis["min"]),
+        )
+        annotator = annotator_pseudonym(judgment.annotator_id)
+        for pair in pairs:
+            chosen, rejected = completions[pair.chosen], completions[pair.rejected]
+            yield {
+                "prompt": task.prompt.messages,
+                "chosen": [{"role": "assistant", "content": chosen.text}],
+                "rejected": [{"role": "assistant", "content": rejected.text}],
+                "margin": pair.margin,
+                "chosen_scores": judgment.scores.get(str(pair.chosen), {}),
+                "rejected_scores": judgment.scores.get(str(pair.rejected), {}),
+                "chosen_rank": pair.chosen_rank,
+                "rejected_rank": pair.rejected_rank,
+                "chosen_completion_id": pair.chosen,
+                "rejected_completion_id": pair.rejected,
+                "chosen_policy": chosen.policy_version.name,
+                "rejected_policy": rejected.policy_version.name,
+                "strength": judgment.strength or None,
+                "flags": judgment.flags,
+                "task_id": task.pk,
+                "round": task.round.number,
+                "rubric": rubric.label,
+                "judgment_id": str(judgment.pk),
+                "annotator": annotator,
+            }
+
+
+def jsonl_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row, ensure_ascii=False) + "\n"

@@ -1,0 +1,156 @@
+"""Opening and closing rounds. A round is a batch of comparison tasks judged under one rubric."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import defaultdict
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
+
+from feedback.errors import DomainError
+from feedback.models import Completion, Prompt
+
+from .models import Assignment, ComparisonTask, Round, Rubric, TaskCompletion
+
+DEFAULT_RUBRIC = "3H"
+
+
+def rubric_current(*, name: str = DEFAULT_RUBRIC) -> Rubric:
+    rubric = Rubric.objects.filter(name=name).order_by("-version").first()
+    if rubric is None:
+        raise DomainError(f"No rubric named {name!r}.", fields={"rubric": ["Does not exist."]})
+    return rubric
+
+
+def _choose_completions(
+    completions: list[dict[str, Any]], *, k: int, rng: random.Random
+) -> list[int] | None:
+    """K completions with distinct, non-empty texts, in a random order; None if there are fewer."""
+    distinct: dict[str, int] = {}
+    for row in completions:
+        text = row["text"].strip()
+        if text and text not in distinct:
+            distinct[text] = row["id"]
+    if len(distinct) < k:
+        return None
+    return rng.sample(sorted(distinct.values()), k)
+
+
+def round_open_from_imported(
+    *,
+    k: int,
+    overlap: int,
+    rubric: Rubric | None = None,
+    tags: list[str] | None = None,
+    prompt_ids: list[int] | None = None,
+    include_used: bool = False,
+    seed: int | None = None,
+    created_by: Any = None,
+) -> tuple[Round, int]:
+    """Open a round whose tasks compare completions already stored (imported) for each prompt.
+
+    Picks prompts by tags and/or ids (all prompts when neither is given), by default only those
+    not yet in any round. Each task gets K completions with distinct texts, chosen and ordered at
+    random from ``seed``; prompts with fewer than K are left out. Returns the round and how many
+    prompts were left out.
+    """
+    rubric = rubric or rubric_current()
+    seed = secrets.randbits(31) if seed is None else seed
+    prompts = Prompt.objects.all()
+    if prompt_ids:
+        prompts = prompts.filter(pk__in=prompt_ids)
+    if not include_used:
+        prompts = prompts.exclude(Q(tasks__isnull=False))
+    wanted_tags = set(tags or [])
+    chosen_prompts = [
+        pk for pk, prompt_tags in prompts.values_list("pk", "tags") if wanted_tags <= set(prompt_tags)
+    ]
+    by_prompt: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in Completion.objects.filter(prompt_id__in=chosen_prompts).order_by("id").values(
+        "id", "prompt_id", "text"
+    ):
+        by_prompt[row["prompt_id"]].append(row)
+
+    plans: list[tuple[int, list[int]]] = []
+    for prompt_id in chosen_prompts:
+        picked = _choose_completions(
+            by_prompt.get(prompt_id, []), k=k, rng=random.Random(f"{seed}:{prompt_id}")
+        )
+        if picked is not None:
+            plans.append((prompt_id, picked))
+    left_out = len(chosen_prompts) - len(plans)
+    if not plans:
+        raise DomainError(
+            f"No selected prompt has {k} completions with distinct texts "
+            f"({len(chosen_prompts)} prompt(s) matched).",
+            fields={"k": [f"No prompt has {k} distinct completions to compare."]},
+        )
+
+    try:
+        with transaction.atomic():
+            last = Round.objects.select_for_update().order_by("-number").first()
+            round_ = Round.objects.create(
+                number=(last.number + 1) if last else 1,
+                source=Round.Source.IMPORTED,
+                rubric=rubric,
+                k=k,
+                overlap=overlap,
+                seed=seed,
+                status=Round.Status.OPEN,
+                created_by=created_by,
+            )
+            tasks = ComparisonTask.objects.bulk_create(
+                [ComparisonTask(round=round_, prompt_id=pid, overlap=overlap) for pid, _ in plans],
+                batch_size=1000,
+            )
+            if any(task.pk is None for task in tasks):  # backends without RETURNING
+                ids = dict(
+                    ComparisonTask.objects.filter(round=round_).values_list("prompt_id", "pk")
+                )
+                for task in tasks:
+                    task.pk = ids[task.prompt_id]
+            TaskCompletion.objects.bulk_create(
+                [
+                    TaskCompletion(task_id=task.pk, completion_id=cid, position=position)
+                    for task, (_, picked) in zip(tasks, plans, strict=True)
+                    for position, cid in enumerate(picked)
+                ],
+                batch_size=2000,
+            )
+    except IntegrityError:
+        raise DomainError(
+            "Another round was opened at the same moment; try again.", code="conflict", status=409
+        ) from None
+    return round_, left_out
+
+
+def round_close(*, round_id: int) -> Round:
+    """Stop handing out the round's tasks. Leases already held may still be submitted. Idempotent."""
+    with transaction.atomic():
+        round_ = Round.objects.select_for_update().filter(pk=round_id).first()
+        if round_ is None:
+            raise DomainError("No such round.", code="not_found", status=404)
+        if round_.status != Round.Status.CLOSED:
+            round_.status = Round.Status.CLOSED
+            round_.closed_at = timezone.now()
+            round_.save(update_fields=["status", "closed_at"])
+    return round_
+
+
+def round_progress(*, round_: Round) -> dict[str, int]:
+    """Task and judgment counts for one round (one query for tasks, one for live leases)."""
+    tasks = ComparisonTask.objects.filter(round=round_).aggregate(
+        tasks=Count("pk"),
+        complete=Count("pk", filter=Q(submitted_count__gte=F("overlap"))),
+        judgments=Sum("submitted_count", default=0),
+        target=Sum("overlap", default=0),
+    )
+    leased = Assignment.objects.filter(
+        task__round=round_, status=Assignment.Status.LEASED, lease_expires_at__gt=timezone.now()
+    ).count()
+    return {**tasks, "leased": leased}
+

@@ -1,0 +1,111 @@
+"""The core records: prompts, the policies that answer them (the model registry) and completions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+
+def messages_hash(messages: list[dict[str, Any]]) -> str:
+    """A stable sha256 of a chat: the same conversation always hashes the same."""
+    canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Prompt(models.Model):
+    messages = models.JSONField(
+        help_text="The conversation so far, [{role, content}], ending with the user's turn."
+    )
+    content_hash = models.CharField(
+        max_length=64, unique=True, help_text="sha256 of the canonical messages; one row per chat."
+    )
+    source = models.CharField(
+        max_length=200, blank=True, help_text="Where the prompt came from (file, dataset, person)."
+    )
+    tags = models.JSONField(default=list, blank=True, help_text="Free labels used to pick prompts.")
+    safety = models.BooleanField(
+        default=False, help_text="Safety-relevant prompt: the harmless axis decides for it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Prompt {self.pk}"
+
+    @property
+    def last_user_text(self) -> str:
+        return str(self.messages[-1]["content"]) if self.messages else ""
+
+
+class PolicyVersion(models.Model):
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "candidate"
+        ACTIVE = "active", "active"
+        REJECTED = "rejected", "rejected"
+        RETIRED = "retired", "retired"
+        # A model outside the platform whose completions were imported with the prompts.
+        EXTERNAL = "external", "external"
+
+    name = models.CharField(max_length=200, unique=True, help_text="Human name of this version.")
+    base_model = models.CharField(
+        max_length=500, blank=True, help_text="Hub id or local path of the weights it starts from."
+    )
+    adapter_path = models.CharField(
+        max_length=500, blank=True, help_text="Adapter or weights, relative to the artifacts root."
+    )
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+        help_text="The version this one was trained from.",
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.CANDIDATE, help_text="Serving state."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=Q(status="active"),
+                name="policy_single_active",
+                violation_error_message="Only one policy version can be active.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Completion(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    policy_version = models.ForeignKey(
+        PolicyVersion, on_delete=models.PROTECT, related_name="completions"
+    )
+    sample_index = models.PositiveIntegerField(
+        help_text="Which of the policy's samples for this prompt (0-based)."
+    )
+    text = models.TextField(help_text="The answer, untrusted model output: always shown inert.")
+    sampling_params = models.JSONField(default=dict, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "policy_version", "sample_index"],
+                name="completion_unique_sample",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Completion {self.pk} of prompt {self.prompt_id}"

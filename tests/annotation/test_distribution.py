@@ -1,0 +1,179 @@
+"""Leasing tasks: the same task back while held, nearest completion first, never a task twice,
+expired leases returning their slot, skips, closed rounds, and pinned query counts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from annotation.distribution import leases_expire
+from annotation.models import Assignment, ComparisonTask, Round
+
+from ..factories import open_round
+from .helpers import NEXT, lease, skip_url, submit_url, valid_body
+
+pytestmark = pytest.mark.django_db
+
+
+def test_lease_gives_prompt_completions_rubric_and_expiry(api, annotator):
+    round_ = open_round(n=2, k=3)
+    task = lease(api(annotator))
+    assert task is not None
+    assert task["round"] == round_.number
+    assert len(task["completions"]) == 3
+    assert task["prompt"]["messages"][-1]["role"] == "user"
+    assert [a["key"] for a in task["rubric"]["axes"]] == ["helpful", "honest", "harmless"]
+    assignment = Assignment.objects.get(pk=task["assignment"])
+    assert assignment.status == Assignment.Status.LEASED
+    assert assignment.lease_expires_at > timezone.now() + timedelta(minutes=29)
+    # No model identity is shown to the annotator.
+    assert set(task["completions"][0]) == {"id", "text"}
+
+
+def test_asking_again_while_holding_a_lease_returns_the_same_task(api, annotator):
+    open_round(n=3)
+    client = api(annotator)
+    first = lease(client)
+    again = lease(client)
+    assert again["assignment"] == first["assignment"]
+    assert again["lease_expires_at"] == first["lease_expires_at"]
+    assert Assignment.objects.filter(annotator=annotator).count() == 1
+
+
+def test_completion_order_is_fixed_per_task(api, annotator, annotator2):
+    open_round(n=1, k=4, overlap=2)
+    first = lease(api(annotator))
+    second = lease(api(annotator2))
+    assert first["task"] == second["task"]
+    assert [c["id"] for c in first["completions"]] == [c["id"] for c in second["completions"]]
+
+
+def test_nearest_completion_goes_first(api, annotator, annotator2, make_user):
+    open_round(n=3, overlap=3)
+    started = lease(api(annotator))
+    api(annotator).post(submit_url(started["assignment"]), valid_body(started), format="json")
+    # The task with one judgment already is offered before the untouched ones.
+    assert lease(api(annotator2))["task"] == started["task"]
+
+
+def test_no_annotator_gets_a_task_twice(api, annotator):
+    open_round(n=3, overlap=2)
+    client = api(annotator)
+    seen = []
+    while (task := lease(client)) is not None:
+        seen.append(task["task"])
+        response = client.post(submit_url(task["assignment"]), valid_body(task), format="json")
+        assert response.status_code == 200
+    assert sorted(seen) == sorted(set(seen))
+    assert len(seen) == 3
+
+
+def test_204_when_every_slot_is_taken(api, annotator, annotator2):
+    open_round(n=1, overlap=1)
+    assert lease(api(annotator)) is not None
+    response = api(annotator2).post(NEXT)
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+def test_expired_lease_returns_its_slot_to_the_pool(api, annotator, annotator2):
+    open_round(n=1, overlap=1)
+    held = lease(api(annotator))
+    assert lease(api(annotator2)) is None
+    Assignment.objects.filter(pk=held["assignment"]).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    ComparisonTask.objects.update(leases_expire_at=timezone.now() - timedelta(seconds=1))
+    taken = lease(api(annotator2))
+    assert taken is not None and taken["task"] == held["task"]
+    assert Assignment.objects.get(pk=held["assignment"]).status == Assignment.Status.EXPIRED
+    task = ComparisonTask.objects.get()
+    assert (task.leased_count, task.submitted_count) == (1, 0)
+
+
+def test_annotator_whose_lease_lapsed_gets_the_same_assignment_back(api, annotator):
+    open_round(n=1, overlap=1)
+    held = lease(api(annotator))
+    Assignment.objects.filter(pk=held["assignment"]).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    ComparisonTask.objects.update(leases_expire_at=timezone.now() - timedelta(seconds=1))
+    again = lease(api(annotator))
+    assert again["assignment"] == held["assignment"]
+    assert Assignment.objects.get(pk=held["assignment"]).lease_expires_at > timezone.now()
+
+
+def test_skip_frees_the_slot_and_is_not_offered_again(api, annotator, annotator2):
+    open_round(n=1, overlap=1)
+    client = api(annotator)
+    held = lease(client)
+    response = client.post(skip_url(held["assignment"]), {"reason": "not my language"}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {"assignment": held["assignment"], "status": "skipped"}
+    assert client.post(skip_url(held["assignment"]), {"reason": "again"}, format="json").status_code == 200
+    assert lease(client) is None
+    assert lease(api(annotator2))["task"] == held["task"]
+    assert Assignment.objects.get(pk=held["assignment"]).skip_reason == "not my language"
+
+
+def test_skip_needs_a_reason(api, annotator):
+    open_round(n=1)
+    held = lease(api(annotator))
+    response = api(annotator).post(skip_url(held["assignment"]), {"reason": ""}, format="json")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"reason": ["This field may not be blank."]}
+    response = api(annotator).post(skip_url(held["assignment"]), {}, format="json")
+    assert response.json()["fields"] == {"reason": ["This field is required."]}
+
+
+def test_closed_round_hands_out_nothing_but_accepts_held_work(api, admin, annotator, annotator2):
+    round_ = open_round(n=2, overlap=1)
+    held = lease(api(annotator))
+    response = api(admin).post(f"/api/v1/rounds/{round_.pk}/close/")
+    assert response.status_code == 200 and response.json()["status"] == "closed"
+    assert lease(api(annotator2)) is None
+    response = api(annotator).post(submit_url(held["assignment"]), valid_body(held), format="json")
+    assert response.status_code == 200
+
+
+def test_periodic_sweep_reclaims_lapsed_leases(api, annotator):
+    open_round(n=2, overlap=1)
+    held = lease(api(annotator))
+    later = timezone.now() + timedelta(hours=1)
+    assert leases_expire(now=later) == 1
+    assert Assignment.objects.get(pk=held["assignment"]).status == Assignment.Status.EXPIRED
+    assert ComparisonTask.objects.get(pk=held["task"]).leased_count == 0
+    assert leases_expire(now=later) == 0
+
+
+def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
+    open_round(n=5)
+    client = api(annotator)
+    # token, roles, held lease, candidate lock, insert assignment, update task, completions;
+    # plus the savepoint pair of the service's transaction.
+    with django_assert_num_queries(9):
+        task = lease(client)
+    with django_assert_num_queries(6):
+        assert lease(client)["assignment"] == task["assignment"]
+
+
+def test_submit_query_count_is_pinned(api, annotator, django_assert_num_queries):
+    open_round(n=5)
+    client = api(annotator)
+    task = lease(client)
+    # token, roles, assignment, completion ids, lock task, assignment+judgment, insert judgment,
+    # update assignment, update task; plus the savepoint pair.
+    with django_assert_num_queries(11):
+        response = client.post(submit_url(task["assignment"]), valid_body(task), format="json")
+    assert response.status_code == 200
+
+
+def test_round_state_visible_in_progress(api, admin, annotator):
+    round_ = open_round(n=2, overlap=1)
+    task = lease(api(annotator))
+    api(annotator).post(submit_url(task["assignment"]), valid_body(task), format="json")
+    progress = api(admin).get(f"/api/v1/rounds/{round_.pk}/").json()["progress"]
+    assert progress == {"tasks": 2, "complete": 1, "judgments": 1, "target": 2, "leased": 0}
+    assert Round.objects.get().status == "open"

@@ -1,0 +1,120 @@
+"""Personas (admin, researcher, annotators, outsider), API clients that sign in with a token the
+way a script does, and the service fixtures: PostgreSQL and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from feedback.roles import Role
+
+from .factories import UserFactory
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_missing(reason: str) -> None:
+    """Skip a test whose service is absent; under REQUIRE_SERVICES=1, fail it instead."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres(db: None) -> None:
+    if connection.vendor != "postgresql":
+        service_missing("this test needs PostgreSQL (set DATABASE_URL)")
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., Any]:
+    def make(role: Role | None = None, **kwargs: Any) -> Any:
+        return UserFactory(role=role, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def admin(make_user: Callable[..., Any]) -> Any:
+    return make_user(Role.ADMIN, username="admin")
+
+
+@pytest.fixture
+def researcher(make_user: Callable[..., Any]) -> Any:
+    return make_user(Role.RESEARCHER, username="researcher")
+
+
+@pytest.fixture
+def annotator(make_user: Callable[..., Any]) -> Any:
+    return make_user(Role.ANNOTATOR, username="ann1")
+
+
+@pytest.fixture
+def annotator2(make_user: Callable[..., Any]) -> Any:
+    return make_user(Role.ANNOTATOR, username="ann2")
+
+
+@pytest.fixture
+def outsider(make_user: Callable[..., Any]) -> Any:
+    return make_user(None, username="outsider")
+
+
+def client_for(user: Any | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api() -> Callable[[Any | None], APIClient]:
+    return client_for
+
+
+def database_url() -> str:
+    """A URL for the test database this session is using, for processes we start."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, django_db_blocker: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``celery worker`` process on the test database and the configured broker."""
+    with django_db_blocker.unblock():
+        url = database_url()
+    if REQUIRE_SERVICES and not os.environ.get("CELERY_BROKER_URL", "").startswith(
+        ("redis://", "amqp://")
+    ):
+        pytest.fail("REQUIRE_SERVICES=1 but CELERY_BROKER_URL names no Redis or RabbitMQ broker")
+    env = {**os.environ, "DATABASE_URL": url}
+    log = open(Path(settings.VAR_DIR) / "test-worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "feedback", "worker", "--pool=solo",
+         "--queues=default,generation,training", "--loglevel=INFO", "--without-heartbeat",
+         "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    yield worker
+    worker.terminate()
+    worker.wait(timeout=30)
+    log.close()
