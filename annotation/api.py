@@ -56,7 +56,16 @@ class RubricSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Rubric
-        fields = ["id", "name", "version", "label", "axes", "flags", "strength_labels", "guidelines"]
+        fields = [
+            "id",
+            "name",
+            "version",
+            "label",
+            "axes",
+            "flags",
+            "strength_labels",
+            "guidelines",
+        ]
 
 
 def leased_task_payload(leased: LeasedTask) -> dict[str, Any]:
@@ -84,11 +93,14 @@ class TaskNextApi(APIView):
         round = serializers.IntegerField()
         prompt = inline_serializer(
             "TaskPrompt",
-            {"messages": serializers.ListField(child=serializers.DictField()),
-             "safety": serializers.BooleanField()},
+            {
+                "messages": serializers.ListField(child=serializers.DictField()),
+                "safety": serializers.BooleanField(),
+            },
         )
         completions = inline_serializer(
-            "TaskCompletion", {"id": serializers.IntegerField(), "text": serializers.CharField()},
+            "TaskCompletion",
+            {"id": serializers.IntegerField(), "text": serializers.CharField()},
             many=True,
         )
         rubric = RubricSerializer()
@@ -107,8 +119,17 @@ class JudgmentOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Judgment
         fields = [
-            "id", "assignment", "task", "ranking", "scores", "strength", "flags", "rationale",
-            "time_spent_ms", "rubric", "created_at",
+            "id",
+            "assignment",
+            "task",
+            "ranking",
+            "scores",
+            "strength",
+            "flags",
+            "rationale",
+            "time_spent_ms",
+            "rubric",
+            "created_at",
         ]
 
 
@@ -130,7 +151,8 @@ class AssignmentSubmitApi(APIView):
             help_text='{"<completion id>": {"helpful": 1-7, "honest": 1-7, "harmless": 1-7}}',
         )
         strength = serializers.CharField(
-            required=False, allow_blank=True,
+            required=False,
+            allow_blank=True,
             help_text="Best vs second: a rubric strength label; empty when the best are tied.",
         )
         flags = serializers.ListField(child=serializers.CharField(), required=False)
@@ -160,16 +182,21 @@ class AssignmentSkipApi(APIView):
         request=SkipInputSerializer,
         responses={
             200: inline_serializer(
-                "Skipped", {"assignment": serializers.UUIDField(), "status": serializers.CharField()}
+                "Skipped",
+                {"assignment": serializers.UUIDField(), "status": serializers.CharField()},
             ),
-            400: ERROR, 404: ERROR, 409: ERROR,
+            400: ERROR,
+            404: ERROR,
+            409: ERROR,
         },
     )
     def post(self, request: Request, assignment_id: Any) -> Response:
         data = self.SkipInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assignment = assignment_skip(
-            assignment_id=assignment_id, annotator=request.user, reason=data.validated_data["reason"]
+            assignment_id=assignment_id,
+            annotator=request.user,
+            reason=data.validated_data["reason"],
         )
         return Response({"assignment": str(assignment.pk), "status": assignment.status})
 
@@ -193,7 +220,8 @@ class MeStatsApi(APIView):
     def get(self, request: Request) -> Response:
         today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
         judged = Judgment.objects.filter(annotator=request.user).aggregate(
-            total=Count("pk"), today=Count("pk", filter=Q(created_at__gte=today)),
+            total=Count("pk"),
+            today=Count("pk", filter=Q(created_at__gte=today)),
             mean=Avg("time_spent_ms"),
         )
         skipped = Assignment.objects.filter(
@@ -219,7 +247,8 @@ class JsonLinesParser(BaseParser):
         if len(data) > settings.IMPORT_MAX_BYTES:
             raise DomainError(
                 f"The file is larger than {settings.IMPORT_MAX_BYTES} bytes.",
-                code="too_large", status=413,
+                code="too_large",
+                status=413,
                 fields={"file": [f"At most {settings.IMPORT_MAX_BYTES} bytes."]},
             )
         return {"_raw": data}
@@ -264,7 +293,11 @@ class PromptImportApi(APIView):
         responses={201: IMPORT_REPORT, 400: ERROR, 413: ERROR},
     )
     def post(self, request: Request) -> Response:
-        skip_invalid = request.query_params.get("skip_invalid", "false").lower() in {"1", "true", "yes"}
+        skip_invalid = request.query_params.get("skip_invalid", "false").lower() in {
+            "1",
+            "true",
+            "yes",
+        }
         if "_raw" in request.data:
             lines: Any = request.data["_raw"].splitlines()
             source = request.query_params.get("source", "api")
@@ -274,7 +307,9 @@ class PromptImportApi(APIView):
                 raise DomainError("Send a JSONL file.", fields={"file": ["No file was submitted."]})
             if upload.size > settings.IMPORT_MAX_BYTES:
                 raise DomainError(
-                    "The file is too large.", code="too_large", status=413,
+                    "The file is too large.",
+                    code="too_large",
+                    status=413,
                     fields={"file": [f"At most {settings.IMPORT_MAX_BYTES} bytes."]},
                 )
             lines = (line.rstrip(b"\r\n") for line in upload)
@@ -285,21 +320,35 @@ class PromptImportApi(APIView):
 
 class RoundOutputSerializer(serializers.ModelSerializer):
     rubric = serializers.CharField(source="rubric.label")
-    policy_version = serializers.CharField(source="policy_version.name", allow_null=True, default=None)
+    policy_version = serializers.CharField(
+        source="policy_version.name", allow_null=True, default=None
+    )
     progress = serializers.SerializerMethodField()
 
     class Meta:
         model = Round
         fields = [
-            "id", "number", "source", "status", "k", "overlap", "seed", "rubric", "policy_version",
-            "created_at", "closed_at", "progress",
+            "id",
+            "number",
+            "source",
+            "status",
+            "k",
+            "overlap",
+            "seed",
+            "rubric",
+            "policy_version",
+            "created_at",
+            "closed_at",
+            "progress",
         ]
 
     @extend_schema_field(
         inline_serializer(
             "RoundProgress",
-            {name: serializers.IntegerField() for name in
-             ("tasks", "complete", "judgments", "target", "leased")},
+            {
+                name: serializers.IntegerField()
+                for name in ("tasks", "complete", "judgments", "target", "leased")
+            },
         )
     )
     def get_progress(self, round_: Round) -> dict[str, int]:
@@ -317,7 +366,8 @@ class RoundListApi(APIView):
             min_value=1, max_value=50, default=3, help_text="Judgments wanted per task."
         )
         tags = serializers.ListField(
-            child=serializers.CharField(max_length=100), required=False,
+            child=serializers.CharField(max_length=100),
+            required=False,
             help_text="Only prompts carrying all these tags.",
         )
         prompt_ids = serializers.ListField(
@@ -349,9 +399,7 @@ class RoundListApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.RoundOpenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        round_, left_out = round_open_from_imported(
-            **data.validated_data, created_by=request.user
-        )
+        round_, left_out = round_open_from_imported(**data.validated_data, created_by=request.user)
         return Response(
             {"round": RoundOutputSerializer(round_).data, "prompts_left_out": left_out}, status=201
         )
@@ -362,7 +410,9 @@ class RoundDetailApi(APIView):
 
     @extend_schema(responses={200: RoundOutputSerializer, 404: ERROR})
     def get(self, request: Request, round_id: int) -> Response:
-        round_ = Round.objects.select_related("rubric", "policy_version").filter(pk=round_id).first()
+        round_ = (
+            Round.objects.select_related("rubric", "policy_version").filter(pk=round_id).first()
+        )
         if round_ is None:
             raise DomainError("No such round.", code="not_found", status=404)
         return Response(RoundOutputSerializer(round_).data)
@@ -401,7 +451,8 @@ class PreferenceExportApi(APIView):
         fmt = request.query_params.get("format", "trl")
         if fmt not in FORMATS:
             raise DomainError(
-                f"Unknown format {fmt!r}.", fields={"format": [f"Must be one of: {', '.join(FORMATS)}."]}
+                f"Unknown format {fmt!r}.",
+                fields={"format": [f"Must be one of: {', '.join(FORMATS)}."]},
             )
         rounds: list[int] = []
         for value in request.query_params.getlist("round"):
@@ -411,7 +462,10 @@ class PreferenceExportApi(APIView):
                         "Bad round filter.", fields={"round": [f"{part!r} is not a round number."]}
                     )
                 rounds.append(int(part))
-        missing = sorted(set(rounds) - set(Round.objects.filter(number__in=rounds).values_list("number", flat=True)))
+        missing = sorted(
+            set(rounds)
+            - set(Round.objects.filter(number__in=rounds).values_list("number", flat=True))
+        )
         if missing:
             raise DomainError(
                 "Unknown round.", fields={"round": [f"No round number {missing[0]}."]}
@@ -421,4 +475,3 @@ class PreferenceExportApi(APIView):
         name = f"preferences-{fmt}" + (f"-round-{'-'.join(map(str, rounds))}" if rounds else "")
         response["Content-Disposition"] = f'attachment; filename="{name}.jsonl"'
         return response
-

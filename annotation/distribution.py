@@ -119,9 +119,7 @@ def task_next_for_annotator(
             )
             .exclude(
                 Exists(
-                    mine.filter(
-                        status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED]
-                    )
+                    mine.filter(status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED])
                 )
             )
             .annotate(my_assignment_id=Subquery(mine.values("pk")[:1]))
@@ -155,7 +153,9 @@ def _lease(*, task: ComparisonTask, annotator: AbstractBaseUser, now: datetime) 
     if task.my_assignment_id is not None:  # type: ignore[attr-defined]
         # This annotator's earlier lease on this task lapsed: the same row (and id) comes back.
         Assignment.objects.filter(pk=task.my_assignment_id).update(**lease_fields)  # type: ignore[attr-defined]
-        assignment = Assignment(pk=task.my_assignment_id, task=task, annotator=annotator, **lease_fields)  # type: ignore[attr-defined]
+        assignment = Assignment(
+            pk=task.my_assignment_id, task=task, annotator=annotator, **lease_fields
+        )  # type: ignore[attr-defined]
     else:
         assignment = Assignment.objects.create(task=task, annotator=annotator, **lease_fields)
     task.leased_count += 1

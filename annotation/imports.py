@@ -95,7 +95,9 @@ def _parse_messages(value: object) -> list[dict[str, str]]:
             raise _LineError(f"{path}.role", f"Must be one of: {', '.join(ROLES)}.")
         if message["role"] == "system" and i != 0:
             raise _LineError(f"{path}.role", "A system message may only come first.")
-        messages.append({"role": message["role"], "content": _text(message["content"], f"{path}.content")})
+        messages.append(
+            {"role": message["role"], "content": _text(message["content"], f"{path}.content")}
+        )
     if messages[-1]["role"] != "user":
         raise _LineError("messages", "The last message must be the user's turn to answer.")
     return messages
@@ -176,7 +178,10 @@ def prompts_import(
     parsed, errors, count = prompts_parse(lines, source=source)
     report = ImportReport(lines=count, errors=errors, lines_skipped=len(errors))
     if errors and not skip_invalid:
-        fields = {f"line {e['line']}{': ' + e['field'] if e['field'] else ''}": [e["message"]] for e in errors}
+        fields = {
+            f"line {e['line']}{': ' + e['field'] if e['field'] else ''}": [e["message"]]
+            for e in errors
+        }
         raise DomainError(
             f"{len(errors)} bad line(s); nothing was imported. First: line {errors[0]['line']}: "
             f"{errors[0]['message']}",

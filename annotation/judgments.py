@@ -41,6 +41,8 @@ def _describe(value: object) -> str:
         return "a number with a fraction part" if value != int(value) else "a float"
     if value is None:
         return "null"
+    if isinstance(value, int):
+        return "an integer"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -48,7 +50,9 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _validate_ranking(ranking: object, completion_ids: list[int], errors: Errors) -> list[list[int]]:
+def _validate_ranking(
+    ranking: object, completion_ids: list[int], errors: Errors
+) -> list[list[int]]:
     if not isinstance(ranking, list) or not ranking:
         errors["ranking"] = ["Must be a non-empty list of groups of completion ids, best first."]
         return []
@@ -58,7 +62,8 @@ def _validate_ranking(ranking: object, completion_ids: list[int], errors: Errors
     for g, group in enumerate(ranking):
         if not isinstance(group, list) or not group:
             errors[f"ranking.{g}"] = [
-                f"Must be a non-empty list of completion ids (a tie if several), got {_describe(group)}."
+                "Must be a non-empty list of completion ids (a tie if several), "
+                f"got {_describe(group)}."
             ]
             continue
         clean: list[int] = []
@@ -98,7 +103,9 @@ def _validate_scores(
             continue
         per_axis = scores[key]
         if not isinstance(per_axis, dict):
-            errors[f"scores.{key}"] = [f"Must be an object of axis scores, got {_describe(per_axis)}."]
+            errors[f"scores.{key}"] = [
+                f"Must be an object of axis scores, got {_describe(per_axis)}."
+            ]
             continue
         for axis_key in per_axis:
             if axis_key not in rubric.axis_keys:
@@ -140,8 +147,12 @@ def judgment_validate(
         if key not in body:
             errors[key] = ["This field is required."]
 
-    ranking = _validate_ranking(body["ranking"], completion_ids, errors) if "ranking" in body else []
-    scores = _validate_scores(body["scores"], completion_ids, rubric, errors) if "scores" in body else {}
+    ranking = (
+        _validate_ranking(body["ranking"], completion_ids, errors) if "ranking" in body else []
+    )
+    scores = (
+        _validate_scores(body["scores"], completion_ids, rubric, errors) if "scores" in body else {}
+    )
 
     strength = body.get("strength")
     top_is_single = bool(ranking) and len(ranking[0]) == 1

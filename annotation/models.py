@@ -94,7 +94,9 @@ class Round(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(k__gte=2, k__lte=16), name="round_k_range"),
-            models.CheckConstraint(condition=Q(overlap__gte=1, overlap__lte=50), name="round_overlap_range"),
+            models.CheckConstraint(
+                condition=Q(overlap__gte=1, overlap__lte=50), name="round_overlap_range"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -112,9 +114,7 @@ class ComparisonTask(models.Model):
 
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="tasks")
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="tasks")
-    completions = models.ManyToManyField(
-        Completion, through="TaskCompletion", related_name="tasks"
-    )
+    completions = models.ManyToManyField(Completion, through="TaskCompletion", related_name="tasks")
     overlap = models.PositiveSmallIntegerField(help_text="Target number of judgments.")
     submitted_count = models.PositiveSmallIntegerField(default=0)
     leased_count = models.PositiveSmallIntegerField(default=0)
@@ -127,7 +127,8 @@ class ComparisonTask(models.Model):
             models.CheckConstraint(
                 condition=Q(submitted_count__lte=F("overlap") - F("leased_count")),
                 name="task_never_over_assigned",
-                violation_error_message="A task cannot hold more leases and judgments than its overlap.",
+                violation_error_message="A task cannot hold more leases and judgments than "
+                "its overlap.",
             ),
         ]
         indexes = [
@@ -158,9 +159,16 @@ class TaskCompletion(models.Model):
     class Meta:
         ordering = ["position"]
         constraints = [
-            models.UniqueConstraint(fields=["task", "position"], name="taskcompletion_unique_position"),
-            models.UniqueConstraint(fields=["task", "completion"], name="taskcompletion_unique_completion"),
+            models.UniqueConstraint(
+                fields=["task", "position"], name="taskcompletion_unique_position"
+            ),
+            models.UniqueConstraint(
+                fields=["task", "completion"], name="taskcompletion_unique_completion"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"Task {self.task_id} position {self.position}: completion {self.completion_id}"
 
 
 class Assignment(models.Model):
@@ -185,7 +193,9 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["task", "annotator"], name="assignment_unique_annotator"),
+            models.UniqueConstraint(
+                fields=["task", "annotator"], name="assignment_unique_annotator"
+            ),
         ]
         indexes = [
             models.Index(
@@ -213,11 +223,15 @@ class Judgment(models.Model):
     ranking = models.JSONField(help_text="Groups of completion ids, best first; a group is a tie.")
     scores = models.JSONField(help_text="{completion id: {axis: 1..7}} for every completion.")
     strength = models.CharField(
-        max_length=40, blank=True, help_text="Rubric strength label, best vs second; empty on a tie."
+        max_length=40,
+        blank=True,
+        help_text="Rubric strength label, best vs second; empty on a tie.",
     )
     flags = models.JSONField(default=list, help_text="Rubric flag keys raised.")
     rationale = models.TextField(blank=True)
-    time_spent_ms = models.PositiveIntegerField(help_text="Time on the task, as the client measured.")
+    time_spent_ms = models.PositiveIntegerField(
+        help_text="Time on the task, as the client measured."
+    )
     body_sha256 = models.CharField(
         max_length=64, help_text="Hash of the canonical submitted body: a resubmit must match it."
     )

@@ -51,7 +51,11 @@ def ranking_to_pairs(
                         margin = strength_margin
                     else:
                         high, low = _mean_score(scores, chosen), _mean_score(scores, rejected)
-                        gap = (high - low) / scale_width if high is not None and low is not None else 0.0
+                        gap = (
+                            (high - low) / scale_width
+                            if high is not None and low is not None
+                            else 0.0
+                        )
                         margin = round(max(0.0, gap), 4)
                     pairs.append(Pair(chosen, rejected, i + 1, j + 1, margin))
     return pairs

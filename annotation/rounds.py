@@ -67,11 +67,15 @@ def round_open_from_imported(
         prompts = prompts.exclude(Q(tasks__isnull=False))
     wanted_tags = set(tags or [])
     chosen_prompts = [
-        pk for pk, prompt_tags in prompts.values_list("pk", "tags") if wanted_tags <= set(prompt_tags)
+        pk
+        for pk, prompt_tags in prompts.values_list("pk", "tags")
+        if wanted_tags <= set(prompt_tags)
     ]
     by_prompt: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in Completion.objects.filter(prompt_id__in=chosen_prompts).order_by("id").values(
-        "id", "prompt_id", "text"
+    for row in (
+        Completion.objects.filter(prompt_id__in=chosen_prompts)
+        .order_by("id")
+        .values("id", "prompt_id", "text")
     ):
         by_prompt[row["prompt_id"]].append(row)
 
@@ -129,7 +133,7 @@ def round_open_from_imported(
 
 
 def round_close(*, round_id: int) -> Round:
-    """Stop handing out the round's tasks. Leases already held may still be submitted. Idempotent."""
+    """Stop handing out the round's tasks; held leases may still be submitted. Idempotent."""
     with transaction.atomic():
         round_ = Round.objects.select_for_update().filter(pk=round_id).first()
         if round_ is None:
@@ -153,4 +157,3 @@ def round_progress(*, round_: Round) -> dict[str, int]:
         task__round=round_, status=Assignment.Status.LEASED, lease_expires_at__gt=timezone.now()
     ).count()
     return {**tasks, "leased": leased}
-

@@ -30,8 +30,11 @@ class AuthTokenApi(APIView):
         request=AuthTokenInputSerializer,
         responses=inline_serializer(
             "AuthToken",
-            {"token": serializers.CharField(), "username": serializers.CharField(),
-             "roles": serializers.ListField(child=serializers.CharField())},
+            {
+                "token": serializers.CharField(),
+                "username": serializers.CharField(),
+                "roles": serializers.ListField(child=serializers.CharField()),
+            },
         ),
         auth=[],
     )

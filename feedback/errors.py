@@ -50,14 +50,18 @@ def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     elif isinstance(errors, list):
         for index, value in enumerate(errors):
             if value:
-                for sub_path, reasons in flatten_errors(value, f"{prefix}.{index}" if prefix else str(index)).items():
+                for sub_path, reasons in flatten_errors(
+                    value, f"{prefix}.{index}" if prefix else str(index)
+                ).items():
                     flat.setdefault(sub_path, []).extend(reasons)
     else:
         flat[prefix] = [str(errors)]
     return flat
 
 
-def error_body(code: str, detail: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, detail: str, fields: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     return {"code": code, "detail": detail, "fields": fields or {}}
 
 

@@ -31,7 +31,9 @@ def _is_api(request: HttpRequest) -> bool:
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"code": "not_found", "detail": "No such route.", "fields": {}}, status=404)
+        return JsonResponse(
+            {"code": "not_found", "detail": "No such route.", "fields": {}}, status=404
+        )
     return render(request, "frontend/error.html", {"message": "Page not found."}, status=404)
 
 

@@ -109,10 +109,24 @@ def celery_worker_process(
     env = {**os.environ, "DATABASE_URL": url}
     log = open(Path(settings.VAR_DIR) / "test-worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "feedback", "worker", "--pool=solo",
-         "--queues=default,generation,training", "--loglevel=INFO", "--without-heartbeat",
-         "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "feedback",
+            "worker",
+            "--pool=solo",
+            "--queues=default,generation,training",
+            "--loglevel=INFO",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     yield worker
     worker.terminate()

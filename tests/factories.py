@@ -44,13 +44,17 @@ def prompts_with_completions(n: int, k: int, *, tags: list[str] | None = None) -
     prompts = []
     for i in range(start, start + n):
         messages = [{"role": "user", "content": f"What is {i} + {i}?"}]
-        prompts.append(Prompt(messages=messages, content_hash=messages_hash(messages), tags=tags or []))
+        prompts.append(
+            Prompt(messages=messages, content_hash=messages_hash(messages), tags=tags or [])
+        )
     prompts = Prompt.objects.bulk_create(prompts, batch_size=1000)
     if any(p.pk is None for p in prompts):
         prompts = list(Prompt.objects.order_by("-id")[:n])[::-1]
     Completion.objects.bulk_create(
         [
-            Completion(prompt=p, policy_version=policy, sample_index=j, text=f"Answer {j} to {p.pk}")
+            Completion(
+                prompt=p, policy_version=policy, sample_index=j, text=f"Answer {j} to {p.pk}"
+            )
             for p in prompts
             for j in range(k)
         ],

@@ -109,10 +109,15 @@ def test_skip_frees_the_slot_and_is_not_offered_again(api, annotator, annotator2
     open_round(n=1, overlap=1)
     client = api(annotator)
     held = lease(client)
-    response = client.post(skip_url(held["assignment"]), {"reason": "not my language"}, format="json")
+    response = client.post(
+        skip_url(held["assignment"]), {"reason": "not my language"}, format="json"
+    )
     assert response.status_code == 200
     assert response.json() == {"assignment": held["assignment"], "status": "skipped"}
-    assert client.post(skip_url(held["assignment"]), {"reason": "again"}, format="json").status_code == 200
+    assert (
+        client.post(skip_url(held["assignment"]), {"reason": "again"}, format="json").status_code
+        == 200
+    )
     assert lease(client) is None
     assert lease(api(annotator2))["task"] == held["task"]
     assert Assignment.objects.get(pk=held["assignment"]).skip_reason == "not my language"

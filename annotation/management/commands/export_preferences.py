@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -29,16 +30,20 @@ class Command(BaseCommand):
         if rounds:
             judgments = judgments.filter(task__round__number__in=rounds)
         bar = tqdm(
-            judgments_for_export(rounds=rounds or None), total=judgments.count(), unit="judgment",
-            disable=options["output"] == "-" or not sys.stderr.isatty(), file=sys.stderr,
+            judgments_for_export(rounds=rounds or None),
+            total=judgments.count(),
+            unit="judgment",
+            disable=options["output"] == "-" or not sys.stderr.isatty(),
+            file=sys.stderr,
         )
-        out = sys.stdout if options["output"] == "-" else open(options["output"], "w", encoding="utf-8")
         rows = 0
-        try:
+        with contextlib.ExitStack() as stack:
+            out = (
+                sys.stdout
+                if options["output"] == "-"
+                else stack.enter_context(open(options["output"], "w", encoding="utf-8"))
+            )
             for line in jsonl_lines(preference_rows(bar)):
                 out.write(line)
                 rows += 1
-        finally:
-            if out is not sys.stdout:
-                out.close()
         self.stderr.write(f"{rows} pairs")

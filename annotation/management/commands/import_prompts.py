@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file")
         parser.add_argument(
-            "--skip-invalid", action="store_true", help="Import the good lines even if some are bad."
+            "--skip-invalid",
+            action="store_true",
+            help="Import the good lines even if some are bad.",
         )
         parser.add_argument("--source", default="", help="Recorded as each prompt's source.")
 
@@ -27,10 +29,16 @@ class Command(BaseCommand):
         path = Path(options["file"])
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
-        with path.open("rb") as handle, tqdm(
-            total=path.stat().st_size, unit="B", unit_scale=True, desc="reading",
-            disable=not self.stderr.isatty() if hasattr(self.stderr, "isatty") else True,
-        ) as bar:
+        with (
+            path.open("rb") as handle,
+            tqdm(
+                total=path.stat().st_size,
+                unit="B",
+                unit_scale=True,
+                desc="reading",
+                disable=not self.stderr.isatty() if hasattr(self.stderr, "isatty") else True,
+            ) as bar,
+        ):
 
             def lines() -> Any:
                 for line in handle:
@@ -39,7 +47,8 @@ class Command(BaseCommand):
 
             try:
                 report = prompts_import(
-                    lines=lines(), source=options["source"] or path.name,
+                    lines=lines(),
+                    source=options["source"] or path.name,
                     skip_invalid=options["skip_invalid"],
                 )
             except DomainError as exc:

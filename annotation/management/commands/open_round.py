@@ -26,11 +26,20 @@ class Command(BaseCommand):
             raise CommandError("--k must be 2..16 and --overlap 1..50.")
         try:
             round_, left_out = round_open_from_imported(
-                k=options["k"], overlap=options["overlap"], tags=options["tags"],
-                include_used=options["include_used"], seed=options["seed"],
+                k=options["k"],
+                overlap=options["overlap"],
+                tags=options["tags"],
+                include_used=options["include_used"],
+                seed=options["seed"],
             )
         except DomainError as exc:
             raise CommandError(exc.detail) from None
         self.stdout.write(
-            json.dumps({"round": round_.number, "tasks": round_.tasks.count(), "prompts_left_out": left_out})
+            json.dumps(
+                {
+                    "round": round_.number,
+                    "tasks": round_.tasks.count(),
+                    "prompts_left_out": left_out,
+                }
+            )
         )

@@ -27,11 +27,15 @@ class Command(BaseCommand):
         )
         parser.add_argument("--email", default="")
         parser.add_argument(
-            "--update", action="store_true", help="Set the password and add the role if the user exists."
+            "--update",
+            action="store_true",
+            help="Set the password and add the role if the user exists.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        password = sys.stdin.readline().rstrip("\n") if options["password_stdin"] else options["password"]
+        password = (
+            sys.stdin.readline().rstrip("\n") if options["password_stdin"] else options["password"]
+        )
         if not password:
             raise CommandError("The password is empty.")
         User = get_user_model()

@@ -1,0 +1,152 @@
+"""The preference export: TRL rows with margins, scores and provenance; filters; roles; flat memory."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from math import comb
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from annotation.exports import (
+    annotator_pseudonym,
+    jsonl_lines,
+    judgments_for_export,
+    preference_rows,
+)
+from annotation.models import Assignment, ComparisonTask, Judgment, TaskCompletion
+
+from ..factories import open_round
+from .helpers import lease, submit_url, valid_body
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/exports/preferences/"
+
+
+def judge_all(client, *, tie_last=False):
+    while (task := lease(client)) is not None:
+        response = client.post(
+            submit_url(task["assignment"]), valid_body(task, tie_last=tie_last), format="json"
+        )
+        assert response.status_code == 200
+
+
+def rows_of(response):
+    assert response.status_code == 200, getattr(response, "content", b"")
+    assert response["Content-Type"] == "application/x-ndjson"
+    return [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+
+
+def test_export_expands_rankings_into_trl_pairs_with_provenance(api, annotator, researcher):
+    round_ = open_round(n=2, k=3, overlap=1)
+    judge_all(api(annotator), tie_last=True)
+    rows = rows_of(api(researcher).get(URL, {"format": "trl", "round": round_.number}))
+    # K=3 with the last two tied: C(3,2) - 1 = 2 pairs per judgment.
+    assert len(rows) == 2 * (comb(3, 2) - 1)
+    row = rows[0]
+    judgment = Judgment.objects.get(pk=row["judgment_id"])
+    assert row["prompt"] == judgment.task.prompt.messages
+    assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+    assert row["margin"] == 0.6667  # "better", best vs the next
+    assert row["chosen_scores"] == {"helpful": 7, "honest": 7, "harmless": 7}
+    assert row["round"] == round_.number and row["rubric"] == "3H@1"
+    assert row["chosen_policy"] == "test-model"
+    assert row["annotator"] == annotator_pseudonym(annotator.pk)
+    assert str(annotator.pk) not in row["annotator"] and annotator.username not in json.dumps(rows)
+    assert all(r["chosen_completion_id"] != r["rejected_completion_id"] for r in rows)
+
+
+def test_round_filter_and_download_name(api, annotator, admin):
+    open_round(n=1, overlap=1)
+    judge_all(api(annotator))
+    response = api(admin).get(URL, {"round": "1"})
+    assert response["Content-Disposition"] == 'attachment; filename="preferences-trl-round-1.jsonl"'
+    assert len(rows_of(response)) == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "fields"),
+    [
+        ({"format": "csv"}, {"format": ["Must be one of: trl."]}),
+        ({"round": "x"}, {"round": ["'x' is not a round number."]}),
+        ({"round": "99"}, {"round": ["No round number 99."]}),
+    ],
+)
+def test_bad_filters_are_field_errors(api, researcher, params, fields):
+    response = api(researcher).get(URL, params)
+    assert response.status_code == 400
+    assert response.json()["fields"] == fields
+
+
+@pytest.mark.parametrize(("persona", "status"), [("annotator", 403), ("outsider", 403)])
+def test_annotators_cannot_export(api, persona, status, request):
+    assert api(request.getfixturevalue(persona)).get(URL).status_code == status
+
+
+def test_export_command_writes_the_same_rows(api, annotator, researcher, tmp_path):
+    open_round(n=2, overlap=1)
+    judge_all(api(annotator))
+    out = tmp_path / "prefs.jsonl"
+    call_command("export_preferences", "--round", "1", "-o", str(out))
+    from_api = rows_of(api(researcher).get(URL))
+    assert [json.loads(line) for line in out.read_text().splitlines()] == from_api
+
+
+def bulk_judgments(n_tasks: int) -> None:
+    """Write judgments straight to the tables: setup for the memory test, not a code path."""
+    round_ = open_round(n=n_tasks, k=3, overlap=1, seed=n_tasks)
+    from ..factories import UserFactory
+
+    user = UserFactory()
+    now = timezone.now()
+    tasks = list(ComparisonTask.objects.filter(round=round_))
+    slots: dict[int, list[int]] = {}
+    for slot in TaskCompletion.objects.filter(task__round=round_).order_by("position"):
+        slots.setdefault(slot.task_id, []).append(slot.completion_id)
+    assignments = Assignment.objects.bulk_create(
+        [
+            Assignment(
+                task=t, annotator=user, status="submitted", leased_at=now, lease_expires_at=now
+            )
+            for t in tasks
+        ]
+    )
+    Judgment.objects.bulk_create(
+        [
+            Judgment(
+                assignment=a,
+                task_id=a.task_id,
+                annotator=user,
+                rubric=round_.rubric,
+                ranking=[[cid] for cid in slots[a.task_id]],
+                scores={
+                    str(cid): {"helpful": 4, "honest": 4, "harmless": 4} for cid in slots[a.task_id]
+                },
+                strength="better",
+                time_spent_ms=1,
+                body_sha256="x" * 64,
+            )
+            for a in assignments
+        ],
+        batch_size=1000,
+    )
+
+
+def peak_bytes_of_export() -> tuple[int, int]:
+    tracemalloc.start()
+    rows = sum(1 for _ in jsonl_lines(preference_rows(judgments_for_export())))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return rows, peak
+
+
+def test_export_memory_stays_flat_as_the_table_grows():
+    bulk_judgments(1500)
+    rows_small, peak_small = peak_bytes_of_export()
+    bulk_judgments(4500)
+    rows_large, peak_large = peak_bytes_of_export()
+    assert (rows_small, rows_large) == (4500, 18000)
+    # Four times the rows, fetched a chunk at a time: the peak must not grow with them.
+    assert peak_large < 1.5 * peak_small, (peak_small, peak_large)
