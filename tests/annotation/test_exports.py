@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tracemalloc
 from math import comb
 
@@ -54,7 +55,8 @@ def test_export_expands_rankings_into_trl_pairs_with_provenance(api, annotator, 
     assert row["round"] == round_.number and row["rubric"] == "3H@1"
     assert row["chosen_policy"] == "test-model"
     assert row["annotator"] == annotator_pseudonym(annotator.pk)
-    assert str(annotator.pk) not in row["annotator"] and annotator.username not in json.dumps(rows)
+    assert re.fullmatch(r"ann_[0-9a-f]{16}", row["annotator"])
+    assert annotator.username not in json.dumps(rows)
     assert all(r["chosen_completion_id"] != r["rejected_completion_id"] for r in rows)
 
 
