@@ -82,6 +82,19 @@ def preference_rows(judgments: Iterable[Judgment]) -> Iterator[dict[str, Any]]:
             }
 
 
+def preference_pair_count(*, rounds: list[int] | None = None) -> int:
+    """How many rows the preference export has: C(K,2) minus the tied pairs, per judgment."""
+    judgments = Judgment.objects.all()
+    if rounds:
+        judgments = judgments.filter(task__round__number__in=rounds)
+    total = 0
+    for ranking in judgments.values_list("ranking", flat=True).iterator(chunk_size=CHUNK_SIZE):
+        sizes = [len(group) for group in ranking]
+        k = sum(sizes)
+        total += (k * (k - 1) - sum(g * (g - 1) for g in sizes)) // 2
+    return total
+
+
 def jsonl_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     for row in rows:
         yield json.dumps(row, ensure_ascii=False) + "\n"

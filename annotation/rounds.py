@@ -5,16 +5,18 @@ from __future__ import annotations
 import random
 import secrets
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from feedback.errors import DomainError
 from feedback.models import Completion, Prompt
 
-from .models import Assignment, ComparisonTask, Round, Rubric, TaskCompletion
+from .models import Assignment, ComparisonTask, Judgment, Round, Rubric, TaskCompletion
 
 DEFAULT_RUBRIC = "3H"
 
@@ -157,3 +159,45 @@ def round_progress(*, round_: Round) -> dict[str, int]:
         task__round=round_, status=Assignment.Status.LEASED, lease_expires_at__gt=timezone.now()
     ).count()
     return {**tasks, "leased": leased}
+
+
+def round_stats(*, round_: Round, hours: int = 24) -> dict[str, Any]:
+    """What an admin watches: tasks by state, judgments per hour, and per-annotator counts."""
+    now = timezone.now()
+    live = Assignment.objects.filter(
+        task=OuterRef("pk"), status=Assignment.Status.LEASED, lease_expires_at__gt=now
+    )
+    tasks = ComparisonTask.objects.filter(round=round_).annotate(leased_now=Exists(live))
+    by_state = tasks.aggregate(
+        complete=Count("pk", filter=Q(submitted_count__gte=F("overlap"))),
+        in_progress=Count("pk", filter=Q(submitted_count__gt=0, submitted_count__lt=F("overlap"))),
+        leased=Count("pk", filter=Q(submitted_count=0, leased_now=True)),
+        untouched=Count("pk", filter=Q(submitted_count=0, leased_now=False)),
+    )
+    since = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
+    counts = dict(
+        Judgment.objects.filter(task__round=round_, created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .values_list("hour", "n")
+    )
+    per_hour = [
+        {"hour": since + timedelta(hours=i), "n": counts.get(since + timedelta(hours=i), 0)}
+        for i in range(hours)
+    ]
+    annotators = list(
+        Judgment.objects.filter(task__round=round_)
+        .values("annotator__username")
+        .annotate(n=Count("pk"), mean_ms=Avg("time_spent_ms"))
+        .order_by("-n", "annotator__username")
+    )
+    skips = dict(
+        Assignment.objects.filter(task__round=round_, status=Assignment.Status.SKIPPED)
+        .values("annotator__username")
+        .annotate(n=Count("pk"))
+        .values_list("annotator__username", "n")
+    )
+    for row in annotators:
+        row["skipped"] = skips.get(row["annotator__username"], 0)
+    return {"by_state": by_state, "per_hour": per_hour, "annotators": annotators}

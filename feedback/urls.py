@@ -5,34 +5,42 @@ from __future__ import annotations
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from annotation import api as annotation_api
+from annotation.api import demonstrations, exports, imports, rounds, tasks
 
 from . import api
 
 api_v1 = [
     path("auth/token/", api.AuthTokenApi.as_view(), name="auth-token"),
     path("policies/", api.PolicyListApi.as_view(), name="policy-list"),
-    path("tasks/next/", annotation_api.TaskNextApi.as_view(), name="task-next"),
+    path("tasks/next/", tasks.TaskNextApi.as_view(), name="task-next"),
     path(
         "assignments/<uuid:assignment_id>/submit/",
-        annotation_api.AssignmentSubmitApi.as_view(),
+        tasks.AssignmentSubmitApi.as_view(),
         name="assignment-submit",
     ),
     path(
         "assignments/<uuid:assignment_id>/skip/",
-        annotation_api.AssignmentSkipApi.as_view(),
+        tasks.AssignmentSkipApi.as_view(),
         name="assignment-skip",
     ),
-    path("me/stats/", annotation_api.MeStatsApi.as_view(), name="me-stats"),
-    path("prompts/import/", annotation_api.PromptImportApi.as_view(), name="prompt-import"),
-    path("rounds/", annotation_api.RoundListApi.as_view(), name="round-list"),
-    path("rounds/<int:round_id>/", annotation_api.RoundDetailApi.as_view(), name="round-detail"),
     path(
-        "rounds/<int:round_id>/close/", annotation_api.RoundCloseApi.as_view(), name="round-close"
+        "demonstrations/next/",
+        demonstrations.DemonstrationNextApi.as_view(),
+        name="demonstration-next",
     ),
     path(
+        "demonstrations/",
+        demonstrations.DemonstrationCreateApi.as_view(),
+        name="demonstration-create",
+    ),
+    path("me/stats/", tasks.MeStatsApi.as_view(), name="me-stats"),
+    path("prompts/import/", imports.PromptImportApi.as_view(), name="prompt-import"),
+    path("rounds/", rounds.RoundListApi.as_view(), name="round-list"),
+    path("rounds/<int:round_id>/", rounds.RoundDetailApi.as_view(), name="round-detail"),
+    path("rounds/<int:round_id>/close/", rounds.RoundCloseApi.as_view(), name="round-close"),
+    path(
         "exports/preferences/",
-        annotation_api.PreferenceExportApi.as_view(),
+        exports.PreferenceExportApi.as_view(),
         name="export-preferences",
     ),
 ]

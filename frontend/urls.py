@@ -17,4 +17,14 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("annotate/", views.workspace, name="workspace"),
+    path("demonstrate/", views.demonstrate, name="demonstrate"),
+    path("manage/", views.manage, name="manage"),
+    path("manage/import/", views.manage_import, name="manage-import"),
+    path("manage/rounds/open/", views.manage_round_open, name="manage-round-open"),
+    path("manage/rounds/<int:round_id>/", views.manage_round, name="manage-round"),
+    path(
+        "manage/rounds/<int:round_id>/close/", views.manage_round_close, name="manage-round-close"
+    ),
+    path("research/", views.research, name="research"),
 ]

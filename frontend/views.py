@@ -1,28 +1,214 @@
-"""Pages. The home page says, per role, where to go next."""
+"""Pages. Each view checks the role, calls services or selectors of the other packages, renders.
+
+The annotator's workspace and the demonstration page are small shells: their scripts talk to the
+JSON API, so the page and a script see the same rules and the same errors.
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from annotation.exports import (
+    FORMATS,
+    judgments_for_export,
+    preference_pair_count,
+    preference_rows,
+)
+from annotation.imports import prompts_import
 from annotation.models import Round
+from annotation.rounds import round_close, round_open_from_imported, round_progress, round_stats
+from feedback.errors import DomainError
 from feedback.roles import Role, user_roles
+
+PREVIEW_ROWS = 5
+
+
+def role_required(
+    *roles: Role,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @login_required
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not user_roles(request.user) & set(roles):
+                return render(
+                    request,
+                    "frontend/error.html",
+                    {"message": "Your account does not have the role this page needs."},
+                    status=403,
+                )
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    """Send each role to its own page."""
     roles = user_roles(request.user)
-    context = {
-        "roles": sorted(roles),
-        "is_annotator": Role.ANNOTATOR in roles,
-        "is_admin": Role.ADMIN in roles,
-        "is_researcher": Role.RESEARCHER in roles,
-        "open_rounds": Round.objects.filter(status=Round.Status.OPEN).order_by("number")
-        if roles & {Role.ADMIN, Role.RESEARCHER}
-        else [],
-    }
-    return render(request, "frontend/home.html", context)
+    if Role.ADMIN in roles:
+        return redirect("frontend:manage")
+    if Role.RESEARCHER in roles:
+        return redirect("frontend:research")
+    if Role.ANNOTATOR in roles:
+        return redirect("frontend:workspace")
+    return render(request, "frontend/error.html", {"message": "Your account has no role yet."})
+
+
+@role_required(Role.ANNOTATOR)
+def workspace(request: HttpRequest) -> HttpResponse:
+    return render(request, "frontend/workspace.html", {"lease_seconds": settings.LEASE_SECONDS})
+
+
+@role_required(Role.ANNOTATOR)
+def demonstrate(request: HttpRequest) -> HttpResponse:
+    return render(request, "frontend/demonstrate.html")
+
+
+@role_required(Role.ADMIN)
+def manage(request: HttpRequest) -> HttpResponse:
+    rounds = Round.objects.select_related("rubric").order_by("-number")
+    return render(
+        request,
+        "frontend/manage.html",
+        {
+            "rounds": [(r, round_progress(round_=r)) for r in rounds],
+            "import_report": request.session.pop("import_report", None),
+        },
+    )
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_import(request: HttpRequest) -> HttpResponse:
+    upload = request.FILES.get("file")
+    if upload is None:
+        messages.error(request, "Choose a JSONL file to import.")
+        return redirect("frontend:manage")
+    skip_invalid = request.POST.get("skip_invalid") == "on"
+    try:
+        report = prompts_import(
+            lines=(line.rstrip(b"\r\n") for line in upload),
+            source=(upload.name or "upload")[:200],
+            skip_invalid=skip_invalid,
+        )
+    except DomainError as exc:
+        request.session["import_report"] = {
+            "ok": False,
+            "detail": exc.detail,
+            "errors": exc.extra.get("errors", [])[:200],
+        }
+    else:
+        request.session["import_report"] = {"ok": True, **report.as_dict()}
+    return redirect("frontend:manage")
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return -1
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_open(request: HttpRequest) -> HttpResponse:
+    k, overlap = _int(request.POST.get("k"), 3), _int(request.POST.get("overlap"), 3)
+    tags = [t.strip() for t in request.POST.get("tags", "").split(",") if t.strip()]
+    if not 2 <= k <= 16 or not 1 <= overlap <= 50:
+        messages.error(request, "K must be 2 to 16 and overlap 1 to 50.")
+        return redirect("frontend:manage")
+    try:
+        round_, left_out = round_open_from_imported(
+            k=k, overlap=overlap, tags=tags, created_by=request.user
+        )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+        return redirect("frontend:manage")
+    messages.success(
+        request,
+        f"Opened round {round_.number} with {round_.tasks.count()} tasks"
+        + (f" ({left_out} prompts had fewer than {k} distinct completions)." if left_out else "."),
+    )
+    return redirect("frontend:manage-round", round_id=round_.pk)
+
+
+@role_required(Role.ADMIN)
+def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
+    round_ = get_object_or_404(Round.objects.select_related("rubric"), pk=round_id)
+    stats = round_stats(round_=round_)
+    peak = max([row["n"] for row in stats["per_hour"]] + [1])
+    bars = [
+        {**row, "height": round(100 * row["n"] / peak), "y": 100 - round(100 * row["n"] / peak)}
+        for row in stats["per_hour"]
+    ]
+    total = sum(stats["by_state"].values()) or 1
+    states = [
+        {"key": key, "label": key.replace("_", " "), "n": n, "width": round(600 * n / total)}
+        for key, n in stats["by_state"].items()
+    ]
+    offset = 0
+    for state in states:
+        state["x"], offset = offset, offset + state["width"]
+    return render(
+        request,
+        "frontend/manage_round.html",
+        {
+            "round": round_,
+            "progress": round_progress(round_=round_),
+            "states": states,
+            "bars": bars,
+            "peak": peak,
+            "annotators": stats["annotators"],
+        },
+    )
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_close(request: HttpRequest, round_id: int) -> HttpResponse:
+    round_close(round_id=round_id)
+    messages.success(request, "Round closed: no new leases; held leases may still be submitted.")
+    return redirect("frontend:manage-round", round_id=round_id)
+
+
+@role_required(Role.RESEARCHER, Role.ADMIN)
+def research(request: HttpRequest) -> HttpResponse:
+    all_rounds = list(Round.objects.order_by("number").values_list("number", flat=True))
+    chosen = [int(r) for r in request.GET.getlist("round") if r.isdigit() and int(r) in all_rounds]
+    fmt = request.GET.get("format", "trl")
+    if fmt not in FORMATS:
+        fmt = "trl"
+    rows = list(
+        itertools.islice(preference_rows(judgments_for_export(rounds=chosen or None)), PREVIEW_ROWS)
+    )
+    query = "&".join([f"format={fmt}"] + [f"round={r}" for r in chosen])
+    return render(
+        request,
+        "frontend/research.html",
+        {
+            "formats": FORMATS,
+            "format": fmt,
+            "all_rounds": all_rounds,
+            "chosen": chosen,
+            "preview": rows,
+            "row_count": preference_pair_count(rounds=chosen or None),
+            "download_url": f"{reverse('api:export-preferences')}?{query}",
+        },
+    )
 
 
 def _is_api(request: HttpRequest) -> bool:
@@ -31,16 +217,17 @@ def _is_api(request: HttpRequest) -> bool:
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(
-            {"code": "not_found", "detail": "No such route.", "fields": {}}, status=404
-        )
+        body = {"code": "not_found", "detail": "No such route.", "fields": {}}
+        return JsonResponse(body, status=404)
     return render(request, "frontend/error.html", {"message": "Page not found."}, status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(
-            {"code": "server_error", "detail": "Internal error; it has been logged.", "fields": {}},
-            status=500,
-        )
+        body = {
+            "code": "server_error",
+            "detail": "Internal error; it has been logged.",
+            "fields": {},
+        }
+        return JsonResponse(body, status=500)
     return render(request, "frontend/error.html", {"message": "Something went wrong."}, status=500)

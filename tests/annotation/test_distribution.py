@@ -29,7 +29,7 @@ def test_lease_gives_prompt_completions_rubric_and_expiry(api, annotator):
     assert assignment.status == Assignment.Status.LEASED
     assert assignment.lease_expires_at > timezone.now() + timedelta(minutes=29)
     # No model identity is shown to the annotator.
-    assert set(task["completions"][0]) == {"id", "text"}
+    assert set(task["completions"][0]) == {"id", "text", "html"}
 
 
 def test_asking_again_while_holding_a_lease_returns_the_same_task(api, annotator):

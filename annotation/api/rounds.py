@@ -1,0 +1,126 @@
+"""Rounds: list, open from imported completions, read, close (admin)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from feedback.errors import DomainError
+from feedback.roles import IsAdmin
+
+from ..models import Round, Rubric
+from ..rounds import round_close, round_open_from_imported, round_progress
+from .common import ERROR, StrictIntegerField
+
+
+class RoundOutputSerializer(serializers.ModelSerializer):
+    rubric = serializers.CharField(source="rubric.label")
+    policy_version = serializers.CharField(
+        source="policy_version.name", allow_null=True, default=None
+    )
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Round
+        fields = [
+            "id",
+            "number",
+            "source",
+            "status",
+            "k",
+            "overlap",
+            "seed",
+            "rubric",
+            "policy_version",
+            "created_at",
+            "closed_at",
+            "progress",
+        ]
+
+    @extend_schema_field(
+        inline_serializer(
+            "RoundProgress",
+            {
+                name: serializers.IntegerField()
+                for name in ("tasks", "complete", "judgments", "target", "leased")
+            },
+        )
+    )
+    def get_progress(self, round_: Round) -> dict[str, int]:
+        return round_progress(round_=round_)
+
+
+class RoundListApi(APIView):
+    """List rounds (newest first) with their progress, or open a round from imported completions."""
+
+    permission_classes = [IsAdmin]
+
+    class RoundOpenInputSerializer(serializers.Serializer):
+        k = StrictIntegerField(min_value=2, max_value=16, help_text="Completions per task.")
+        overlap = StrictIntegerField(
+            min_value=1, max_value=50, default=3, help_text="Judgments wanted per task."
+        )
+        tags = serializers.ListField(
+            child=serializers.CharField(max_length=100),
+            required=False,
+            help_text="Only prompts carrying all these tags.",
+        )
+        prompt_ids = serializers.ListField(
+            child=StrictIntegerField(min_value=1), required=False, max_length=100_000
+        )
+        include_used = serializers.BooleanField(
+            default=False, help_text="Also use prompts that are already in a round."
+        )
+        rubric = serializers.PrimaryKeyRelatedField(
+            queryset=Rubric.objects.all(), required=False, help_text="Default: the newest 3H."
+        )
+        seed = StrictIntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+    @extend_schema(responses=RoundOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        rounds = Round.objects.select_related("rubric", "policy_version").order_by("-number")
+        return Response(RoundOutputSerializer(rounds, many=True).data)
+
+    @extend_schema(
+        request=RoundOpenInputSerializer,
+        responses={
+            201: inline_serializer(
+                "RoundOpened",
+                {"round": RoundOutputSerializer(), "prompts_left_out": serializers.IntegerField()},
+            ),
+            400: ERROR,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = self.RoundOpenInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        round_, left_out = round_open_from_imported(**data.validated_data, created_by=request.user)
+        return Response(
+            {"round": RoundOutputSerializer(round_).data, "prompts_left_out": left_out}, status=201
+        )
+
+
+class RoundDetailApi(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses={200: RoundOutputSerializer, 404: ERROR})
+    def get(self, request: Request, round_id: int) -> Response:
+        round_ = (
+            Round.objects.select_related("rubric", "policy_version").filter(pk=round_id).first()
+        )
+        if round_ is None:
+            raise DomainError("No such round.", code="not_found", status=404)
+        return Response(RoundOutputSerializer(round_).data)
+
+
+class RoundCloseApi(APIView):
+    """Stop handing out the round's tasks; leases already held can still be submitted."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None, responses={200: RoundOutputSerializer, 404: ERROR})
+    def post(self, request: Request, round_id: int) -> Response:
+        return Response(RoundOutputSerializer(round_close(round_id=round_id)).data)

@@ -1,0 +1,213 @@
+"""The annotator's routes: lease, submit, skip, own stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Avg, Count, Q
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from feedback.rendering import render_untrusted
+from feedback.roles import IsAnnotator
+
+from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
+from ..judgments import judgment_submit
+from ..models import Assignment, Judgment
+from .common import ERROR, RubricSerializer
+
+
+def messages_payload(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Chat messages with their sanitized HTML beside the raw text."""
+    return [{**m, "html": render_untrusted(m["content"])} for m in messages]
+
+
+def leased_task_payload(leased: LeasedTask) -> dict[str, Any]:
+    task = leased.task
+    return {
+        "assignment": str(leased.assignment.pk),
+        "lease_expires_at": leased.assignment.lease_expires_at,
+        "task": task.pk,
+        "round": task.round.number,
+        "prompt": {
+            "messages": messages_payload(task.prompt.messages),
+            "safety": task.prompt.safety,
+        },
+        "completions": [
+            {
+                "id": slot.completion_id,
+                "text": slot.completion.text,
+                "html": render_untrusted(slot.completion.text),
+            }
+            for slot in leased.slots
+        ],
+        "rubric": RubricSerializer(task.round.rubric).data,
+    }
+
+
+class ChatMessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "user", "assistant"])
+    content = serializers.CharField()
+    html = serializers.CharField(help_text="The content as sanitized HTML (Markdown).")
+
+
+class ShownCompletionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+    html = serializers.CharField(help_text="The text as sanitized HTML (Markdown).")
+
+
+class TaskNextApi(APIView):
+    """Lease the next task (or get back the one you hold). 204 when there is no work left."""
+
+    permission_classes = [IsAnnotator]
+
+    class LeasedTaskSerializer(serializers.Serializer):
+        assignment = serializers.UUIDField()
+        lease_expires_at = serializers.DateTimeField()
+        task = serializers.IntegerField()
+        round = serializers.IntegerField()
+        prompt = inline_serializer(
+            "TaskPrompt",
+            {
+                "messages": ChatMessageSerializer(many=True),
+                "safety": serializers.BooleanField(),
+            },
+        )
+        completions = ShownCompletionSerializer(many=True)
+        rubric = RubricSerializer()
+
+    @extend_schema(request=None, responses={200: LeasedTaskSerializer, 204: None, 403: ERROR})
+    def post(self, request: Request) -> Response:
+        leased = task_next_for_annotator(annotator=request.user)
+        if leased is None:
+            return Response(status=204)
+        return Response(leased_task_payload(leased))
+
+
+class JudgmentOutputSerializer(serializers.ModelSerializer):
+    rubric = serializers.CharField(source="rubric.label")
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "id",
+            "assignment",
+            "task",
+            "ranking",
+            "scores",
+            "strength",
+            "flags",
+            "rationale",
+            "time_spent_ms",
+            "rubric",
+            "created_at",
+        ]
+
+
+class AssignmentSubmitApi(APIView):
+    """Submit your judgment for an assignment. Idempotent: the same body again gives the same
+    answer; a different body after a submit is a 409 naming the stored judgment."""
+
+    permission_classes = [IsAnnotator]
+
+    class JudgmentInputSerializer(serializers.Serializer):
+        """Documentation of the body; the service validates it strictly (see judgments.py)."""
+
+        ranking = serializers.ListField(
+            child=serializers.ListField(child=serializers.IntegerField()),
+            help_text="Groups of completion ids, best first; a group of several is a tie.",
+        )
+        scores = serializers.DictField(
+            child=serializers.DictField(child=serializers.IntegerField(min_value=1, max_value=7)),
+            help_text='{"<completion id>": {"helpful": 1-7, "honest": 1-7, "harmless": 1-7}}',
+        )
+        strength = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text="Best vs second: a rubric strength label; empty when the best are tied.",
+        )
+        flags = serializers.ListField(child=serializers.CharField(), required=False)
+        rationale = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        time_spent_ms = serializers.IntegerField(min_value=0)
+
+    @extend_schema(
+        request=JudgmentInputSerializer,
+        responses={200: JudgmentOutputSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, assignment_id: Any) -> Response:
+        judgment = judgment_submit(
+            assignment_id=assignment_id, annotator=request.user, body=request.data
+        )
+        return Response(JudgmentOutputSerializer(judgment).data)
+
+
+class AssignmentSkipApi(APIView):
+    """Give a task back with a reason; you will not be offered it again."""
+
+    permission_classes = [IsAnnotator]
+
+    class SkipInputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=500)
+
+    @extend_schema(
+        request=SkipInputSerializer,
+        responses={
+            200: inline_serializer(
+                "Skipped",
+                {"assignment": serializers.UUIDField(), "status": serializers.CharField()},
+            ),
+            400: ERROR,
+            404: ERROR,
+            409: ERROR,
+        },
+    )
+    def post(self, request: Request, assignment_id: Any) -> Response:
+        data = self.SkipInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = assignment_skip(
+            assignment_id=assignment_id,
+            annotator=request.user,
+            reason=data.validated_data["reason"],
+        )
+        return Response({"assignment": str(assignment.pk), "status": assignment.status})
+
+
+class MeStatsApi(APIView):
+    """Your own counts: judgments today and in total, skips, time per task."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "MyStats",
+            {
+                "judgments_total": serializers.IntegerField(),
+                "judgments_today": serializers.IntegerField(),
+                "skipped": serializers.IntegerField(),
+                "mean_time_spent_ms": serializers.FloatField(allow_null=True),
+            },
+        )
+    )
+    def get(self, request: Request) -> Response:
+        today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        judged = Judgment.objects.filter(annotator=request.user).aggregate(
+            total=Count("pk"),
+            today=Count("pk", filter=Q(created_at__gte=today)),
+            mean=Avg("time_spent_ms"),
+        )
+        skipped = Assignment.objects.filter(
+            annotator=request.user, status=Assignment.Status.SKIPPED
+        ).count()
+        return Response(
+            {
+                "judgments_total": judged["total"],
+                "judgments_today": judged["today"],
+                "skipped": skipped,
+                "mean_time_spent_ms": judged["mean"],
+            }
+        )
