@@ -328,6 +328,7 @@
     clearErrors();
     renderLease();
     saveDraft();
+    setActive(0, true); // keyboard users start on the first answer
   }
 
   function showEmpty() {

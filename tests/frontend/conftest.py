@@ -1,0 +1,101 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright, against the live test server.
+
+Playwright's sync API runs an event loop in the test thread; the ORM calls the tests make to set
+up and check data are ordinary synchronous calls, so Django's async-safety guard is lifted here
+(the approach Django's and Playwright's docs give for this combination).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from ..conftest import service_missing
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    executable = chromium_path()
+    if executable is None:
+        service_missing("no Chromium found (make test installs Debian's chromium when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any) -> Iterator[Any]:
+    """A fresh browser context at 1280 by 800; any page error fails the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def on_console(message: Any) -> None:
+        # A 4xx answer or a cut connection is logged by the browser; the tests that cause them
+        # check how the page copes. Script errors, CSP refusals and 5xx answers fail the test.
+        text = message.text
+        expected = text.startswith("Failed to load resource") and not re.search(r"status of 5\d\d", text)
+        if message.type == "error" and not expected:
+            errors.append(text)
+
+    page.on("console", on_console)
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+@pytest.fixture
+def sign_in(page: Any) -> Callable[[str, str], Any]:
+    def go(username: str, password: str = "pw-for-tests") -> Any:
+        page.goto("/login/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/login/" not in url)
+        return page
+
+    return go
+
+
+@pytest.fixture
+def screenshot(page: Any) -> Callable[[str], Path]:
+    """Save a screenshot under var/screenshots, and into docs/ when UPDATE_SCREENSHOTS=1."""
+
+    def take(name: str, **options: Any) -> Path:
+        folder = DOCS_SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else Path(settings.VAR_DIR) / "screenshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), **options)
+        return path
+
+    return take
