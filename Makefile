@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install migrate demo web worker test lint format clean
+.PHONY: install migrate demo browser test lint format screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,24 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# The browser tests drive Debian's Chromium through Playwright; install it when it is missing
+# and we may (root, as in CI). Playwright's own browser download is never used.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "Chromium is missing: 'sudo apt-get install chromium' runs the browser tests too"; \
+	  fi; }
+
+test: lint browser
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Refresh the screenshots in docs/ from the browser tests.
+screenshots: install browser
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

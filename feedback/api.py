@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
@@ -12,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .errors import DomainError
+from .middleware import API_DOCS_CONTENT_SECURITY_POLICY
 from .models import PolicyVersion
 from .roles import IsResearcherOrAdmin, user_roles
 
@@ -56,6 +60,16 @@ class AuthTokenApi(APIView):
         return Response(
             {"token": token.key, "username": user.get_username(), "roles": sorted(user_roles(user))}
         )
+
+
+class ApiDocsView(SpectacularSwaggerSplitView):
+    """Swagger UI served from this host, its script a separate file, as the CSP requires."""
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().get(request, *args, **kwargs)
+        response.headers["Content-Security-Policy"] = API_DOCS_CONTENT_SECURITY_POLICY
+        return response
 
 
 class PolicyListApi(APIView):

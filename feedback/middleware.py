@@ -24,6 +24,12 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+# Swagger UI (the API docs page only) sets inline styles at run time; scripts stay 'self'-only.
+API_DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+)
+
+
 class ContentSecurityPolicyMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -3,6 +3,7 @@ way a script does, and the service fixtures: PostgreSQL and a real Celery worker
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import connection
 from rest_framework.authtoken.models import Token
@@ -29,6 +31,18 @@ def service_missing(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def default_rubric_after_flush(request: pytest.FixtureRequest) -> None:
+    """Transactional tests empty every table after themselves, the migrations' data with them;
+    put the default rubric back the way its migration made it."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        return
+    request.getfixturevalue("transactional_db")
+    migration = importlib.import_module("annotation.migrations.0002_default_rubric")
+    migration.create(django_apps, None)
 
 
 @pytest.fixture

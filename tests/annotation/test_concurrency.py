@@ -58,7 +58,7 @@ def annotate_until_done(client, seed, statuses, submitted, errors):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("overlap", [1, 3])
 def test_fifty_concurrent_annotators_fill_every_task_exactly(postgres, overlap, capsys):
     open_round(n=TASKS, k=3, overlap=overlap, seed=overlap)

@@ -16,7 +16,7 @@ from .helpers import lease
 
 
 @pytest.mark.broker
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_worker_process_returns_lapsed_leases_to_the_pool(celery_worker_process, api, annotator):
     open_round(n=2, overlap=1)
     held = lease(api(annotator))

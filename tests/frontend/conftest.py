@@ -35,7 +35,9 @@ DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return (
+        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +65,9 @@ def page(browser: Any, live_server: Any) -> Iterator[Any]:
         # A 4xx answer or a cut connection is logged by the browser; the tests that cause them
         # check how the page copes. Script errors, CSP refusals and 5xx answers fail the test.
         text = message.text
-        expected = text.startswith("Failed to load resource") and not re.search(r"status of 5\d\d", text)
+        expected = text.startswith("Failed to load resource") and not re.search(
+            r"status of 5\d\d", text
+        )
         if message.type == "error" and not expected:
             errors.append(text)
 
@@ -92,7 +96,11 @@ def screenshot(page: Any) -> Callable[[str], Path]:
     """Save a screenshot under var/screenshots, and into docs/ when UPDATE_SCREENSHOTS=1."""
 
     def take(name: str, **options: Any) -> Path:
-        folder = DOCS_SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else Path(settings.VAR_DIR) / "screenshots"
+        folder = (
+            DOCS_SCREENSHOTS
+            if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+            else Path(settings.VAR_DIR) / "screenshots"
+        )
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.png"
         page.screenshot(path=str(path), **options)

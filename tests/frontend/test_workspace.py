@@ -15,13 +15,15 @@ from feedback.models import Completion, PolicyVersion, Prompt, messages_hash
 
 from ..factories import open_round
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 AXES = ("helpful", "honest", "harmless")
 
 
 def answer_ids(page: Any) -> list[int]:
     page.locator(".answer").first.wait_for()
-    return [int(x) for x in page.locator(".answer").evaluate_all("els => els.map(e => e.dataset.id)")]
+    return [
+        int(x) for x in page.locator(".answer").evaluate_all("els => els.map(e => e.dataset.id)")
+    ]
 
 
 def wait_saved(page: Any) -> None:
@@ -66,7 +68,9 @@ def test_rank_and_rate_by_keyboard_alone(sign_in, page, annotator, screenshot):
 
     judgment = Judgment.objects.get()
     assert judgment.ranking == [[a], sorted([b, c])]
-    assert judgment.scores == {str(cid): dict(zip(AXES, scores[cid], strict=True)) for cid in (a, b, c)}
+    assert judgment.scores == {
+        str(cid): dict(zip(AXES, scores[cid], strict=True)) for cid in (a, b, c)
+    }
     assert judgment.strength == "significantly_better"
     assert judgment.annotator == annotator
     assert judgment.time_spent_ms > 0
@@ -108,13 +112,18 @@ def rank_all_and_score(page: Any, ids: list[int]) -> None:
     page.get_by_label("Better", exact=True).check()
 
 
-def test_page_checks_before_sending_and_shows_server_errors_by_their_field(sign_in, page, annotator):
+def test_page_checks_before_sending_and_shows_server_errors_by_their_field(
+    sign_in, page, annotator
+):
     open_round(n=1, k=3)
     sign_in(annotator.username)
     ids = answer_ids(page)
     page.get_by_role("button", name="Submit").click()
     assert "not ranked yet: A, B, C" in page.locator('[data-error-for="ranking"]').inner_text()
-    assert page.locator(f'[data-error-for="scores.{ids[0]}.helpful"]').inner_text() == "Rate helpful from 1 to 7."
+    assert (
+        page.locator(f'[data-error-for="scores.{ids[0]}.helpful"]').inner_text()
+        == "Rate helpful from 1 to 7."
+    )
 
     rank_all_and_score(page, ids)
     page.get_by_label("Rationale").fill("x" * 5001)  # only the server knows the limit
@@ -131,7 +140,9 @@ XSS = [
 ]
 
 
-def test_hostile_completion_text_is_shown_as_text_and_runs_nothing(sign_in, page, annotator, live_server):
+def test_hostile_completion_text_is_shown_as_text_and_runs_nothing(
+    sign_in, page, annotator, live_server
+):
     policy = PolicyVersion.objects.create(name="hostile", status="external")
     messages = [{"role": "user", "content": 'Say <img src=x onerror="window.__pwned=5">'}]
     prompt = Prompt.objects.create(messages=messages, content_hash=messages_hash(messages))
@@ -156,7 +167,9 @@ def test_hostile_completion_text_is_shown_as_text_and_runs_nothing(sign_in, page
         link.click()
     assert page.evaluate("window.__pwned") is None
     assert dialogs == []
-    assert all(url.startswith(live_server.url) or url.startswith("data:") for url in requests), requests
+    assert all(url.startswith(live_server.url) or url.startswith("data:") for url in requests), (
+        requests
+    )
 
 
 def test_a_draft_survives_a_reload(sign_in, page, annotator):
@@ -205,7 +218,9 @@ def test_skip_asks_for_a_reason(sign_in, page, annotator):
     page.get_by_label("Why skip this task?").fill("The prompt is unclear or broken")
     page.get_by_role("button", name="Skip task").click()
     page.get_by_role("status").filter(has_text="Skipped").wait_for()
-    page.wait_for_function("id => document.querySelector('.answer').dataset.id !== id", arg=str(first[0]))
+    page.wait_for_function(
+        "id => document.querySelector('.answer').dataset.id !== id", arg=str(first[0])
+    )
     assert Assignment.objects.get(status="skipped").skip_reason == "The prompt is unclear or broken"
 
 

@@ -1,0 +1,152 @@
+"""The admin and researcher pages and demonstrations in a real browser, and the CSP on every page."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from annotation.models import Demonstration, Round
+from feedback.models import Prompt
+
+from ..annotation.helpers import lease, submit_url, valid_body
+from ..factories import open_round
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def judge(api: Any, user: Any, count: int) -> None:
+    client = api(user)
+    for _ in range(count):
+        task = lease(client)
+        assert (
+            client.post(submit_url(task["assignment"]), valid_body(task), format="json").status_code
+            == 200
+        )
+
+
+def test_admin_imports_a_file_with_a_bad_line_and_sees_its_number(sign_in, page, admin):
+    sign_in(admin.username)
+    lines = [
+        json.dumps({"prompt": "What is 1+1?", "completions": [{"text": "2"}, {"text": "3"}]}),
+        json.dumps({"prompt": "What is 2+2?"}),
+        json.dumps({"prompt": "", "tags": ["x"]}),
+    ]
+    page.set_input_files(
+        "#import-file",
+        files=[
+            {
+                "name": "prompts.jsonl",
+                "mimeType": "application/x-ndjson",
+                "buffer": "\n".join(lines).encode(),
+            }
+        ],
+    )
+    page.get_by_role("button", name="Import").click()
+    report = page.locator("#import-report")
+    assert "Nothing was imported." in report.inner_text()
+    row = report.locator("tbody tr").first
+    assert row.locator("td").nth(0).inner_text() == "3"
+    assert row.locator("td").nth(2).inner_text() == "Must be a non-empty string."
+    assert Prompt.objects.count() == 0
+
+    page.get_by_label("Skip bad lines and import the rest").check()
+    page.set_input_files(
+        "#import-file",
+        files=[
+            {
+                "name": "prompts.jsonl",
+                "mimeType": "application/x-ndjson",
+                "buffer": "\n".join(lines).encode(),
+            }
+        ],
+    )
+    page.get_by_role("button", name="Import").click()
+    assert "2 new prompts" in page.locator("#import-report").inner_text()
+    assert Prompt.objects.count() == 2
+
+
+def test_admin_opens_watches_and_closes_a_round(sign_in, page, admin, annotator, api, screenshot):
+    open_round(n=6, k=3, overlap=2)
+    Round.objects.all().delete()
+    sign_in(admin.username)
+    page.get_by_label("Completions per task (K)").fill("3")
+    page.get_by_label("Judgments per task (overlap)").fill("2")
+    page.get_by_role("button", name="Open round").click()
+    page.get_by_text("Opened round 1 with 6 tasks.").wait_for()
+    judge(api, annotator, 4)
+    page.reload()
+    assert "4 / 12 judgments" in page.locator(".numbers").inner_text()
+    assert "in progress: 4" in page.locator(".legend").inner_text()
+    assert page.locator("svg.chart rect.bar").count() == 24
+    assert page.locator("table").last.locator("td").first.inner_text() == annotator.username
+    screenshot("admin-round")
+    page.get_by_role("button", name="Close round 1").click()
+    page.get_by_text("Round closed").wait_for()
+    assert Round.objects.get().status == "closed"
+
+
+def test_researcher_previews_and_downloads_the_export(
+    sign_in, page, researcher, annotator, api, screenshot
+):
+    open_round(n=3, k=3, overlap=1)
+    judge(api, annotator, 3)
+    sign_in(researcher.username)
+    page.get_by_label("Round 1").check()
+    page.get_by_role("button", name="Preview").click()
+    assert page.locator("#row-count").inner_text() == "9"
+    assert page.locator("table.preview tbody tr").count() == 5
+    screenshot("research")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download JSONL").click()
+    download = download_info.value
+    assert download.suggested_filename == "preferences-trl-round-1.jsonl"
+    with open(download.path(), encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    assert len(rows) == 9
+    assert {"prompt", "chosen", "rejected", "margin"} <= set(rows[0])
+
+
+def test_annotator_writes_a_demonstration_from_an_answer(sign_in, page, annotator):
+    open_round(n=2, k=3)
+    sign_in(annotator.username)
+    page.get_by_role("link", name="Demonstrate").click()
+    page.get_by_role("button", name="Start from answer B").click()
+    answer = page.get_by_label("Ideal answer (Markdown)")
+    answer.fill(answer.input_value() + " And that is all.")
+    page.get_by_role("button", name="Save and next").click()
+    page.get_by_text("Saved. Here is the next prompt.").wait_for()
+    demonstration = Demonstration.objects.get()
+    assert demonstration.author == annotator
+    assert demonstration.text.endswith("And that is all.")
+    assert demonstration.source_completion is not None
+    assert demonstration.source_completion.prompt_id == demonstration.prompt_id
+
+
+PAGES = [
+    ("annotator", "/annotate/"),
+    ("annotator", "/demonstrate/"),
+    ("admin", "/manage/"),
+    ("admin", "/manage/rounds/{round}/"),
+    ("researcher", "/research/"),
+    ("researcher", "/api/docs/"),
+    (None, "/login/"),
+]
+
+
+@pytest.mark.parametrize(("persona", "path"), PAGES)
+def test_every_page_enforces_the_csp_and_breaks_none_of_it(sign_in, page, request, persona, path):
+    round_ = open_round(n=1, k=3)
+    if persona:
+        sign_in(request.getfixturevalue(persona).username)
+    response = page.goto(path.format(round=round_.pk))
+    page.wait_for_load_state("networkidle")
+    headers = response.headers
+    assert response.status == 200
+    assert "content-security-policy-report-only" not in headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "script-src 'self';" in headers["content-security-policy"]
+    if path != "/api/docs/":
+        assert "unsafe-inline" not in headers["content-security-policy"]
+    # The page fixture fails the test on any CSP refusal logged by the browser.
