@@ -24,6 +24,12 @@ from .factories import UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parent.parent
+# One solo worker on every queue, without the cluster chatter a single test worker does not need.
+WORKER_COMMAND = [
+    sys.executable, "-m", "celery", "-A", "feedback", "worker", "--pool=solo",
+    "--queues=default,generation,training", "--without-heartbeat", "--without-gossip",
+    "--without-mingle",
+]  # fmt: skip
 
 
 def service_missing(reason: str) -> None:
@@ -123,20 +129,7 @@ def celery_worker_process(
     env = {**os.environ, "DATABASE_URL": url}
     log = open(Path(settings.VAR_DIR) / "test-worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "feedback",
-            "worker",
-            "--pool=solo",
-            "--queues=default,generation,training",
-            "--loglevel=INFO",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        [*WORKER_COMMAND, "--loglevel=INFO"],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import WORKER_COMMAND
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -98,22 +100,7 @@ def test_demo_serves_and_a_new_user_can_lease_submit_and_export(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "feedback",
-            "worker",
-            "--pool=solo",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        WORKER_COMMAND, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_for_port(port, web)

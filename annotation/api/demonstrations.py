@@ -9,12 +9,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.models import Completion
-from feedback.rendering import render_untrusted
 from feedback.roles import IsAnnotator
 
 from ..demonstrations import demonstration_create, prompt_next_for_demonstration
 from .common import ERROR, StrictIntegerField
-from .tasks import ChatMessageSerializer, ShownCompletionSerializer, messages_payload
+from .tasks import (
+    ChatMessageSerializer,
+    ShownCompletionSerializer,
+    completion_payload,
+    messages_payload,
+)
 
 
 class DemonstrationNextApi(APIView):
@@ -44,10 +48,7 @@ class DemonstrationNextApi(APIView):
             {
                 "prompt": prompt.pk,
                 "messages": messages_payload(prompt.messages),
-                "completions": [
-                    {"id": c.pk, "text": c.text, "html": render_untrusted(c.text)}
-                    for c in completions
-                ],
+                "completions": [completion_payload(c.pk, c.text) for c in completions],
             }
         )
 

@@ -26,6 +26,10 @@ def messages_payload(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{**m, "html": render_untrusted(m["content"])} for m in messages]
 
 
+def completion_payload(completion_id: int, text: str) -> dict[str, object]:
+    return {"id": completion_id, "text": text, "html": render_untrusted(text)}
+
+
 def leased_task_payload(leased: LeasedTask) -> dict[str, Any]:
     task = leased.task
     return {
@@ -38,12 +42,7 @@ def leased_task_payload(leased: LeasedTask) -> dict[str, Any]:
             "safety": task.prompt.safety,
         },
         "completions": [
-            {
-                "id": slot.completion_id,
-                "text": slot.completion.text,
-                "html": render_untrusted(slot.completion.text),
-            }
-            for slot in leased.slots
+            completion_payload(slot.completion_id, slot.completion.text) for slot in leased.slots
         ],
         "rubric": RubricSerializer(task.round.rubric).data,
     }

@@ -26,6 +26,16 @@ def judge(api: Any, user: Any, count: int) -> None:
         )
 
 
+def upload(page: Any, lines: list[str]) -> None:
+    file = {
+        "name": "prompts.jsonl",
+        "mimeType": "application/x-ndjson",
+        "buffer": "\n".join(lines).encode(),
+    }
+    page.set_input_files("#import-file", files=[file])
+    page.get_by_role("button", name="Import").click()
+
+
 def test_admin_imports_a_file_with_a_bad_line_and_sees_its_number(sign_in, page, admin):
     sign_in(admin.username)
     lines = [
@@ -33,17 +43,7 @@ def test_admin_imports_a_file_with_a_bad_line_and_sees_its_number(sign_in, page,
         json.dumps({"prompt": "What is 2+2?"}),
         json.dumps({"prompt": "", "tags": ["x"]}),
     ]
-    page.set_input_files(
-        "#import-file",
-        files=[
-            {
-                "name": "prompts.jsonl",
-                "mimeType": "application/x-ndjson",
-                "buffer": "\n".join(lines).encode(),
-            }
-        ],
-    )
-    page.get_by_role("button", name="Import").click()
+    upload(page, lines)
     report = page.locator("#import-report")
     assert "Nothing was imported." in report.inner_text()
     row = report.locator("tbody tr").first
@@ -52,17 +52,7 @@ def test_admin_imports_a_file_with_a_bad_line_and_sees_its_number(sign_in, page,
     assert Prompt.objects.count() == 0
 
     page.get_by_label("Skip bad lines and import the rest").check()
-    page.set_input_files(
-        "#import-file",
-        files=[
-            {
-                "name": "prompts.jsonl",
-                "mimeType": "application/x-ndjson",
-                "buffer": "\n".join(lines).encode(),
-            }
-        ],
-    )
-    page.get_by_role("button", name="Import").click()
+    upload(page, lines)
     assert "2 new prompts" in page.locator("#import-report").inner_text()
     assert Prompt.objects.count() == 2
 
