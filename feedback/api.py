@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from .errors import DomainError
 from .middleware import API_DOCS_CONTENT_SECURITY_POLICY
 from .models import PolicyVersion
+from .registry import policy_registry_info
 from .roles import IsResearcherOrAdmin, user_roles
 
 
@@ -79,10 +80,20 @@ class PolicyListApi(APIView):
 
     class PolicySerializer(serializers.ModelSerializer):
         parent = serializers.PrimaryKeyRelatedField(read_only=True)
+        registry = serializers.SerializerMethodField(
+            help_text="What the model's name says (family, version, size, chat or base, "
+            "quantization), memory estimates to serve and fine-tune, and warnings."
+        )
 
         class Meta:
             model = PolicyVersion
-            fields = ["id", "name", "base_model", "adapter_path", "parent", "status", "created_at"]
+            fields = [
+                "id", "name", "base_model", "adapter_path", "parent", "status", "created_at",
+                "registry",
+            ]  # fmt: skip
+
+        def get_registry(self, policy: PolicyVersion) -> dict[str, Any]:
+            return policy_registry_info(policy)
 
     @extend_schema(responses=PolicySerializer(many=True))
     def get(self, request: Request) -> Response:

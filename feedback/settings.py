@@ -207,6 +207,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# Memory of the device that serves or trains, for the registry's "will it fit" warnings (0: unknown).
+DEVICE_MEMORY_GIB = env_int("DEVICE_MEMORY_GIB", 0)
+
 # Task distribution (DESIGN §4).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30 * 60)
 
