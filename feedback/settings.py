@@ -207,7 +207,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# Memory of the device that serves or trains, for the registry's "will it fit" warnings (0: unknown).
+# Memory of the serving or training device, for the registry's fit warnings (0: unknown).
 DEVICE_MEMORY_GIB = env_int("DEVICE_MEMORY_GIB", 0)
 
 # Task distribution (DESIGN §4).
