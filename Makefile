@@ -9,8 +9,13 @@ PORT ?= 8000
 
 .PHONY: install migrate demo browser test lint format screenshots clean
 
+# Without CUDA, torch is pinned to the CPU wheel (a looser pin would download GBs of CUDA).
+TORCH_CPU ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	command -v nvidia-smi >/dev/null 2>&1 || \
+	  $(BIN)/pip install --quiet --disable-pip-version-check '$(TORCH_CPU)'
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
@@ -19,9 +24,10 @@ install: $(STAMP)
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
-# Migrate, seed the demo (accounts with password 'demo'), then serve web and one worker on
-# 127.0.0.1 until Ctrl-C.
+# Migrate, build the tiny model if missing, seed the demo (accounts with password 'demo', a round
+# the tiny model wrote), then serve web and one worker on 127.0.0.1 until Ctrl-C.
 demo: migrate
+	$(BIN)/python manage.py build_tiny_model
 	$(BIN)/python manage.py seed_demo
 	@echo "Feedback Loop demo: http://$(HOST):$(PORT)/  (admin / researcher / annotator1..3, password 'demo')"
 	$(BIN)/celery -A feedback worker --beat --loglevel=INFO --concurrency=1 \

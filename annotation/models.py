@@ -90,6 +90,19 @@ class Round(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Generation by the serving policy (source "policy").
+    prompt_ids = models.JSONField(
+        default=list, blank=True, help_text="The prompts this round generates tasks for."
+    )
+    sampling = models.JSONField(
+        default=dict, blank=True, help_text="Sampling parameters: temperature, top_p, max tokens."
+    )
+    backend = models.CharField(max_length=32, blank=True, help_text="Generation backend used.")
+    progress_done = models.PositiveIntegerField(default=0, help_text="Prompts handled so far.")
+    prompts_skipped = models.PositiveIntegerField(
+        default=0, help_text="Prompts left out: no K valid, distinct completions after retries."
+    )
+    generation_error = models.TextField(blank=True, help_text="Why generation stopped, if it did.")
 
     class Meta:
         constraints = [

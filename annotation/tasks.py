@@ -11,3 +11,16 @@ def leases_expire() -> int:
     from .distribution import leases_expire as expire
 
     return expire()
+
+
+@shared_task(name="annotation.tasks.round_generate", acks_late=True)
+def round_generate(round_id: int) -> dict[str, int]:
+    """Generate a round's completions and publish its tasks (resumable, idempotent)."""
+    from .generation import round_generate as generate
+
+    round_ = generate(round_id=round_id)
+    return {
+        "round": round_.number,
+        "tasks": round_.tasks.count(),
+        "skipped": round_.prompts_skipped,
+    }

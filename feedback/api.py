@@ -14,11 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .errors import DomainError
+from .errors import DomainError, error_schema
 from .middleware import API_DOCS_CONTENT_SECURITY_POLICY
-from .models import PolicyVersion
+from .models import Deployment, PolicyVersion
+from .policies import deployment_request, rollback_request
 from .registry import policy_registry_info
-from .roles import IsResearcherOrAdmin, user_roles
+from .roles import IsAdmin, IsResearcherOrAdmin, user_roles
+
+ERROR = error_schema()
 
 
 class AuthTokenApi(APIView):
@@ -99,3 +102,53 @@ class PolicyListApi(APIView):
     def get(self, request: Request) -> Response:
         policies = PolicyVersion.objects.order_by("-created_at", "-id")
         return Response(self.PolicySerializer(policies, many=True).data)
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    policy_version = serializers.CharField(source="policy_version.name")
+    previous = serializers.CharField(source="previous.name", allow_null=True, default=None)
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id", "policy_version", "previous", "action", "backend", "status", "error",
+            "created_at", "finished_at",
+        ]  # fmt: skip
+
+
+class PolicyDeployApi(APIView):
+    """Make this version the serving one. 202: a job checks the backend answers with it, then
+    switches in one transaction; follow ``/api/v1/deployments/{id}/``."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, policy_id: int) -> Response:
+        deployment = deployment_request(policy_id=policy_id, requested_by=request.user)
+        return Response(DeploymentSerializer(deployment).data, status=202)
+
+
+class PolicyRollbackApi(APIView):
+    """Put back the version that served before this one (which must be the active one)."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer, 409: ERROR})
+    def post(self, request: Request, policy_id: int) -> Response:
+        deployment = rollback_request(policy_id=policy_id, requested_by=request.user)
+        return Response(DeploymentSerializer(deployment).data, status=202)
+
+
+class DeploymentDetailApi(APIView):
+    permission_classes = [IsResearcherOrAdmin]
+
+    @extend_schema(responses={200: DeploymentSerializer, 404: ERROR})
+    def get(self, request: Request, deployment_id: int) -> Response:
+        deployment = (
+            Deployment.objects.select_related("policy_version", "previous")
+            .filter(pk=deployment_id)
+            .first()
+        )
+        if deployment is None:
+            raise DomainError("No such deployment.", code="not_found", status=404)
+        return Response(DeploymentSerializer(deployment).data)

@@ -7,6 +7,7 @@ client can put the reason next to the control it belongs to.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -87,3 +88,21 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         code = codes if isinstance(codes, str) else "error"
         response.data = error_body(code, str(exc.detail))
     return response
+
+
+@cache
+def error_schema() -> Any:
+    """The error body as one OpenAPI component, for ``extend_schema(responses=...)``."""
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    return inline_serializer(
+        "Error",
+        {
+            "code": serializers.CharField(),
+            "detail": serializers.CharField(),
+            "fields": serializers.DictField(
+                child=serializers.ListField(child=serializers.CharField())
+            ),
+        },
+    )

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -109,3 +110,44 @@ class Completion(models.Model):
 
     def __str__(self) -> str:
         return f"Completion {self.pk} of prompt {self.prompt_id}"
+
+
+class Deployment(models.Model):
+    """A request to make a policy version the serving one, and what came of it.
+
+    The switch happens only after the serving backend answered a real generation with the new
+    version (readiness); until then the previous version keeps serving.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    class Action(models.TextChoices):
+        DEPLOY = "deploy", "deploy"
+        ROLLBACK = "rollback", "rollback"
+
+    policy_version = models.ForeignKey(
+        PolicyVersion, on_delete=models.PROTECT, related_name="deployments"
+    )
+    previous = models.ForeignKey(
+        PolicyVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The version that was active when the switch happened.",
+    )
+    action = models.CharField(max_length=16, choices=Action.choices, default=Action.DEPLOY)
+    backend = models.CharField(max_length=32, help_text="The generation backend told to switch.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.policy_version} ({self.status})"

@@ -210,6 +210,18 @@ SPECTACULAR_SETTINGS = {
 # Memory of the serving or training device, for the registry's fit warnings (0: unknown).
 DEVICE_MEMORY_GIB = env_int("DEVICE_MEMORY_GIB", 0)
 
+# Generation (DESIGN §6): the backend, an OpenAI-compatible server, timeouts and retries.
+GENERATION_BACKEND = env_str("GENERATION_BACKEND", "transformers")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+GENERATION_CONNECT_TIMEOUT = float(env_str("GENERATION_CONNECT_TIMEOUT", "5"))
+GENERATION_READ_TIMEOUT = float(env_str("GENERATION_READ_TIMEOUT", "120"))
+GENERATION_RETRIES = env_int("GENERATION_RETRIES", 2)
+VLLM_TENSOR_PARALLEL = env_int("VLLM_TENSOR_PARALLEL", 1)
+VLLM_QUANTIZATION = env_str("VLLM_QUANTIZATION", "")
+# The tiny model `build_tiny_model` makes, relative to ARTIFACTS_DIR.
+TINY_MODEL_DIR = env_str("TINY_MODEL_DIR", "models/tiny-llama")
+
 # Task distribution (DESIGN §4).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30 * 60)
 

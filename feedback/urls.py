@@ -12,6 +12,17 @@ from . import api
 api_v1 = [
     path("auth/token/", api.AuthTokenApi.as_view(), name="auth-token"),
     path("policies/", api.PolicyListApi.as_view(), name="policy-list"),
+    path("policies/<int:policy_id>/deploy/", api.PolicyDeployApi.as_view(), name="policy-deploy"),
+    path(
+        "policies/<int:policy_id>/rollback/",
+        api.PolicyRollbackApi.as_view(),
+        name="policy-rollback",
+    ),
+    path(
+        "deployments/<int:deployment_id>/",
+        api.DeploymentDetailApi.as_view(),
+        name="deployment-detail",
+    ),
     path("tasks/next/", tasks.TaskNextApi.as_view(), name="task-next"),
     path(
         "assignments/<uuid:assignment_id>/submit/",

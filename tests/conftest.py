@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from feedback.roles import Role
 from .factories import UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+# Nothing in the tests may reach a model hub: a missing model fails at once instead of retrying.
+os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parent.parent
 # One solo worker on every queue, without the cluster chatter a single test worker does not need.
 WORKER_COMMAND = [
@@ -139,3 +142,31 @@ def celery_worker_process(
     worker.terminate()
     worker.wait(timeout=30)
     log.close()
+
+
+# A smaller recipe than the product's: the same code path, built once per machine and reused
+# (the build is deterministic, so a cached copy is the model this recipe makes).
+TEST_TINY_STEPS = {"pretrain_steps": 150, "sft_steps": 350}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    """The tiny model, under ARTIFACTS_DIR so a worker process finds it too; relative path."""
+    import json
+
+    from feedback.tiny_model import TinyRecipe, build_tiny_model
+
+    relative = "models/tiny-llama-test"
+    output = Path(settings.ARTIFACTS_DIR) / relative
+    recipe = TinyRecipe(**TEST_TINY_STEPS)
+    meta = output / "meta.json"
+    if not meta.exists() or json.loads(meta.read_text())["recipe"] != asdict(recipe):
+        build_tiny_model(output, recipe, progress=False)
+    return relative
+
+
+@pytest.fixture
+def tiny_policy(db: None, tiny_model_path: str) -> Any:
+    from feedback.policies import policy_register
+
+    return policy_register(name="tiny-v0", base_model=tiny_model_path, activate_if_none=True)

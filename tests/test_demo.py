@@ -79,7 +79,8 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline_s: float
 def test_demo_serves_and_a_new_user_can_lease_submit_and_export(tmp_path):
     env = embedded_env(tmp_path)
     manage(env, "migrate", "--noinput")
-    assert "opened round 1" in manage(env, "seed_demo")
+    seeded = manage(env, "seed_demo")
+    assert "round 1:" in seeded and "written by tiny-llama-v0" in seeded
     assert (tmp_path / "feedback.sqlite3").exists()
 
     port = free_port()

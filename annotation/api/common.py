@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
+
+from feedback.errors import error_schema
 
 from ..models import Rubric
 
-ERROR = inline_serializer(
-    "Error",
-    {
-        "code": serializers.CharField(),
-        "detail": serializers.CharField(),
-        "fields": serializers.DictField(child=serializers.ListField(child=serializers.CharField())),
-    },
-)
+ERROR = error_schema()
 
 
 class StrictIntegerField(serializers.IntegerField):

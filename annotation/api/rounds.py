@@ -9,8 +9,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.errors import DomainError
+from feedback.generation import Sampling
 from feedback.roles import IsAdmin
 
+from ..generation import round_open_for_policy
 from ..models import Round, Rubric
 from ..rounds import round_close, round_open_from_imported, round_progress
 from .common import ERROR, StrictIntegerField
@@ -38,6 +40,11 @@ class RoundOutputSerializer(serializers.ModelSerializer):
             "created_at",
             "closed_at",
             "progress",
+            "sampling",
+            "backend",
+            "progress_done",
+            "prompts_skipped",
+            "generation_error",
         ]
 
     @extend_schema_field(
@@ -78,6 +85,15 @@ class RoundListApi(APIView):
             queryset=Rubric.objects.all(), required=False, help_text="Default: the newest 3H."
         )
         seed = StrictIntegerField(required=False, min_value=0, max_value=2**31 - 1)
+        source = serializers.ChoiceField(
+            choices=["imported", "policy"],
+            default="imported",
+            help_text="imported: compare completions already stored; policy: the active policy "
+            "generates K completions per prompt first (202, status 'generating').",
+        )
+        temperature = serializers.FloatField(min_value=0, max_value=2, default=1.0)
+        top_p = serializers.FloatField(min_value=0.01, max_value=1, default=1.0)
+        max_new_tokens = StrictIntegerField(min_value=1, max_value=4096, default=64)
 
     @extend_schema(responses=RoundOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -97,7 +113,19 @@ class RoundListApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.RoundOpenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        round_, left_out = round_open_from_imported(**data.validated_data, created_by=request.user)
+        values = dict(data.validated_data)
+        sampling = Sampling(
+            temperature=values.pop("temperature"),
+            top_p=values.pop("top_p"),
+            max_new_tokens=values.pop("max_new_tokens"),
+        )
+        if values.pop("source") == "policy":
+            values.pop("rubric", None)
+            round_ = round_open_for_policy(**values, sampling=sampling, created_by=request.user)
+            return Response(
+                {"round": RoundOutputSerializer(round_).data, "prompts_left_out": 0}, status=202
+            )
+        round_, left_out = round_open_from_imported(**values, created_by=request.user)
         return Response(
             {"round": RoundOutputSerializer(round_).data, "prompts_left_out": left_out}, status=201
         )

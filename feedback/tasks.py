@@ -1,0 +1,13 @@
+"""Celery tasks of the core: take ids, call a service, safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="feedback.tasks.deployment_run", acks_late=True)
+def deployment_run(deployment_id: int) -> str:
+    """Check that the new version answers, then make it the active one."""
+    from .policies import deployment_run as run
+
+    return run(deployment_id=deployment_id).status
