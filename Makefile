@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install migrate demo browser test lint format screenshots clean
+.PHONY: install migrate demo browser test lint format screenshots bench clean
 
 # Without CUDA, torch is pinned to the CPU wheel (a looser pin would download GBs of CUDA).
 TORCH_CPU ?= torch==2.13.0
@@ -61,6 +61,10 @@ test: lint browser
 # Refresh the screenshots in docs/ from the browser tests.
 screenshots: install browser
 	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews"
+
+# Benchmarks print ratios against a baseline measured in the same run (more arrive with issue 8).
+bench: install
+	$(BIN)/python benchmarks/generation_overhead.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

@@ -26,5 +26,11 @@ urlpatterns = [
     path(
         "manage/rounds/<int:round_id>/close/", views.manage_round_close, name="manage-round-close"
     ),
+    path("manage/policies/", views.manage_policies, name="manage-policies"),
+    path(
+        "manage/policies/<int:policy_id>/<str:action>/",
+        views.manage_policy_action,
+        name="manage-policy-action",
+    ),
     path("research/", views.research, name="research"),
 ]

@@ -25,10 +25,14 @@ from annotation.exports import (
     preference_pair_count,
     preference_rows,
 )
+from annotation.generation import round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import Round
 from annotation.rounds import round_close, round_open_from_imported, round_progress, round_stats
 from feedback.errors import DomainError
+from feedback.models import Deployment, PolicyVersion
+from feedback.policies import deployment_request, rollback_request
+from feedback.registry import policy_registry_info
 from feedback.roles import Role, user_roles
 
 PREVIEW_ROWS = 5
@@ -132,6 +136,14 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
         messages.error(request, "K must be 2 to 16 and overlap 1 to 50.")
         return redirect("frontend:manage")
     try:
+        if request.POST.get("source") == "policy":
+            round_ = round_open_for_policy(k=k, overlap=overlap, tags=tags, created_by=request.user)
+            messages.success(
+                request,
+                f"Round {round_.number}: {round_.policy_version.name} is generating "
+                f"{k} completions for {len(round_.prompt_ids)} prompts.",
+            )
+            return redirect("frontend:manage-round", round_id=round_.pk)
         round_, left_out = round_open_from_imported(
             k=k, overlap=overlap, tags=tags, created_by=request.user
         )
@@ -183,6 +195,41 @@ def manage_round_close(request: HttpRequest, round_id: int) -> HttpResponse:
     round_close(round_id=round_id)
     messages.success(request, "Round closed: no new leases; held leases may still be submitted.")
     return redirect("frontend:manage-round", round_id=round_id)
+
+
+@role_required(Role.ADMIN)
+def manage_policies(request: HttpRequest) -> HttpResponse:
+    policies = PolicyVersion.objects.select_related("parent").order_by("-created_at", "-id")
+    deployments = Deployment.objects.select_related("policy_version", "previous").order_by(
+        "-created_at"
+    )[:20]
+    return render(
+        request,
+        "frontend/policies.html",
+        {
+            "policies": [(p, policy_registry_info(p)) for p in policies],
+            "deployments": deployments,
+        },
+    )
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_policy_action(request: HttpRequest, policy_id: int, action: str) -> HttpResponse:
+    try:
+        if action == "rollback":
+            deployment = rollback_request(policy_id=policy_id, requested_by=request.user)
+        else:
+            deployment = deployment_request(policy_id=policy_id, requested_by=request.user)
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(
+            request,
+            f"{deployment.get_action_display().capitalize()} of {deployment.policy_version.name} "
+            "requested: it switches once the backend answers with it.",
+        )
+    return redirect("frontend:manage-policies")
 
 
 @role_required(Role.RESEARCHER, Role.ADMIN)

@@ -63,6 +63,7 @@ def test_admin_opens_watches_and_closes_a_round(sign_in, page, admin, annotator,
     sign_in(admin.username)
     page.get_by_label("Completions per task (K)").fill("3")
     page.get_by_label("Judgments per task (overlap)").fill("2")
+    page.get_by_label("imported files").check()
     page.get_by_role("button", name="Open round").click()
     page.get_by_text("Opened round 1 with 6 tasks.").wait_for()
     judge(api, annotator, 4)
@@ -114,11 +115,35 @@ def test_annotator_writes_a_demonstration_from_an_answer(sign_in, page, annotato
     assert demonstration.source_completion.prompt_id == demonstration.prompt_id
 
 
+@pytest.mark.broker
+def test_admin_deploys_a_version_from_the_policies_page(
+    sign_in, page, admin, tiny_policy, celery_worker_process
+):
+    from feedback.models import Deployment, PolicyVersion
+    from feedback.policies import policy_register
+    from feedback.tasks import deployment_run
+
+    v1 = policy_register(name="tiny-v1", base_model=tiny_policy.base_model, parent=tiny_policy)
+    sign_in(admin.username)
+    page.goto("/manage/policies/")
+    row = page.locator("table.policies tr", has_text="tiny-v1")
+    assert "candidate" in row.inner_text() and "tiny-v0" in row.inner_text()
+    row.get_by_role("button", name="Deploy").click()
+    page.get_by_text("Deploy of tiny-v1 requested").wait_for()
+    deployment = Deployment.objects.get()
+    assert deployment_run.delay(deployment.pk).get(timeout=120) == "done"
+    assert PolicyVersion.objects.get(status="active") == v1
+    page.reload()
+    assert "active" in page.locator("table.policies tr", has_text="tiny-v1").inner_text()
+    assert "done" in page.locator("section", has_text="Recent deployments").inner_text()
+
+
 PAGES = [
     ("annotator", "/annotate/"),
     ("annotator", "/demonstrate/"),
     ("admin", "/manage/"),
     ("admin", "/manage/rounds/{round}/"),
+    ("admin", "/manage/policies/"),
     ("researcher", "/research/"),
     ("researcher", "/api/docs/"),
     (None, "/login/"),
