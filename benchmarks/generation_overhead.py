@@ -104,9 +104,8 @@ def main() -> None:
     for name, values in rates.items():
         median = statistics.median(values)
         result[name] = {"median_tokens_per_s": median, "runs": values, "ratio": median / baseline}
-        print(
-            f"{name:22} {median:18.0f} {min(values):7.0f}–{max(values):<8.0f} {median / baseline:7.3f}"
-        )
+        spread = f"{min(values):.0f}-{max(values):.0f}"
+        print(f"{name:22} {median:18.0f} {spread:>16} {median / baseline:7.3f}")
     overhead = baseline / statistics.median(rates["platform backend"])
     print(f"platform time / bare time: {overhead:.3f} (target ≤ 1.05)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
