@@ -1,0 +1,138 @@
+"""GPU check (run by hand on a CUDA machine; never by the tests).
+
+Serves a model with vLLM and generates the same K samples per prompt four ways, printing tokens
+per second for each against vLLM alone:
+
+1. vLLM alone (``LLM.generate`` on the chat prompts): the baseline;
+2. the platform's ``vllm`` backend (in-process engine);
+3. the platform's ``openai`` backend against a ``vllm serve`` process;
+4. the ``vllm`` backend with a LoRA adapter passed per request.
+
+The model defaults to the tiny model (built here if missing), because a lent GPU machine may have
+no network; pass ``--model`` with a local path or hub id of a small instruct model where one is
+reachable. Usage::
+
+    pip install -e '.[vllm]' && python benchmarks/gpu/vllm_check.py [--model PATH] [--prompts 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedback.settings")
+
+
+def wait_port(port: int, process: subprocess.Popen, deadline_s: float = 600) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise SystemExit("vllm serve exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(1)
+    raise SystemExit("vllm serve did not start")
+
+
+def make_adapter(model_path: str, out: Path) -> str:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    lora = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(out)
+    return str(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="")
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    import torch
+    from django.conf import settings
+    from vllm import LLM, SamplingParams
+
+    from feedback import synthetic
+    from feedback.generation import Sampling, Target, get_backend
+    from feedback.tiny_model import build_tiny_model
+
+    assert torch.cuda.is_available(), "this check needs a CUDA device"
+    model = args.model
+    if not model:
+        tiny = Path(settings.ARTIFACTS_DIR) / settings.TINY_MODEL_DIR
+        if not (tiny / "meta.json").exists():
+            build_tiny_model(tiny)
+        model = str(tiny)
+    prompts = [[{"role": "user", "content": q}] for q in synthetic.prompts(args.prompts, seed=1)]
+    sampling = Sampling(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
+    rows = []
+
+    engine = LLM(model=model, enable_lora=True, max_lora_rank=8, gpu_memory_utilization=0.4)
+    params = SamplingParams(n=args.k, temperature=1.0, max_tokens=args.max_new_tokens, seed=0)
+    began = time.perf_counter()
+    outputs = engine.chat(prompts, params, use_tqdm=False)
+    tokens = sum(len(o.token_ids) for out in outputs for o in out.outputs)
+    baseline = tokens / (time.perf_counter() - began)
+    rows.append(("vLLM alone", baseline))
+
+    from feedback.generation import vllm_backend
+
+    vllm_backend._ENGINES[model] = engine  # share the loaded engine with the platform backend
+    backend = get_backend("vllm")
+    for name, target in (
+        ("platform vllm backend", Target(model=model)),
+        (
+            "vllm backend + LoRA",
+            Target(
+                model=model, adapter=make_adapter(model, ROOT / "var" / "gpu-lora"), name="lora"
+            ),
+        ),
+    ):
+        began = time.perf_counter()
+        out = backend.generate(target, prompts, n=args.k, sampling=sampling)
+        tokens = sum(s.completion_tokens or 0 for samples in out for s in samples)
+        rows.append((name, tokens / (time.perf_counter() - began)))
+    del engine
+    vllm_backend._ENGINES.clear()
+    torch.cuda.empty_cache()
+
+    port = 8077
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+         "--port", str(port), "--gpu-memory-utilization", "0.4"],
+    )  # fmt: skip
+    try:
+        wait_port(port, server)
+        openai = get_backend("openai", base_url=f"http://127.0.0.1:{port}", read_timeout=300)
+        few = prompts[: max(16, args.prompts // 8)]  # one HTTP request per sample
+        began = time.perf_counter()
+        out = openai.generate(Target(model=model), few, n=args.k, sampling=sampling)
+        tokens = sum(s.completion_tokens or 0 for samples in out for s in samples)
+        rows.append(("openai backend -> vllm serve", tokens / (time.perf_counter() - began)))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+    print(f"{'path':32} {'tokens/s':>10} {'vs vLLM alone':>14}")
+    for name, rate in rows:
+        print(f"{name:32} {rate:10.0f} {rate / baseline:14.3f}")
+
+
+if __name__ == "__main__":
+    main()
