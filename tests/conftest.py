@@ -119,17 +119,47 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def transformers_serve(tiny_model_path: str) -> Iterator[str]:
+    """A real `transformers serve` process on the tiny model: an OpenAI-compatible server."""
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    model = str(Path(settings.ARTIFACTS_DIR) / tiny_model_path)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "transformers"), "serve", model,
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # readiness: the port accepts, or the server died, or the deadline passed
+        assert server.poll() is None, "transformers serve exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "transformers serve did not start"
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, django_db_blocker: Any
+    django_db_setup: None, django_db_blocker: Any, transformers_serve: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``celery worker`` process on the test database and the configured broker."""
+    """A real ``celery worker`` process on the test database and the configured broker; its
+    ``openai`` backend talks to the session's `transformers serve`."""
     with django_db_blocker.unblock():
         url = database_url()
     if REQUIRE_SERVICES and not os.environ.get("CELERY_BROKER_URL", "").startswith(
         ("redis://", "amqp://")
     ):
         pytest.fail("REQUIRE_SERVICES=1 but CELERY_BROKER_URL names no Redis or RabbitMQ broker")
-    env = {**os.environ, "DATABASE_URL": url}
+    env = {**os.environ, "DATABASE_URL": url, "OPENAI_BASE_URL": transformers_serve}
     log = open(Path(settings.VAR_DIR) / "test-worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
         [*WORKER_COMMAND, "--loglevel=INFO"],

@@ -91,6 +91,11 @@ class RoundListApi(APIView):
             help_text="imported: compare completions already stored; policy: the active policy "
             "generates K completions per prompt first (202, status 'generating').",
         )
+        backend = serializers.ChoiceField(
+            choices=["transformers", "openai", "vllm"],
+            required=False,
+            help_text="Generation backend for a policy round (default: GENERATION_BACKEND).",
+        )
         temperature = serializers.FloatField(min_value=0, max_value=2, default=1.0)
         top_p = serializers.FloatField(min_value=0.01, max_value=1, default=1.0)
         max_new_tokens = StrictIntegerField(min_value=1, max_value=4096, default=64)
@@ -119,8 +124,10 @@ class RoundListApi(APIView):
             top_p=values.pop("top_p"),
             max_new_tokens=values.pop("max_new_tokens"),
         )
+        backend = values.pop("backend", None)
         if values.pop("source") == "policy":
             values.pop("rubric", None)
+            values["backend"] = backend
             round_ = round_open_for_policy(**values, sampling=sampling, created_by=request.user)
             return Response(
                 {"round": RoundOutputSerializer(round_).data, "prompts_left_out": 0}, status=202

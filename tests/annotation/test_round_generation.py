@@ -5,16 +5,11 @@ is down or hangs, and adding nothing when run again."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from annotation.generation import round_generate, round_open_for_policy
 from annotation.imports import prompts_import
@@ -24,9 +19,7 @@ from feedback import synthetic
 from feedback.generation import BackendUnavailable, Sampling
 from feedback.models import Completion
 
-from ..test_demo import free_port, wait_for_port
-
-BIN = Path(sys.executable).parent
+from ..test_demo import free_port
 
 
 def synthetic_prompts(n: int, seed: int = 5) -> None:
@@ -144,25 +137,6 @@ def test_a_server_that_is_down_or_hangs_fails_within_its_timeout_and_publishes_n
     assert round_.status == "generating"
     assert round_.generation_error
     assert ComparisonTask.objects.filter(round=round_).count() == 0
-
-
-@pytest.fixture(scope="module")
-def transformers_serve(tiny_model_path: str) -> Iterator[str]:
-    """A real `transformers serve` process on the tiny model."""
-    port = free_port()
-    model = str(Path(settings.ARTIFACTS_DIR) / tiny_model_path)
-    server = subprocess.Popen(
-        [str(BIN / "transformers"), "serve", model, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        wait_for_port(port, server, deadline_s=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_the_openai_backend_generates_a_round_from_transformers_serve(
