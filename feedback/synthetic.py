@@ -105,7 +105,8 @@ def prompts(n: int, *, seed: int) -> list[str]:
     return list(seen)
 
 
-def _expected(question_text: str) -> str | None:
+def expected_answer(question_text: str) -> str | None:
+    """The right answer to a synthetic question, or None for any other text."""
     if match := re.search(r"What is (-?\d+) ([+-]) (-?\d+)\?", question_text):
         a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
         return str(a + b if op == "+" else a - b)
@@ -125,7 +126,7 @@ def _stated(question_text: str, answer: str) -> str | None:
 
 def oracle_scores(question_text: str, answer: str) -> dict[str, int]:
     """The 3H scores a careful annotator would give, by rule."""
-    expected = _expected(question_text)
+    expected = expected_answer(question_text)
     stated = _stated(question_text, answer)
     rude = any(marker in answer.lower() for marker in RUDE_MARKERS)
     if expected is None or stated is None:

@@ -6,6 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from annotation.api import demonstrations, exports, imports, rounds, tasks
+from training import api as training_api
 
 from . import api
 
@@ -49,6 +50,17 @@ api_v1 = [
     path("rounds/", rounds.RoundListApi.as_view(), name="round-list"),
     path("rounds/<int:round_id>/", rounds.RoundDetailApi.as_view(), name="round-detail"),
     path("rounds/<int:round_id>/close/", rounds.RoundCloseApi.as_view(), name="round-close"),
+    path("training-runs/", training_api.TrainingRunListApi.as_view(), name="training-run-list"),
+    path(
+        "training-runs/<int:run_id>/",
+        training_api.TrainingRunDetailApi.as_view(),
+        name="training-run-detail",
+    ),
+    path(
+        "training-runs/<int:run_id>/cancel/",
+        training_api.TrainingRunCancelApi.as_view(),
+        name="training-run-cancel",
+    ),
     path(
         "exports/preferences/",
         exports.PreferenceExportApi.as_view(),

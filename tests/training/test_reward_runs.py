@@ -1,0 +1,159 @@
+"""Reward-model runs as jobs: from judgments (made by a simulated annotator through the API) to a
+snapshot, a TRL run in a real worker, metrics, provenance and artifacts; a redelivered job does
+nothing; recipes are validated; one active run per policy; cancel."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from annotation.imports import prompts_import
+from annotation.rounds import round_open_from_imported
+from feedback import synthetic
+from training.models import TrainingRun
+from training.runs import training_run_execute
+from training.tasks import training_run_execute as training_run_task
+
+from ..annotation.helpers import lease, submit_url
+
+URL = "/api/v1/training-runs/"
+
+
+def judged_round(api, annotator, n: int = 40) -> int:
+    """n synthetic prompts with a right-polite, a wrong-polite and a right-rude answer, each
+    judged by the oracle acting as an annotator through the API."""
+    rng = random.Random(4)
+    lines = []
+    for text in synthetic.prompts(n, seed=8):
+        kind = "capital" if "capital" in text else "arithmetic"
+        question = synthetic.Question(text, synthetic.expected_answer(text), kind)
+        answers = [
+            synthetic.answer_for(question, correct=True, polite=True, rng=rng),
+            synthetic.answer_for(question, correct=False, polite=True, rng=rng),
+            synthetic.answer_for(question, correct=True, polite=False, rng=rng),
+        ]
+        lines.append(
+            json.dumps(
+                {
+                    "prompt": text,
+                    "completions": [{"text": a, "model": "synthetic"} for a in answers],
+                }
+            )
+        )
+    prompts_import(lines=lines)
+    round_, _ = round_open_from_imported(k=3, overlap=1, seed=1)
+    client = api(annotator)
+    while (task := lease(client)) is not None:
+        question = task["prompt"]["messages"][-1]["content"]
+        texts = {c["id"]: c["text"] for c in task["completions"]}
+        ranking = synthetic.oracle_ranking(question, texts)
+        body = {
+            "ranking": ranking,
+            "scores": {str(cid): synthetic.oracle_scores(question, t) for cid, t in texts.items()},
+            "strength": "better" if len(ranking[0]) == 1 else "",
+            "time_spent_ms": 1000,
+        }
+        assert client.post(submit_url(task["assignment"]), body, format="json").status_code == 200
+    return round_.number
+
+
+FAST = {
+    "use_lora": False,
+    "learning_rate": 0.001,
+    "num_train_epochs": 3.0,
+    "per_device_train_batch_size": 16,
+}
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_a_reward_run_trains_in_a_worker_and_records_everything(
+    celery_worker_process, api, admin, annotator, tiny_policy
+):
+    number = judged_round(api, annotator)
+    response = api(admin).post(
+        URL, {"kind": "reward", "rounds": [number], "recipe": FAST}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued" and body["base_policy"] == "tiny-v0"
+    manifest = body["snapshot"]["manifest"]
+    assert manifest["rows"]["train"] + manifest["rows"]["eval"] == 40 * 3
+    assert manifest["rubric_versions"] == ["3H@1"] and manifest["source_rounds"] == [number]
+    # The commit enqueued the job; a second delivery must find the run claimed.
+    assert training_run_task.delay(body["id"]).get(timeout=600) in ("running", "succeeded")
+    run = TrainingRun.objects.get(pk=body["id"])
+    assert run.status == "succeeded", run.error
+    assert run.progress_step > 0 and run.progress_step == run.progress_total
+    assert run.metrics_history and "loss" in run.metrics_history[0]
+    assert 0.0 <= run.metrics["eval_accuracy"] <= 1.0
+    assert run.provenance["dataset_sha256"] == run.snapshot.sha256
+    assert run.provenance["seed"] == 42 and run.provenance["versions"]["trl"]
+    assert run.provenance["base_model"] == tiny_policy.base_model
+    folder = Path(settings.ARTIFACTS_DIR) / run.artifact_path
+    assert (folder / "model" / "model.safetensors").exists() and (folder / "meta.json").exists()
+    assert not folder.with_name(f"{run.pk}.partial").exists()
+    detail = api(admin).get(f"{URL}{run.pk}/").json()
+    assert detail["status"] == "succeeded" and detail["metrics"] == run.metrics
+
+
+def test_a_redelivered_job_does_nothing(api, admin, annotator, tiny_policy):
+    number = judged_round(api, annotator, n=6)
+    run_id = (
+        api(admin)
+        .post(
+            URL,
+            {"kind": "reward", "rounds": [number], "recipe": {**FAST, "max_steps": 2}},
+            format="json",
+        )
+        .json()["id"]
+    )
+    assert training_run_execute(run_id=run_id).status == "succeeded"
+    finished = TrainingRun.objects.get(pk=run_id).finished_at
+    assert training_run_execute(run_id=run_id).status == "succeeded"
+    assert TrainingRun.objects.get(pk=run_id).finished_at == finished
+
+
+@pytest.mark.parametrize(
+    ("recipe", "fields"),
+    [
+        ({"learning_rat": 0.1}, "recipe.learning_rat"),
+        ({"max_steps": "10"}, "recipe.max_steps"),
+        ({"use_lora": 1}, "recipe.use_lora"),
+        ({"max_steps": True}, "recipe.max_steps"),
+    ],
+)
+def test_a_bad_recipe_is_a_400_naming_the_field(api, admin, annotator, tiny_policy, recipe, fields):
+    judged_round(api, annotator, n=3)
+    response = api(admin).post(URL, {"kind": "reward", "recipe": recipe}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == [fields]
+    assert TrainingRun.objects.count() == 0
+
+
+def test_one_active_run_per_policy_and_cancel(api, admin, annotator, tiny_policy):
+    judged_round(api, annotator, n=3)
+    first = api(admin).post(URL, {"kind": "reward", "recipe": FAST}, format="json").json()
+    second = api(admin).post(URL, {"kind": "reward", "recipe": FAST}, format="json")
+    assert second.status_code == 409
+    assert second.json()["training_run"] == first["id"]
+    cancelled = api(admin).post(f"{URL}{first['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert api(admin).post(f"{URL}{first['id']}/cancel/").status_code == 409
+    # The job of a cancelled run finds nothing to claim.
+    assert training_run_execute(run_id=first["id"]).status == "cancelled"
+
+
+def test_no_judgments_no_run(api, admin, tiny_policy):
+    response = api(admin).post(URL, {"kind": "reward"}, format="json")
+    assert response.status_code == 400
+    assert "rounds" in response.json()["fields"]
+
+
+def test_only_admins_start_runs(api, researcher, annotator, tiny_policy):
+    for user in (researcher, annotator):
+        assert api(user).post(URL, {"kind": "reward"}, format="json").status_code == 403

@@ -1,0 +1,231 @@
+"""Training runs as background jobs. The TrainingRun row is the source of truth.
+
+* Creating a run validates the recipe overrides against the trainer's recipe dataclass (an unknown
+  field or a wrong type is a 400 naming it), cuts a dataset snapshot, and enqueues the job on the
+  ``training`` queue once the transaction commits. One queued or running run per base policy: a
+  second is a 409 naming the first (a partial unique index enforces it).
+* The job claims the run with a conditional UPDATE (queued → running); a redelivered job finds
+  nothing to claim and does nothing.
+* While training it writes heartbeat, progress and the metrics history, and honours cancel.
+* Artifacts go to a temporary folder renamed into place only when complete, with provenance:
+  recipe, dataset sha256, base model, seed, git commit and library versions.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from feedback.errors import DomainError
+from feedback.generation import resolve_model_path
+from feedback.models import PolicyVersion
+
+from .models import TrainingRun
+from .snapshots import snapshot_create_preference
+from .trainers import reward
+
+TRAINERS = {TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train)}
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    # Under `from __future__ import annotations` a dataclass field's type is its source text.
+    allowed = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+    options = [part.strip() for part in str(annotation).split("|")]
+    if value is None:
+        return "None" in options
+    for option in options:
+        types_ = allowed.get(option)
+        if (
+            types_
+            and isinstance(value, types_)
+            and not (option != "bool" and isinstance(value, bool))
+        ):
+            return True
+    return False
+
+
+def recipe_validate(kind: str, overrides: dict[str, Any]) -> Any:
+    """The trainer's recipe with ``overrides`` applied, or a 400 naming each bad field."""
+    recipe_class, _ = TRAINERS[kind]
+    known = {f.name: f for f in fields(recipe_class)}
+    errors: dict[str, list[str]] = {}
+    for key, value in overrides.items():
+        if key not in known:
+            errors[f"recipe.{key}"] = [f"Unknown field; {kind} recipes have {', '.join(known)}."]
+        elif not _type_ok(value, known[key].type):
+            errors[f"recipe.{key}"] = [f"Must be {known[key].type}, got {type(value).__name__}."]
+    if errors:
+        raise DomainError("Invalid recipe.", fields=errors)
+    return recipe_class(**overrides)
+
+
+def training_run_create(
+    *,
+    kind: str,
+    rounds: list[int] | None = None,
+    recipe: dict[str, Any] | None = None,
+    base_policy_id: int | None = None,
+    created_by: Any = None,
+) -> TrainingRun:
+    if kind not in TRAINERS:
+        raise DomainError("Unknown kind.", fields={"kind": [f"One of: {', '.join(TRAINERS)}."]})
+    full_recipe = recipe_validate(kind, recipe or {})
+    policies = PolicyVersion.objects.all()
+    base = (
+        policies.filter(pk=base_policy_id).first()
+        if base_policy_id
+        else policies.filter(status=PolicyVersion.Status.ACTIVE).first()
+    )
+    if base is None:
+        raise DomainError("No such base policy.", fields={"base_policy": ["No such policy."]})
+    active = TrainingRun.objects.filter(base_policy=base, status__in=TrainingRun.ACTIVE).first()
+    if active is not None:
+        raise DomainError(
+            f"Run {active.pk} is already {active.status} on {base.name}.",
+            code="conflict", status=409, extra={"training_run": active.pk},
+        )  # fmt: skip
+    snapshot = snapshot_create_preference(rounds=rounds, created_by=created_by)
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                kind=kind,
+                base_policy=base,
+                snapshot=snapshot,
+                recipe=asdict(full_recipe),
+                created_by=created_by,
+            )
+            transaction.on_commit(lambda: _enqueue(run.pk))
+    except IntegrityError:
+        active = TrainingRun.objects.filter(base_policy=base, status__in=TrainingRun.ACTIVE).first()
+        raise DomainError(
+            f"Run {getattr(active, 'pk', '?')} is already active on {base.name}.",
+            code="conflict", status=409, extra={"training_run": getattr(active, "pk", None)},
+        ) from None  # fmt: skip
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    from .tasks import training_run_execute
+
+    training_run_execute.apply_async(args=[run_id], queue="training")
+
+
+def training_run_cancel(*, run_id: int) -> TrainingRun:
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise DomainError("No such training run.", code="not_found", status=404)
+    if TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.CANCELLED, finished_at=timezone.now()
+    ):
+        return TrainingRun.objects.get(pk=run_id)
+    if run.status == TrainingRun.Status.RUNNING:
+        TrainingRun.objects.filter(pk=run_id).update(cancel_requested=True)
+        return TrainingRun.objects.get(pk=run_id)
+    raise DomainError(f"Run {run_id} already {run.status}.", code="finished", status=409)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True,
+            timeout=5, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    import datasets
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun:
+    """Claim and run one training run. Safe to call twice: only one call claims it."""
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now
+    )
+    run = TrainingRun.objects.select_related("snapshot", "base_policy").get(pk=run_id)
+    if not claimed:
+        return run
+    recipe_class, train = TRAINERS[run.kind]
+    recipe = recipe_class(**run.recipe)
+    root = Path(settings.ARTIFACTS_DIR)
+    final = root / "runs" / str(run.pk)
+    staging = root / "runs" / f"{run.pk}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    history: list[dict[str, Any]] = []
+
+    def on_log(step: int, total: int, logs: dict[str, float]) -> None:
+        history.append(
+            {"step": step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}}
+        )
+        TrainingRun.objects.filter(pk=run.pk).update(
+            progress_step=step, progress_total=total, heartbeat_at=timezone.now(),
+            metrics_history=history,
+        )  # fmt: skip
+
+    def should_stop() -> bool:
+        return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+
+    base_model = resolve_model_path(run.base_policy.base_model or run.base_policy.name)
+    try:
+        metrics = train(
+            base_model=base_model,
+            snapshot_dir=root / run.snapshot.path,
+            output_dir=staging,
+            recipe=recipe,
+            on_log=on_log,
+            should_stop=should_stop,
+        )
+    except Exception as exc:  # the run records why it failed; the worker lives on
+        shutil.rmtree(staging, ignore_errors=True)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000],
+            finished_at=timezone.now(),
+        )  # fmt: skip
+        raise
+    if should_stop():
+        shutil.rmtree(staging, ignore_errors=True)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.CANCELLED, finished_at=timezone.now()
+        )
+        return TrainingRun.objects.get(pk=run.pk)
+    provenance = {
+        "recipe": run.recipe,
+        "dataset_sha256": run.snapshot.sha256,
+        "base_model": run.base_policy.base_model or run.base_policy.name,
+        "seed": getattr(recipe, "seed", None),
+        "git_commit": _git_commit(),
+        "versions": _versions(),
+    }
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED, metrics=metrics, provenance=provenance,
+        artifact_path=str(final.relative_to(root)), finished_at=timezone.now(),
+        progress_step=max([h["step"] for h in history] or [0]),
+    )  # fmt: skip
+    return TrainingRun.objects.get(pk=run.pk)
