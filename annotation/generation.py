@@ -204,7 +204,9 @@ def round_generate(
                 }
                 need = round_.k if attempt == 0 else 1
                 batch = [pending[pid] for pid in sorted(pending)]
-                seed = None if base.seed is None else base.seed + start * 1000 + attempt
+                # A fresh seed per batch and attempt: a retry must not replay the samples it
+                # is retrying (backends add the sample index j < n to it).
+                seed = None if base.seed is None else base.seed + attempt * 1_000_003 + start * 101
                 sampling = Sampling(base.temperature, base.top_p, base.max_new_tokens, seed)
                 missing = {
                     p.pk: max(0, need - len(stored[p.pk])) if attempt == 0 else need for p in batch

@@ -16,7 +16,7 @@ from annotation.imports import prompts_import
 from annotation.models import ComparisonTask, Round, TaskCompletion
 from annotation.tasks import round_generate as round_generate_task
 from feedback import synthetic
-from feedback.generation import BackendUnavailable, Sampling
+from feedback.generation import BackendUnavailable
 from feedback.models import Completion
 
 from ..test_demo import free_port
@@ -139,17 +139,26 @@ def test_a_server_that_is_down_or_hangs_fails_within_its_timeout_and_publishes_n
     assert ComparisonTask.objects.filter(round=round_).count() == 0
 
 
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
 def test_the_openai_backend_generates_a_round_from_transformers_serve(
-    tiny_policy, settings, transformers_serve
+    celery_worker_process, tiny_policy, api, admin
 ):
-    settings.OPENAI_BASE_URL = transformers_serve
-    synthetic_prompts(4)
-    round_ = round_open_for_policy(
-        k=2, overlap=1, tags=["synthetic"], backend="openai", sampling=Sampling(max_new_tokens=24)
-    )
-    round_ = round_generate(round_id=round_.pk)
-    assert round_.status == "open"
-    assert round_.tasks.count() + round_.prompts_skipped == 4 and round_.tasks.count() >= 3
+    """The worker's openai backend talks to the session's real `transformers serve`."""
+    synthetic_prompts(6)
+    response = api(admin).post(
+        "/api/v1/rounds/",
+        {"source": "policy", "backend": "openai", "k": 2, "overlap": 1, "tags": ["synthetic"],
+         "max_new_tokens": 24, "seed": 3},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    round_id = response.json()["round"]["id"]
+    round_generate_task.delay(round_id).get(timeout=300)
+    round_ = Round.objects.get(pk=round_id)
+    assert round_.status == "open" and round_.backend == "openai"
+    # Every prompt is either published complete or counted as left out; most get published.
+    assert round_.tasks.count() + round_.prompts_skipped == 6 and round_.tasks.count() >= 4
     assert_complete_tasks_only(round_)
     completion = Completion.objects.filter(policy_version=tiny_policy).first()
     assert completion.prompt_tokens > 0 and completion.completion_tokens > 0
