@@ -21,14 +21,18 @@ ERROR = error_schema()
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     base_policy = serializers.CharField(source="base_policy.name")
+    produced_policy = serializers.CharField(
+        source="produced_policy.name", allow_null=True, default=None
+    )
     snapshot = serializers.SerializerMethodField()
 
     class Meta:
         model = TrainingRun
         fields = [
             "id", "kind", "status", "base_policy", "snapshot", "recipe", "progress_step",
-            "progress_total", "metrics_history", "metrics", "artifact_path", "provenance",
-            "heartbeat_at", "cancel_requested", "error", "created_at", "started_at", "finished_at",
+            "progress_total", "metrics_history", "metrics", "artifact_path", "produced_policy",
+            "provenance", "heartbeat_at", "cancel_requested", "error", "created_at", "started_at",
+            "finished_at",
         ]  # fmt: skip
 
     def get_snapshot(self, run: TrainingRun) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class DatasetSnapshot(models.Model):
 class TrainingRun(models.Model):
     class Kind(models.TextChoices):
         REWARD = "reward", "reward model"
+        DPO = "dpo", "DPO policy update"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
@@ -58,6 +59,10 @@ class TrainingRun(models.Model):
     metrics_history = models.JSONField(default=list, help_text="Logged metrics, one dict a step.")
     metrics = models.JSONField(default=dict, help_text="Final and held-out metrics.")
     artifact_path = models.CharField(max_length=500, blank=True, help_text="Under ARTIFACTS_DIR.")
+    produced_policy = models.ForeignKey(
+        PolicyVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The candidate version a policy-training run registered.",
+    )  # fmt: skip
     provenance = models.JSONField(
         default=dict, help_text="Recipe, dataset sha256, base model, seed, git commit, versions."
     )

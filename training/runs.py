@@ -30,9 +30,14 @@ from feedback.models import PolicyVersion
 
 from .models import TrainingRun
 from .snapshots import snapshot_create_preference
-from .trainers import reward
+from .trainers import dpo, reward
 
-TRAINERS = {TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train)}
+TRAINERS = {
+    TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train),
+    TrainingRun.Kind.DPO: (dpo.DPORecipe, dpo.train),
+}
+# Kinds whose output is a new policy: registered as a candidate (an adapter on the base weights).
+POLICY_KINDS = {TrainingRun.Kind.DPO}
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -223,7 +228,18 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     }
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
+    produced = None
+    if run.kind in POLICY_KINDS:
+        base = run.base_policy
+        produced = PolicyVersion.objects.create(
+            name=f"{base.name}-{run.kind}-run{run.pk}",
+            base_model=base.base_model or base.name,
+            adapter_path=str((final / "model").relative_to(root)),
+            parent=base,
+            status=PolicyVersion.Status.CANDIDATE,
+        )
     TrainingRun.objects.filter(pk=run.pk).update(
+        produced_policy=produced,
         status=TrainingRun.Status.SUCCEEDED, metrics=metrics, provenance=provenance,
         artifact_path=str(final.relative_to(root)), finished_at=timezone.now(),
         progress_step=max([h["step"] for h in history] or [0]),

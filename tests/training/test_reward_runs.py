@@ -157,3 +157,36 @@ def test_no_judgments_no_run(api, admin, tiny_policy):
 def test_only_admins_start_runs(api, researcher, annotator, tiny_policy):
     for user in (researcher, annotator):
         assert api(user).post(URL, {"kind": "reward"}, format="json").status_code == 403
+
+
+def test_a_dpo_run_registers_a_candidate_that_can_be_deployed_and_serve(
+    api, admin, annotator, tiny_policy
+):
+    from annotation.generation import round_generate, round_open_for_policy
+    from feedback.models import Completion, PolicyVersion
+    from feedback.policies import deployment_run
+
+    number = judged_round(api, annotator, n=12)
+    recipe = {"learning_rate": 0.0005, "max_steps": 4, "per_device_train_batch_size": 8}
+    response = api(admin).post(
+        URL, {"kind": "dpo", "rounds": [number], "recipe": recipe}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    run = training_run_execute(run_id=response.json()["id"])
+    assert run.status == "succeeded", run.error
+    candidate = run.produced_policy
+    assert candidate.status == "candidate" and candidate.parent == tiny_policy
+    assert candidate.base_model == tiny_policy.base_model
+    assert (
+        Path(settings.ARTIFACTS_DIR) / candidate.adapter_path / "adapter_model.safetensors"
+    ).exists()
+    assert "eval_reward_accuracy" in run.metrics or "train_loss" in run.metrics
+
+    deployed = api(admin).post(f"/api/v1/policies/{candidate.pk}/deploy/").json()
+    assert deployment_run(deployment_id=deployed["id"]).status == "done"
+    assert PolicyVersion.objects.get(status="active") == candidate
+    synthetic_round = round_open_for_policy(
+        k=2, overlap=1, prompt_ids=None, include_used=True, tags=[], seed=2
+    )
+    round_generate(round_id=synthetic_round.pk)
+    assert Completion.objects.filter(policy_version=candidate).exists()

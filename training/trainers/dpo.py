@@ -1,0 +1,129 @@
+"""DPO: TRL's DPOTrainer on preference pairs, training LoRA adapters on the policy by default.
+
+Read top to bottom: load the snapshot → build TRL's DPOConfig from the recipe → LoRA on the base
+policy (the frozen base is the reference model, so no second copy is loaded) → train → held-out
+reward accuracy on the eval split → save the adapter, tokenizer and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DPORecipe:
+    """Hyperparameters of a DPO run; defaults follow TRL's DPOConfig and the DPO paper."""
+
+    beta: float = 0.1
+    """Strength of the KL penalty towards the reference model (Rafailov et al., 2023: 0.1)."""
+    loss_type: str = "sigmoid"
+    """TRL loss: sigmoid (DPO), ipo, hinge, robust, … (TRL's list)."""
+    learning_rate: float = 1e-6
+    """AdamW learning rate (TRL DPOConfig: 1e-6; LoRA usually wants more, e.g. 5e-5)."""
+    num_train_epochs: float = 1.0
+    """Passes over the train split."""
+    max_steps: int = -1
+    """Stop after this many steps if positive (overrides epochs)."""
+    per_device_train_batch_size: int = 8
+    """Pairs per step (TRL: 8)."""
+    max_length: int = 1024
+    """Longest prompt plus answer, in tokens (TRL: 1024)."""
+    use_lora: bool = True
+    """Train LoRA adapters; the frozen base then serves as the reference model."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling (alpha / r multiplies the update)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA path."""
+    seed: int = 42
+    """Seed for initialisation and data order."""
+
+
+def train(
+    *,
+    base_model: str,
+    snapshot_dir: Path,
+    output_dir: Path,
+    recipe: DPORecipe,
+    on_log: Callable[[int, int, dict[str, float]], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    files = {"train": str(snapshot_dir / "train.jsonl")}
+    if (snapshot_dir / "eval.jsonl").stat().st_size > 0:
+        files["eval"] = str(snapshot_dir / "eval.jsonl")
+    data = load_dataset("json", data_files=files).remove_columns("margin")
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+
+    gpu = torch.cuda.is_available()
+    config = DPOConfig(
+        output_dir=str(output_dir / "checkpoints"),
+        beta=recipe.beta,
+        loss_type=[recipe.loss_type],
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.num_train_epochs,
+        max_steps=recipe.max_steps,
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        per_device_eval_batch_size=recipe.per_device_train_batch_size,
+        max_length=recipe.max_length,
+        seed=recipe.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=not gpu,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+    )
+    peft_config = None
+    if recipe.use_lora:
+        peft_config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=recipe.lora_r,
+            lora_alpha=recipe.lora_alpha,
+            lora_dropout=recipe.lora_dropout,
+        )
+
+    class Progress(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            on_log(state.global_step, state.max_steps, dict(logs or {}))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if should_stop():
+                control.should_training_stop = True
+
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=data["train"],
+        eval_dataset=data.get("eval"),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[Progress()],
+    )
+    trainer.train()
+    metrics: dict[str, Any] = {"train_loss": trainer.state.log_history[-1].get("train_loss")}
+    if "eval" in data:
+        held_out = trainer.evaluate()
+        metrics["eval_loss"] = held_out.get("eval_loss")
+        metrics["eval_reward_accuracy"] = held_out.get("eval_rewards/accuracies")
+        metrics["eval_reward_margin"] = held_out.get("eval_rewards/margins")
+    trainer.save_model(str(output_dir / "model"))
+    tokenizer.save_pretrained(str(output_dir / "model"))
+    (output_dir / "meta.json").write_text(
+        json.dumps({"kind": "dpo", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
+    )
+    return metrics
