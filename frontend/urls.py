@@ -32,5 +32,7 @@ urlpatterns = [
         views.manage_policy_action,
         name="manage-policy-action",
     ),
+    path("manage/training/", views.manage_training, name="manage-training"),
+    path("manage/training/<int:run_id>/", views.manage_training_run, name="manage-training-run"),
     path("research/", views.research, name="research"),
 ]

@@ -34,6 +34,8 @@ from feedback.models import Deployment, PolicyVersion
 from feedback.policies import deployment_request, rollback_request
 from feedback.registry import policy_registry_info
 from feedback.roles import Role, user_roles
+from training.models import TrainingRun
+from training.runs import training_run_cancel, training_run_create
 
 PREVIEW_ROWS = 5
 
@@ -230,6 +232,70 @@ def manage_policy_action(request: HttpRequest, policy_id: int, action: str) -> H
             "requested: it switches once the backend answers with it.",
         )
     return redirect("frontend:manage-policies")
+
+
+@role_required(Role.ADMIN)
+def manage_training(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        rounds = [int(r) for r in request.POST.getlist("round") if r.isdigit()]
+        try:
+            run = training_run_create(
+                kind=request.POST.get("kind", ""), rounds=rounds or None, created_by=request.user
+            )
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+            return redirect("frontend:manage-training")
+        messages.success(request, f"Run {run.pk} queued on the training queue.")
+        return redirect("frontend:manage-training-run", run_id=run.pk)
+    runs = TrainingRun.objects.select_related("base_policy", "produced_policy").order_by("-id")[:50]
+    return render(
+        request,
+        "frontend/training.html",
+        {
+            "runs": runs,
+            "kinds": TrainingRun.Kind.choices,
+            "rounds": Round.objects.order_by("number").values_list("number", flat=True),
+        },
+    )
+
+
+def _loss_chart(
+    history: list[dict[str, Any]], width: int = 600, height: int = 160
+) -> dict[str, Any]:
+    """An SVG polyline of the training loss, drawn on the server (no script, CSP-safe)."""
+    points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+    if len(points) < 2:
+        return {"points": "", "max": None, "min": None}
+    steps = [p[0] for p in points]
+    losses = [p[1] for p in points]
+    low, high = min(losses), max(losses)
+    span_x = (max(steps) - min(steps)) or 1
+    span_y = (high - low) or 1
+    coords = " ".join(
+        f"{(step - min(steps)) / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}"
+        for step, loss in points
+    )
+    return {"points": coords, "max": round(high, 4), "min": round(low, 4), "last_step": steps[-1]}
+
+
+@role_required(Role.ADMIN)
+def manage_training_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(
+        TrainingRun.objects.select_related("base_policy", "produced_policy", "snapshot"), pk=run_id
+    )
+    if request.method == "POST":
+        try:
+            training_run_cancel(run_id=run.pk)
+            messages.success(request, "Cancel requested: the run stops after its current step.")
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+        return redirect("frontend:manage-training-run", run_id=run.pk)
+    percent = round(100 * run.progress_step / run.progress_total) if run.progress_total else 0
+    return render(
+        request,
+        "frontend/training_run.html",
+        {"run": run, "chart": _loss_chart(run.metrics_history), "percent": percent},
+    )
 
 
 @role_required(Role.RESEARCHER, Role.ADMIN)

@@ -144,6 +144,7 @@ PAGES = [
     ("admin", "/manage/"),
     ("admin", "/manage/rounds/{round}/"),
     ("admin", "/manage/policies/"),
+    ("admin", "/manage/training/"),
     ("researcher", "/research/"),
     ("researcher", "/api/docs/"),
     (None, "/login/"),
@@ -165,3 +166,29 @@ def test_every_page_enforces_the_csp_and_breaks_none_of_it(sign_in, page, reques
     if path != "/api/docs/":
         assert "unsafe-inline" not in headers["content-security-policy"]
     # The page fixture fails the test on any CSP refusal logged by the browser.
+
+
+def test_admin_starts_a_reward_run_and_watches_it(
+    sign_in, page, admin, annotator, api, tiny_policy, screenshot
+):
+    from training.models import TrainingRun
+    from training.runs import training_run_execute
+
+    from ..training.test_reward_runs import judged_round
+
+    judged_round(api, annotator, n=8)
+    sign_in(admin.username)
+    page.goto("/manage/training/")
+    page.get_by_label("reward model").check()
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_text("queued on the training queue").wait_for()
+    run = TrainingRun.objects.get()
+    TrainingRun.objects.filter(pk=run.pk).update(
+        recipe={**run.recipe, "max_steps": 6, "use_lora": False}
+    )
+    assert training_run_execute(run_id=run.pk).status == "succeeded"
+    page.reload()
+    assert page.locator("#progress").inner_text() == "100%"
+    assert page.locator("polyline.loss").count() == 1
+    assert "dataset_sha256" in page.locator("pre").inner_text()
+    screenshot("training-run")
