@@ -50,6 +50,10 @@ api_v1 = [
     path("rounds/", rounds.RoundListApi.as_view(), name="round-list"),
     path("rounds/<int:round_id>/", rounds.RoundDetailApi.as_view(), name="round-detail"),
     path("rounds/<int:round_id>/close/", rounds.RoundCloseApi.as_view(), name="round-close"),
+    path(
+        "policies/<int:policy_id>/gate/", training_api.PolicyGateApi.as_view(), name="policy-gate"
+    ),
+    path("gates/<int:gate_id>/", training_api.GateDetailApi.as_view(), name="gate-detail"),
     path("training-runs/", training_api.TrainingRunListApi.as_view(), name="training-run-list"),
     path(
         "training-runs/<int:run_id>/",

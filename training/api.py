@@ -13,7 +13,8 @@ from rest_framework.views import APIView
 from feedback.errors import DomainError, error_schema
 from feedback.roles import IsAdmin
 
-from .models import TrainingRun
+from .gate import gate_request
+from .models import GateEvaluation, TrainingRun
 from .runs import training_run_cancel, training_run_create
 
 ERROR = error_schema()
@@ -102,3 +103,57 @@ class TrainingRunCancelApi(APIView):
     def post(self, request: Request, run_id: int) -> Response:
         training_run_cancel(run_id=run_id)
         return Response(TrainingRunSerializer(_get(run_id)).data)
+
+
+class GateSerializer(serializers.ModelSerializer):
+    candidate = serializers.CharField(source="candidate.name")
+    baseline = serializers.CharField(source="baseline.name")
+
+    class Meta:
+        model = GateEvaluation
+        fields = [
+            "id", "candidate", "baseline", "reward_run", "prompt_count", "threshold", "status",
+            "win_rate", "metrics", "error", "created_at", "finished_at",
+        ]  # fmt: skip
+
+
+class PolicyGateApi(APIView):
+    """Compare a candidate with the active policy (a job): deployed if it wins, else rejected."""
+
+    permission_classes = [IsAdmin]
+
+    class GateInputSerializer(serializers.Serializer):
+        reward_run = serializers.IntegerField(required=False, help_text="Default: the newest.")
+        prompts = serializers.IntegerField(min_value=1, max_value=2000, default=32)
+        threshold = serializers.FloatField(
+            min_value=0, max_value=1, default=0.55, help_text="Win rate needed to pass."
+        )
+
+    @extend_schema(
+        request=GateInputSerializer, responses={202: GateSerializer, 400: ERROR, 409: ERROR}
+    )
+    def post(self, request: Request, policy_id: int) -> Response:
+        data = self.GateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        gate = gate_request(
+            candidate_id=policy_id,
+            reward_run_id=data.validated_data.get("reward_run"),
+            prompts=data.validated_data["prompts"],
+            threshold=data.validated_data["threshold"],
+        )
+        return Response(GateSerializer(gate).data, status=202)
+
+
+class GateDetailApi(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses={200: GateSerializer, 404: ERROR})
+    def get(self, request: Request, gate_id: int) -> Response:
+        gate = (
+            GateEvaluation.objects.select_related("candidate", "baseline")
+            .filter(pk=gate_id)
+            .first()
+        )
+        if gate is None:
+            raise DomainError("No such gate evaluation.", code="not_found", status=404)
+        return Response(GateSerializer(gate).data)

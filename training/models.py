@@ -88,3 +88,30 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} run {self.pk} ({self.status})"
+
+
+class GateEvaluation(models.Model):
+    """Does a candidate beat the serving policy? Reward-model win rate on held-out prompts."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        PASSED = "passed", "passed"
+        FAILED = "failed", "failed"
+        ERROR = "error", "error"
+
+    candidate = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="gates")
+    baseline = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
+    reward_run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="gates")
+    prompt_count = models.PositiveIntegerField(help_text="Held-out prompts compared.")
+    threshold = models.FloatField(
+        help_text="The candidate passes when its win rate is at least this."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    win_rate = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, help_text="Mean rewards, reward delta, length delta.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"gate {self.pk}: {self.candidate} vs {self.baseline} ({self.status})"

@@ -11,3 +11,11 @@ def training_run_execute(run_id: int) -> str:
     from .runs import training_run_execute as execute
 
     return execute(run_id=run_id).status
+
+
+@shared_task(name="training.tasks.gate_evaluate", acks_late=True)
+def gate_evaluate(gate_id: int) -> str:
+    """Compare a candidate with the active policy and promote or reject it."""
+    from .gate import gate_evaluate as evaluate
+
+    return evaluate(gate_id=gate_id).status

@@ -26,6 +26,8 @@ ROUTES = {
     "/api/v1/demonstrations/": ["post"],
     "/api/v1/demonstrations/next/": ["get"],
     "/api/v1/training-runs/": ["get", "post"],
+    "/api/v1/policies/{policy_id}/gate/": ["post"],
+    "/api/v1/gates/{gate_id}/": ["get"],
     "/api/v1/training-runs/{run_id}/": ["get"],
     "/api/v1/training-runs/{run_id}/cancel/": ["post"],
     "/api/v1/exports/preferences/": ["get"],

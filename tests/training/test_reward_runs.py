@@ -190,3 +190,63 @@ def test_a_dpo_run_registers_a_candidate_that_can_be_deployed_and_serve(
     )
     round_generate(round_id=synthetic_round.pk)
     assert Completion.objects.filter(policy_version=candidate).exists()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_the_gate_deploys_a_winner_and_rejects_a_loser(
+    api, admin, annotator, tiny_policy, threshold
+):
+    from feedback.models import Deployment, PolicyVersion
+    from training.gate import gate_evaluate
+
+    number = judged_round(api, annotator, n=12)
+    reward = (
+        api(admin)
+        .post(
+            URL,
+            {"kind": "reward", "rounds": [number], "recipe": {**FAST, "max_steps": 4}},
+            format="json",
+        )
+        .json()
+    )
+    assert training_run_execute(run_id=reward["id"]).status == "succeeded"
+    dpo = (
+        api(admin)
+        .post(
+            URL,
+            {
+                "kind": "dpo",
+                "rounds": [number],
+                "recipe": {"learning_rate": 0.0005, "max_steps": 2},
+            },
+            format="json",
+        )
+        .json()
+    )
+    candidate = training_run_execute(run_id=dpo["id"]).produced_policy
+
+    response = api(admin).post(
+        f"/api/v1/policies/{candidate.pk}/gate/",
+        {"prompts": 6, "threshold": threshold},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    gate = gate_evaluate(gate_id=response.json()["id"])
+    outcome = "passed" if gate.win_rate >= threshold else "failed"
+    assert gate.status == outcome
+    assert 0.0 <= gate.win_rate <= 1.0 and gate.metrics["prompts"] == 6
+    assert set(gate.metrics) >= {"mean_reward", "reward_delta", "length_delta"}
+    candidate.refresh_from_db()
+    if outcome == "passed":
+        assert Deployment.objects.get().policy_version == candidate  # deployed through readiness
+        assert candidate.status == "candidate"
+    else:
+        assert candidate.status == "rejected" and not Deployment.objects.exists()
+    assert PolicyVersion.objects.get(status="active") == tiny_policy
+    detail = api(admin).get(f"/api/v1/gates/{gate.pk}/").json()
+    assert detail["status"] == outcome and detail["candidate"] == candidate.name
+
+
+def test_the_gate_needs_a_reward_model_and_a_candidate(api, admin, tiny_policy):
+    response = api(admin).post(f"/api/v1/policies/{tiny_policy.pk}/gate/", {}, format="json")
+    assert response.status_code == 409 and response.json()["code"] == "not_candidate"
