@@ -223,6 +223,9 @@ VLLM_QUANTIZATION = env_str("VLLM_QUANTIZATION", "")
 # The tiny model `build_tiny_model` makes, relative to ARTIFACTS_DIR.
 TINY_MODEL_DIR = env_str("TINY_MODEL_DIR", "models/tiny-llama")
 
+# A running training run with no heartbeat for this long lost its worker; it is retried once.
+TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
+
 # Task distribution (DESIGN §4).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30 * 60)
 
@@ -260,6 +263,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "annotation.tasks.leases_expire", "schedule": 60.0},
+    "recover-training-runs": {"task": "training.tasks.training_runs_recover", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -67,6 +67,10 @@ class TrainingRun(models.Model):
         default=dict, help_text="Recipe, dataset sha256, base model, seed, git commit, versions."
     )
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="How many times a worker claimed it (a dead worker's run is retried once).",
+    )
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(

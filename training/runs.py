@@ -17,11 +17,13 @@ import platform
 import shutil
 import subprocess
 from dataclasses import asdict, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import DomainError
@@ -169,7 +171,10 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     """Claim and run one training run. Safe to call twice: only one call claims it."""
     now = timezone.now()
     claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now
+        status=TrainingRun.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
     )
     run = TrainingRun.objects.select_related("snapshot", "base_policy").get(pk=run_id)
     if not claimed:
@@ -179,9 +184,10 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     root = Path(settings.ARTIFACTS_DIR)
     final = root / "runs" / str(run.pk)
     staging = root / "runs" / f"{run.pk}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    history: list[dict[str, Any]] = []
+    if run.attempts <= 1:  # a retried run keeps its checkpoints and resumes from the last
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = list(run.metrics_history)
 
     def on_log(step: int, total: int, logs: dict[str, float]) -> None:
         history.append(
@@ -245,3 +251,26 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         progress_step=max([h["step"] for h in history] or [0]),
     )  # fmt: skip
     return TrainingRun.objects.get(pk=run.pk)
+
+
+def training_runs_recover(*, stale_after_s: int | None = None) -> list[int]:
+    """Notice runs whose worker died (no heartbeat for ``stale_after_s``) and requeue each once;
+    a run that was already retried is marked failed with the reason. Returns the requeued ids."""
+    stale_after_s = settings.TRAINING_STALE_SECONDS if stale_after_s is None else stale_after_s
+    cutoff = timezone.now() - timedelta(seconds=stale_after_s)
+    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
+    requeued = []
+    for run in stale:
+        if run.attempts >= 2:
+            TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+                status=TrainingRun.Status.FAILED,
+                error="Its worker stopped twice (no heartbeat since "
+                f"{run.heartbeat_at:%H:%M:%S} UTC).",
+                finished_at=timezone.now(),
+            )
+        elif TrainingRun.objects.filter(
+            pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
+        ).update(status=TrainingRun.Status.QUEUED):
+            requeued.append(run.pk)
+            _enqueue(run.pk)
+    return requeued

@@ -19,3 +19,11 @@ def gate_evaluate(gate_id: int) -> str:
     from .gate import gate_evaluate as evaluate
 
     return evaluate(gate_id=gate_id).status
+
+
+@shared_task(name="training.tasks.training_runs_recover")
+def training_runs_recover() -> list[int]:
+    """Requeue, once, the runs whose worker stopped sending heartbeats."""
+    from .runs import training_runs_recover as recover
+
+    return recover()

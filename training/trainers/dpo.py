@@ -42,6 +42,8 @@ class DPORecipe:
     """Dropout on the LoRA path."""
     seed: int = 42
     """Seed for initialisation and data order."""
+    checkpoint_every: int = 50
+    """Save a checkpoint every this many steps; a run whose worker died resumes from the last."""
 
 
 def train(
@@ -57,6 +59,7 @@ def train(
     from datasets import load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig, DPOTrainer
 
     files = {"train": str(snapshot_dir / "train.jsonl")}
@@ -82,7 +85,9 @@ def train(
         max_length=recipe.max_length,
         seed=recipe.seed,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=recipe.checkpoint_every,
+        save_total_limit=1,
         report_to=[],
         disable_tqdm=True,
         use_cpu=not gpu,
@@ -114,8 +119,14 @@ def train(
         peft_config=peft_config,
         callbacks=[Progress()],
     )
-    trainer.train()
+    # A run taken over after its worker died continues from its last complete checkpoint.
+    checkpoint = (
+        get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {"train_loss": trainer.state.log_history[-1].get("train_loss")}
+    if checkpoint:
+        metrics["resumed_from_step"] = int(checkpoint.rsplit("-", 1)[-1])
     if "eval" in data:
         held_out = trainer.evaluate()
         metrics["eval_loss"] = held_out.get("eval_loss")
