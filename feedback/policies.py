@@ -46,7 +46,11 @@ def policy_register(
 
 
 def deployment_request(
-    *, policy_id: int, requested_by: Any = None, action: str = Deployment.Action.DEPLOY
+    *,
+    policy_id: int,
+    requested_by: Any = None,
+    action: str = Deployment.Action.DEPLOY,
+    enqueue: bool = True,
 ) -> Deployment:
     policy = PolicyVersion.objects.filter(pk=policy_id).first()
     if policy is None:
@@ -66,7 +70,8 @@ def deployment_request(
             backend=settings.GENERATION_BACKEND,
             requested_by=requested_by,
         )
-        transaction.on_commit(lambda: _enqueue(deployment.pk))
+        if enqueue:  # `simulate` runs the deployment in its own process instead
+            transaction.on_commit(lambda: _enqueue(deployment.pk))
     return deployment
 
 

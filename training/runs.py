@@ -81,6 +81,7 @@ def training_run_create(
     recipe: dict[str, Any] | None = None,
     base_policy_id: int | None = None,
     created_by: Any = None,
+    enqueue: bool = True,
 ) -> TrainingRun:
     if kind not in TRAINERS:
         raise DomainError("Unknown kind.", fields={"kind": [f"One of: {', '.join(TRAINERS)}."]})
@@ -109,7 +110,8 @@ def training_run_create(
                 recipe=asdict(full_recipe),
                 created_by=created_by,
             )
-            transaction.on_commit(lambda: _enqueue(run.pk))
+            if enqueue:  # `simulate` runs the job in its own process instead
+                transaction.on_commit(lambda: _enqueue(run.pk))
     except IntegrityError:
         active = TrainingRun.objects.filter(base_policy=base, status__in=TrainingRun.ACTIVE).first()
         raise DomainError(
@@ -208,6 +210,9 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             snapshot_dir=root / run.snapshot.path,
             output_dir=staging,
             recipe=recipe,
+            base_adapter=resolve_model_path(run.base_policy.adapter_path)
+            if run.base_policy.adapter_path
+            else None,
             on_log=on_log,
             should_stop=should_stop,
         )
@@ -237,10 +242,11 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     produced = None
     if run.kind in POLICY_KINDS:
         base = run.base_policy
+        merged = final / "merged"  # present when the base itself carried an adapter
         produced = PolicyVersion.objects.create(
-            name=f"{base.name}-{run.kind}-run{run.pk}",
-            base_model=base.base_model or base.name,
-            adapter_path=str((final / "model").relative_to(root)),
+            name=f"{base.name.split('-dpo-run')[0]}-{run.kind}-run{run.pk}",
+            base_model=str(merged.relative_to(root)) if merged.exists() else base.base_model,
+            adapter_path="" if merged.exists() else str((final / "model").relative_to(root)),
             parent=base,
             status=PolicyVersion.Status.CANDIDATE,
         )

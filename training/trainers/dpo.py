@@ -52,6 +52,7 @@ def train(
     snapshot_dir: Path,
     output_dir: Path,
     recipe: DPORecipe,
+    base_adapter: str | None = None,
     on_log: Callable[[int, int, dict[str, float]], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
@@ -71,6 +72,11 @@ def train(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(base_model)
+    if base_adapter:
+        # The policy being improved is the base plus its adapter: fold it in, then train anew.
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, base_adapter).merge_and_unload()
 
     gpu = torch.cuda.is_available()
     config = DPOConfig(
@@ -134,6 +140,14 @@ def train(
         metrics["eval_reward_margin"] = held_out.get("eval_rewards/margins")
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))
+    if base_adapter:
+        # This adapter was trained on base + the previous adapter folded in, so it only serves
+        # on top of both: save the full merged weights as the new policy.
+        merged = trainer.model
+        if hasattr(merged, "merge_and_unload"):
+            merged = merged.merge_and_unload()
+        merged.save_pretrained(str(output_dir / "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(output_dir / "merged"))
     (output_dir / "meta.json").write_text(
         json.dumps({"kind": "dpo", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
     )

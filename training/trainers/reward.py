@@ -52,6 +52,7 @@ def train(
     snapshot_dir: Path,
     output_dir: Path,
     recipe: RewardRecipe,
+    base_adapter: str | None = None,
     on_log: Callable[[int, int, dict[str, float]], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
@@ -72,6 +73,8 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # The reward model starts from the base weights; a policy adapter (base_adapter) is not
+    # folded in, since a reward model need not share the policy's latest tune.
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
 
