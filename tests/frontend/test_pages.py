@@ -184,10 +184,13 @@ def test_admin_starts_a_reward_run_and_watches_it(
     page.get_by_role("button", name="Start run").click()
     page.get_by_text("queued on the training queue").wait_for()
     run = TrainingRun.objects.get()
+    if TrainingRun.objects.get().status in ("queued", "running"):
+        assert page.locator('meta[http-equiv="refresh"]').count() == 1
     # The worker runs the queued job; this second delivery returns once it has finished.
     assert training_run_execute.delay(run.pk).get(timeout=300) == "succeeded"
     page.reload()
     assert page.locator("#progress").inner_text() == "100%"
+    assert page.locator('meta[http-equiv="refresh"]').count() == 0  # finished: no more refresh
     assert page.locator("polyline.loss").count() == 1
     assert "dataset_sha256" in page.locator("pre").inner_text()
     screenshot("training-run")
