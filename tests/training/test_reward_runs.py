@@ -303,8 +303,9 @@ def test_a_run_whose_worker_dies_resumes_once_from_its_checkpoint(
 
     # The sweep notices the silence, requeues it once; the surviving worker resumes it.
     assert training_runs_recover(stale_after_s=0) == [run.pk]
-    assert training_run_task.delay(run.pk).get(timeout=600) == "succeeded"
+    outcome = training_run_task.delay(run.pk).get(timeout=600)
     run.refresh_from_db()
+    assert outcome == "succeeded", run.error
     assert run.status == "succeeded" and run.attempts == 2
     assert run.metrics["resumed_from_step"] >= 10
     assert run.progress_step == 100

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .common import last_complete_checkpoint, progress_callback, quiet, snapshot_splits
+
 
 @dataclass(frozen=True)
 class DPORecipe:
@@ -22,6 +24,10 @@ class DPORecipe:
     """Strength of the KL penalty towards the reference model (Rafailov et al., 2023: 0.1)."""
     loss_type: str = "sigmoid"
     """TRL loss: sigmoid (DPO), ipo, hinge, robust, … (TRL's list)."""
+    sft_weight: float = 0.0
+    """Weight of an SFT (negative log-likelihood) term on the chosen answers added to the loss,
+    as in RPO (Pang et al., 2024); TRL's ``loss_type=[…, "sft"]``. On the tiny model, 1.0 is what
+    keeps round after round of DPO from collapsing."""
     learning_rate: float = 1e-6
     """AdamW learning rate (TRL DPOConfig: 1e-6; LoRA usually wants more, e.g. 5e-5)."""
     num_train_epochs: float = 1.0
@@ -57,16 +63,11 @@ def train(
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
     import torch
-    from datasets import load_dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    files = {"train": str(snapshot_dir / "train.jsonl")}
-    if (snapshot_dir / "eval.jsonl").stat().st_size > 0:
-        files["eval"] = str(snapshot_dir / "eval.jsonl")
-    data = load_dataset("json", data_files=files).remove_columns("margin")
+    data = snapshot_splits(snapshot_dir, drop=("margin",))
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
@@ -82,7 +83,8 @@ def train(
     config = DPOConfig(
         output_dir=str(output_dir / "checkpoints"),
         beta=recipe.beta,
-        loss_type=[recipe.loss_type],
+        loss_type=[recipe.loss_type, "sft"] if recipe.sft_weight else [recipe.loss_type],
+        loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,
         learning_rate=recipe.learning_rate,
         num_train_epochs=recipe.num_train_epochs,
         max_steps=recipe.max_steps,
@@ -98,6 +100,7 @@ def train(
         disable_tqdm=True,
         use_cpu=not gpu,
         bf16=gpu and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=gpu,  # TRL turns it on; on CPU it only slows a run down
     )
     peft_config = None
     if recipe.use_lora:
@@ -108,14 +111,6 @@ def train(
             lora_dropout=recipe.lora_dropout,
         )
 
-    class Progress(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            on_log(state.global_step, state.max_steps, dict(logs or {}))
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if should_stop():
-                control.should_training_stop = True
-
     trainer = DPOTrainer(
         model=model,
         args=config,
@@ -123,13 +118,11 @@ def train(
         eval_dataset=data.get("eval"),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[Progress()],
+        callbacks=[progress_callback(on_log, should_stop)],
     )
     # A run taken over after its worker died continues from its last complete checkpoint.
-    checkpoint = (
-        get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-    )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    checkpoint = last_complete_checkpoint(Path(config.output_dir))
+    quiet(trainer).train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {"train_loss": trainer.state.log_history[-1].get("train_loss")}
     if checkpoint:
         metrics["resumed_from_step"] = int(checkpoint.rsplit("-", 1)[-1])
@@ -140,9 +133,10 @@ def train(
         metrics["eval_reward_margin"] = held_out.get("eval_rewards/margins")
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))
-    if base_adapter:
+    if base_adapter and recipe.use_lora:
         # This adapter was trained on base + the previous adapter folded in, so it only serves
-        # on top of both: save the full merged weights as the new policy.
+        # on top of both: save the full merged weights as the new policy. (Without LoRA,
+        # ``model`` already holds full weights.)
         merged = trainer.model
         if hasattr(merged, "merge_and_unload"):
             merged = merged.merge_and_unload()

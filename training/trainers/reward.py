@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .common import last_complete_checkpoint, progress_callback, quiet, snapshot_splits
+
 
 @dataclass(frozen=True)
 class RewardRecipe:
@@ -57,24 +59,18 @@ def train(
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
     import torch
-    from datasets import load_dataset
     from peft import LoraConfig
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 
-    files = {"train": str(snapshot_dir / "train.jsonl")}
-    if (snapshot_dir / "eval.jsonl").stat().st_size > 0:
-        files["eval"] = str(snapshot_dir / "eval.jsonl")
-    data = load_dataset("json", data_files=files)
-    if not recipe.use_margins:
-        data = data.remove_columns("margin")
+    data = snapshot_splits(snapshot_dir, drop=() if recipe.use_margins else ("margin",))
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # The reward model starts from the base weights; a policy adapter (base_adapter) is not
     # folded in, since a reward model need not share the policy's latest tune.
+    set_seed(recipe.seed)  # the scalar head is initialised at random: seed it
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
 
@@ -97,6 +93,7 @@ def train(
         disable_tqdm=True,
         use_cpu=not gpu,
         bf16=gpu and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=gpu,  # TRL turns it on; on CPU it only slows a run down
     )
     peft_config = None
     if recipe.use_lora:
@@ -107,14 +104,6 @@ def train(
             lora_dropout=recipe.lora_dropout,
         )
 
-    class Progress(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            on_log(state.global_step, state.max_steps, dict(logs or {}))
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if should_stop():
-                control.should_training_stop = True
-
     trainer = RewardTrainer(
         model=model,
         args=config,
@@ -122,13 +111,11 @@ def train(
         eval_dataset=data.get("eval"),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[Progress()],
+        callbacks=[progress_callback(on_log, should_stop)],
     )
     # A run taken over after its worker died continues from its last complete checkpoint.
-    checkpoint = (
-        get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-    )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    checkpoint = last_complete_checkpoint(Path(config.output_dir))
+    quiet(trainer).train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {"train_loss": trainer.state.log_history[-1].get("train_loss")}
     if checkpoint:
         metrics["resumed_from_step"] = int(checkpoint.rsplit("-", 1)[-1])
