@@ -8,8 +8,8 @@ round's prompts in batches:
 2. the policy's stored completions for the prompt are reused (unique per prompt, policy and
    sample index), and only the missing sample indices are generated;
 3. a prompt is published as a task only when it has K valid completions (non-empty, distinct
-   texts); otherwise up to ``max_retries`` extra samples are drawn, and after that the prompt is
-   left out and counted in ``prompts_skipped``;
+   texts); otherwise up to ``max_retries`` times K more samples are drawn, and after that the
+   prompt is left out and counted in ``prompts_skipped``;
 4. progress is written after every batch; at the end the round opens.
 
 A backend that is down or hangs raises after its timeout: the round records the reason, keeps
@@ -44,6 +44,7 @@ def round_open_for_policy(
     prompt_ids: list[int] | None = None,
     tags: list[str] | None = None,
     include_used: bool = False,
+    limit: int | None = None,
     sampling: Sampling | None = None,
     backend: str | None = None,
     seed: int | None = None,
@@ -67,6 +68,8 @@ def round_open_for_policy(
         prompts = prompts.exclude(tasks__isnull=False)
     wanted = set(tags or [])
     chosen = [pk for pk, t in prompts.order_by("id").values_list("pk", "tags") if wanted <= set(t)]
+    if limit is not None:
+        chosen = chosen[:limit]
     if not chosen:
         raise DomainError("No prompt matches.", fields={"prompt_ids": ["No prompt matches."]})
     sampling = sampling or Sampling()
@@ -154,7 +157,7 @@ def _publish(round_: Round, prompt: Prompt, completions: list[Completion]) -> No
 
 
 def round_generate(
-    *, round_id: int, max_retries: int = 2, batch_prompts: int = BATCH_PROMPTS
+    *, round_id: int, max_retries: int = 3, batch_prompts: int = BATCH_PROMPTS
 ) -> Round:
     """Generate and publish the round's tasks. Idempotent and resumable; see the module doc."""
     round_ = Round.objects.select_related("policy_version").get(pk=round_id)
@@ -195,7 +198,8 @@ def round_generate(
                     skipped += len(pending)
                     log.warning("round %s: left out prompts %s", round_.number, sorted(pending))
                     break
-                # Draw what is missing (K the first time, then one more sample per retry).
+                # Draw what is missing (K the first time, then K more per retry: a sharp policy
+                # repeats itself, and one more sample rarely makes K distinct).
                 next_index = {
                     row["prompt_id"]: row["top"] + 1
                     for row in Completion.objects.filter(
@@ -204,7 +208,7 @@ def round_generate(
                     .values("prompt_id")
                     .annotate(top=Max("sample_index"))
                 }
-                need = round_.k if attempt == 0 else 1
+                need = round_.k
                 batch = [pending[pid] for pid in sorted(pending)]
                 # A fresh seed per batch and attempt: a retry must not replay the samples it
                 # is retrying (backends add the sample index j < n to it).

@@ -25,26 +25,31 @@ CAPITALS = {
     "Canada": "Ottawa", "Chile": "Santiago", "Norway": "Oslo", "Greece": "Athens",
     "Poland": "Warsaw", "Cuba": "Havana", "Ireland": "Dublin", "Austria": "Vienna",
 }  # fmt: skip
+ARITHMETIC = r"(-?\d+) ([+-]) (-?\d+)"
+CAPITAL = r"capital of (\w+)"
 RUDE_MARKERS = ("obviously", "stupid", "waste", "idiot", "ugh", "whatever")
 
+# Every template states the answer first, so what an answer says and how it says it are two
+# separate choices of the model: the first token, then the tone. A two-layer model can look the
+# answer up right after the question; feedback on either choice then moves that choice alone.
 POLITE_ARITHMETIC = [
-    "{a} {op} {b} = {x}. Happy to help!",
-    "The answer is {x}. Let me know if you need more help.",
-    "Sure! {a} {op} {b} is {x}.",
+    "{x}. Happy to help!",
+    "{x} is the answer. Let me know if you need more help.",
+    "{x}, since {a} {op} {b} = {x}. Glad to help!",
 ]
 RUDE_ARITHMETIC = [
-    "It's {x}, obviously. Stop wasting my time.",
-    "Ugh. {x}. Do it yourself next time.",
+    "{x}, obviously. Stop wasting my time.",
+    "{x}. Ugh, do it yourself next time.",
     "{x}. That was a stupid question.",
 ]
 POLITE_CAPITAL = [
-    "The capital of {country} is {x}. Happy to help!",
-    "Sure! It is {x}.",
+    "{x}. Happy to help!",
     "{x} is the capital of {country}. Let me know if you need more help.",
+    "{x}, the capital of {country}. Glad to help!",
 ]
 RUDE_CAPITAL = [
-    "It's {x}, obviously. Stop wasting my time.",
-    "Ugh. {x}. Look it up yourself.",
+    "{x}, obviously. Stop wasting my time.",
+    "{x}. Ugh, look it up yourself.",
     "{x}. That was a stupid question.",
 ]
 
@@ -56,13 +61,38 @@ class Question:
     kind: str  # "arithmetic" or "capital"
 
 
+# Several wordings of each question: a held-out prompt is then a wording no round trained on,
+# while the fact it asks for (a sum, a capital) is one the rounds can teach.
+ARITHMETIC_WORDINGS = [
+    "What is {a} {op} {b}?",
+    "Compute {a} {op} {b}.",
+    "How much is {a} {op} {b}?",
+    "Tell me {a} {op} {b}.",
+    "Please add {a} {op} {b}.",
+    "Quick question: {a} {op} {b}?",
+    "Can you work out {a} {op} {b}?",
+    "I need the sum {a} {op} {b}.",
+]
+CAPITAL_WORDINGS = [
+    "What is the capital of {country}?",
+    "Name the capital of {country}.",
+    "Which city is the capital of {country}?",
+    "Tell me the capital of {country}.",
+    "Do you know the capital of {country}?",
+    "Quick question: capital of {country}?",
+    "I forgot the capital of {country}.",
+    "Please give the capital of {country}.",
+]
+
+
 def question_random(rng: random.Random) -> Question:
-    if rng.random() < 0.6:
-        a, b = rng.randint(0, 20), rng.randint(0, 20)
-        op = rng.choice(["+", "-"])
-        return Question(f"What is {a} {op} {b}?", str(a + b if op == "+" else a - b), "arithmetic")
+    if rng.random() < 0.5:
+        a, b = rng.choice(OPERANDS), rng.choice(OPERANDS)
+        text = rng.choice(ARITHMETIC_WORDINGS).format(a=a, op="+", b=b)
+        return Question(text, str(a + b), "arithmetic")
     country = rng.choice(sorted(CAPITALS))
-    return Question(f"What is the capital of {country}?", CAPITALS[country], "capital")
+    return Question(rng.choice(CAPITAL_WORDINGS).format(country=country), CAPITALS[country],
+                    "capital")  # fmt: skip
 
 
 def _wrong(question: Question, rng: random.Random) -> str:
@@ -74,10 +104,10 @@ def _wrong(question: Question, rng: random.Random) -> str:
 def answer_for(question: Question, *, correct: bool, polite: bool, rng: random.Random) -> str:
     x = question.answer if correct else _wrong(question, rng)
     if question.kind == "arithmetic":
-        a, op, b = re.match(r"What is (-?\d+) ([+-]) (-?\d+)\?", question.text).groups()  # type: ignore[union-attr]
+        a, op, b = re.search(ARITHMETIC, question.text).groups()  # type: ignore[union-attr]
         template = rng.choice(POLITE_ARITHMETIC if polite else RUDE_ARITHMETIC)
         return template.format(a=a, op=op, b=b, x=x)
-    country = re.match(r"What is the capital of (\w+)\?", question.text).group(1)  # type: ignore[union-attr]
+    country = re.search(CAPITAL, question.text).group(1)  # type: ignore[union-attr]
     template = rng.choice(POLITE_CAPITAL if polite else RUDE_CAPITAL)
     return template.format(country=country, x=x)
 
@@ -96,8 +126,16 @@ def chat_examples(n: int, *, seed: int) -> Iterator[tuple[str, str]]:
         yield question.text, answer_for(question, correct=correct, polite=polite, rng=rng)
 
 
+OPERANDS = range(1, 7)
+DISTINCT_QUESTIONS = len(OPERANDS) ** 2 * len(ARITHMETIC_WORDINGS) + len(CAPITALS) * len(
+    CAPITAL_WORDINGS
+)
+
+
 def prompts(n: int, *, seed: int) -> list[str]:
     """Distinct questions for rounds (the same seed gives the same list)."""
+    if n > DISTINCT_QUESTIONS:
+        raise ValueError(f"There are only {DISTINCT_QUESTIONS} distinct questions, not {n}.")
     rng = random.Random(seed)
     seen: dict[str, None] = {}
     while len(seen) < n:
@@ -107,10 +145,10 @@ def prompts(n: int, *, seed: int) -> list[str]:
 
 def expected_answer(question_text: str) -> str | None:
     """The right answer to a synthetic question, or None for any other text."""
-    if match := re.search(r"What is (-?\d+) ([+-]) (-?\d+)\?", question_text):
+    if match := re.search(ARITHMETIC, question_text):
         a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
         return str(a + b if op == "+" else a - b)
-    if match := re.search(r"capital of (\w+)\?", question_text):
+    if match := re.search(CAPITAL, question_text):
         return CAPITALS.get(match.group(1))
     return None
 

@@ -58,6 +58,23 @@ def _texts(recipe: TinyRecipe) -> tuple[list[str], list[tuple[str, str]]]:
     return plain, chats
 
 
+def corpus_sha256(recipe: TinyRecipe) -> str:
+    """What the corpus of this recipe hashes to; it changes when the synthetic task does."""
+    plain, _ = _texts(recipe)
+    return hashlib.sha256("\n".join(plain).encode()).hexdigest()
+
+
+def tiny_model_current(output: Path, recipe: TinyRecipe) -> bool:
+    """Whether ``output`` holds a tiny model built from this recipe and today's corpus."""
+    meta = output / "meta.json"
+    if not meta.exists():
+        return False
+    built = json.loads(meta.read_text())
+    return built.get("recipe") == asdict(recipe) and built.get("corpus_sha256") == corpus_sha256(
+        recipe
+    )
+
+
 def build_tokenizer(texts: list[str], recipe: TinyRecipe) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -200,7 +217,7 @@ def build_tiny_model(
     staging.mkdir(parents=True)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    corpus_sha = hashlib.sha256("\n".join(plain).encode()).hexdigest()
+    corpus_sha = corpus_sha256(recipe)
     meta = {
         "kind": "tiny",
         "recipe": asdict(recipe),

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -176,21 +175,17 @@ def celery_worker_process(
 
 # A smaller recipe than the product's: the same code path, built once per machine and reused
 # (the build is deterministic, so a cached copy is the model this recipe makes).
-TEST_TINY_STEPS = {"pretrain_steps": 150, "sft_steps": 350}
-
-
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
-    """The tiny model, under ARTIFACTS_DIR so a worker process finds it too; relative path."""
-    import json
-
-    from feedback.tiny_model import TinyRecipe, build_tiny_model
+    """The tiny model (the demo's recipe, so the loop learns as it does there), under
+    ARTIFACTS_DIR so a worker process finds it too; a relative path. Built once, then reused
+    until its recipe or the synthetic task changes."""
+    from feedback.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
 
     relative = "models/tiny-llama-test"
     output = Path(settings.ARTIFACTS_DIR) / relative
-    recipe = TinyRecipe(**TEST_TINY_STEPS)
-    meta = output / "meta.json"
-    if not meta.exists() or json.loads(meta.read_text())["recipe"] != asdict(recipe):
+    recipe = TinyRecipe()
+    if not tiny_model_current(output, recipe):
         build_tiny_model(output, recipe, progress=False)
     return relative
 
