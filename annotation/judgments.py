@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from feedback.errors import DomainError
+from feedback.signals import judgment_recorded
 
 from .distribution import assignment_get_own, assignment_hold_slot, task_lock_with_assignment
 from .models import Assignment, Judgment, Rubric, TaskCompletion
@@ -280,4 +281,6 @@ def judgment_submit(
         if task.leased_count == 0:
             task.leases_expire_at = None
         task.save(update_fields=["leased_count", "submitted_count", "leases_expire_at"])
+        round_id = task.round_id
+        transaction.on_commit(lambda: judgment_recorded.send(sender=Judgment, round_id=round_id))
     return judgment

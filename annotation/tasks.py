@@ -16,9 +16,14 @@ def leases_expire() -> int:
 @shared_task(name="annotation.tasks.round_generate", acks_late=True)
 def round_generate(round_id: int) -> dict[str, int]:
     """Generate a round's completions and publish its tasks (resumable, idempotent)."""
+    from feedback.signals import job_finished
+
     from .generation import round_generate as generate
 
-    round_ = generate(round_id=round_id)
+    try:
+        round_ = generate(round_id=round_id)
+    finally:
+        job_finished.send(sender=round_generate, kind="round", object_id=round_id)
     return {
         "round": round_.number,
         "tasks": round_.tasks.count(),

@@ -9,5 +9,9 @@ from celery import shared_task
 def deployment_run(deployment_id: int) -> str:
     """Check that the new version answers, then make it the active one."""
     from .policies import deployment_run as run
+    from .signals import job_finished
 
-    return run(deployment_id=deployment_id).status
+    try:
+        return run(deployment_id=deployment_id).status
+    finally:
+        job_finished.send(sender=deployment_run, kind="deployment", object_id=deployment_id)

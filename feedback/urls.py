@@ -53,6 +53,16 @@ api_v1 = [
     path(
         "policies/<int:policy_id>/gate/", training_api.PolicyGateApi.as_view(), name="policy-gate"
     ),
+    path(
+        "rounds/<int:round_id>/automation/",
+        training_api.AutomationApi.as_view(),
+        name="round-automation",
+    ),
+    path(
+        "rounds/<int:round_id>/automation/stop/",
+        training_api.AutomationStopApi.as_view(),
+        name="round-automation-stop",
+    ),
     path("gates/<int:gate_id>/", training_api.GateDetailApi.as_view(), name="gate-detail"),
     path("training-runs/", training_api.TrainingRunListApi.as_view(), name="training-run-list"),
     path(

@@ -23,6 +23,7 @@ urlpatterns = [
     path("manage/import/", views.manage_import, name="manage-import"),
     path("manage/rounds/open/", views.manage_round_open, name="manage-round-open"),
     path("manage/rounds/<int:round_id>/", views.manage_round, name="manage-round"),
+    path("manage/rounds/<int:round_id>/stop/", views.manage_round_stop, name="manage-round-stop"),
     path(
         "manage/rounds/<int:round_id>/close/", views.manage_round_close, name="manage-round-close"
     ),

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -34,7 +35,8 @@ from feedback.models import Deployment, PolicyVersion
 from feedback.policies import deployment_request, rollback_request
 from feedback.registry import policy_registry_info
 from feedback.roles import Role, user_roles
-from training.models import TrainingRun
+from training.automation import automation_create, automation_stop, automation_validate
+from training.models import Automation, TrainingRun
 from training.runs import training_run_cancel, training_run_create
 
 PREVIEW_ROWS = 5
@@ -129,28 +131,64 @@ def _int(value: str | None, default: int) -> int:
         return -1
 
 
+def _json_field(request: HttpRequest, name: str) -> dict[str, Any]:
+    import json
+
+    text = request.POST.get(name, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DomainError(f"{name}: not JSON ({exc.msg}).", fields={name: [exc.msg]}) from None
+    if not isinstance(value, dict):
+        raise DomainError(f"{name}: must be a JSON object.", fields={name: ["Not an object."]})
+    return value
+
+
 @require_POST
 @role_required(Role.ADMIN)
 def manage_round_open(request: HttpRequest) -> HttpResponse:
     k, overlap = _int(request.POST.get("k"), 3), _int(request.POST.get("overlap"), 3)
+    limit = _int(request.POST.get("limit"), 0)
     tags = [t.strip() for t in request.POST.get("tags", "").split(",") if t.strip()]
-    if not 2 <= k <= 16 or not 1 <= overlap <= 50:
-        messages.error(request, "K must be 2 to 16 and overlap 1 to 50.")
+    if not 2 <= k <= 16 or not 1 <= overlap <= 50 or limit < 0:
+        messages.error(request, "K must be 2 to 16, overlap 1 to 50, and at most N prompts ≥ 0.")
         return redirect("frontend:manage")
+    automate = request.POST.get("automate") == "on"
     try:
         if request.POST.get("source") == "policy":
-            round_ = round_open_for_policy(k=k, overlap=overlap, tags=tags, created_by=request.user)
+            settings_ = {}
+            if automate:  # checked before anything is written
+                settings_ = {
+                    "policy_recipe": _json_field(request, "policy_recipe"),
+                    "reward_recipe": _json_field(request, "reward_recipe"),
+                    "rounds_left": max(0, _int(request.POST.get("rounds_left"), 0)),
+                    "gate_threshold": float(request.POST.get("gate_threshold") or 0.5),
+                    "prompt_tags": tags,
+                    "next_prompts": limit,
+                }
+                automation_validate(**settings_)
+            with transaction.atomic():
+                round_ = round_open_for_policy(
+                    k=k, overlap=overlap, tags=tags, limit=limit or None, created_by=request.user
+                )
+                if automate:
+                    automation_create(round_=round_, created_by=request.user, **settings_)
             messages.success(
                 request,
                 f"Round {round_.number}: {round_.policy_version.name} is generating "
-                f"{k} completions for {len(round_.prompt_ids)} prompts.",
+                f"{k} completions for {len(round_.prompt_ids)} prompts"
+                + (", and the round will advance by itself." if automate else "."),
             )
             return redirect("frontend:manage-round", round_id=round_.pk)
+        if automate or limit:
+            raise DomainError("Automatic rounds and a prompt limit need the policy to generate.")
         round_, left_out = round_open_from_imported(
             k=k, overlap=overlap, tags=tags, created_by=request.user
         )
-    except DomainError as exc:
-        messages.error(request, exc.detail)
+    except (DomainError, ValueError) as exc:
+        messages.error(request, getattr(exc, "detail", None) or str(exc))
         return redirect("frontend:manage")
     messages.success(
         request,
@@ -177,11 +215,20 @@ def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
     offset = 0
     for state in states:
         state["x"], offset = offset, offset + state["width"]
+    automation = (
+        Automation.objects.select_related(
+            "reward_run", "policy_run__produced_policy", "gate", "deployment", "next_round"
+        )
+        .filter(round=round_)
+        .first()
+    )
     return render(
         request,
         "frontend/manage_round.html",
         {
             "round": round_,
+            "automation": automation,
+            "automation_stages": _automation_stages(automation),
             "progress": round_progress(round_=round_),
             "states": states,
             "bars": bars,
@@ -189,6 +236,46 @@ def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
             "annotators": stats["annotators"],
         },
     )
+
+
+def _automation_stages(automation: Automation | None) -> list[dict[str, Any]]:
+    """The loop's stages in order, each done, current, failed/stopped, skipped or to come."""
+    if automation is None:
+        return []
+    Stage = Automation.Stage
+    began = {entry["stage"]: entry["at"] for entry in automation.history}
+    order = [stage for stage in Stage if stage not in Automation.FINISHED]
+    reached = max((order.index(e["stage"]) for e in automation.history if e["stage"] in order),
+                  default=0)  # fmt: skip
+    halted = automation.stage in (Stage.FAILED, Stage.STOPPED)
+    rows = []
+    for i, stage in enumerate(order):
+        if i == reached and halted:
+            state = automation.stage
+        elif stage == automation.stage:
+            state = "current"
+        elif i <= reached:
+            state = "done" if stage in began else "skipped"
+        else:
+            state = "todo"
+        rows.append({"key": stage, "label": stage.label, "state": state, "at": began.get(stage)})
+    done = automation.stage == Stage.DONE
+    rows.append({"key": Stage.DONE, "label": Stage.DONE.label, "state": "done" if done else "todo",
+                 "at": began.get(Stage.DONE)})  # fmt: skip
+    return rows
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_stop(request: HttpRequest, round_id: int) -> HttpResponse:
+    automation = get_object_or_404(Automation, round_id=round_id)
+    automation = automation_stop(automation_id=automation.pk)
+    messages.success(
+        request,
+        f"Round {automation.round.number} no longer advances by itself; a training run in "
+        "progress was cancelled. Whatever was already deployed stays deployed.",
+    )
+    return redirect("frontend:manage-round", round_id=round_id)
 
 
 @require_POST

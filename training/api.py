@@ -1,4 +1,4 @@
-"""Training runs over REST (admin): create, read, cancel."""
+"""Training over REST (admin): runs (create, read, cancel), gates, and automatic rounds."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.models import Round
 from feedback.errors import DomainError, error_schema
 from feedback.roles import IsAdmin
 
+from .automation import automation_create, automation_stop
 from .gate import gate_request
-from .models import GateEvaluation, TrainingRun
+from .models import Automation, GateEvaluation, TrainingRun
 from .runs import training_run_cancel, training_run_create
 
 ERROR = error_schema()
@@ -157,3 +159,92 @@ class GateDetailApi(APIView):
         if gate is None:
             raise DomainError("No such gate evaluation.", code="not_found", status=404)
         return Response(GateSerializer(gate).data)
+
+
+class AutomationSerializer(serializers.ModelSerializer):
+    round_number = serializers.IntegerField(source="round.number")
+    candidate = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Automation
+        fields = [
+            "id", "round", "round_number", "stage", "required_judgments", "reward_recipe",
+            "policy_recipe", "gate_threshold", "gate_prompts", "next_prompts", "prompt_tags",
+            "rounds_left", "snapshot", "reward_run", "policy_run", "gate", "deployment",
+            "next_round", "candidate", "history", "stop_requested", "error", "created_at",
+            "updated_at",
+        ]  # fmt: skip
+
+    def get_candidate(self, automation: Automation) -> str | None:
+        run = automation.policy_run
+        return run.produced_policy.name if run and run.produced_policy_id else None
+
+
+def _round(round_id: int) -> Round:
+    round_ = Round.objects.filter(pk=round_id).first()
+    if round_ is None:
+        raise DomainError("No such round.", code="not_found", status=404)
+    return round_
+
+
+def _automation(round_id: int) -> Automation:
+    automation = (
+        Automation.objects.select_related("round", "policy_run__produced_policy")
+        .filter(round_id=round_id)
+        .first()
+    )
+    if automation is None:
+        raise DomainError("This round is not automated.", code="not_found", status=404)
+    return automation
+
+
+class AutomationApi(APIView):
+    """Set a round to advance by itself, or read where its automation stands.
+
+    Once the round has ``required_judgments`` (default: every task judged ``overlap`` times):
+    snapshot → reward-model run → DPO run from the serving policy → gate → deploy if it passed →
+    the next round, from unused prompts (with ``prompt_tags``), automated in turn while
+    ``rounds_left`` lasts.
+    """
+
+    permission_classes = [IsAdmin]
+
+    class AutomationInputSerializer(serializers.Serializer):
+        required_judgments = serializers.IntegerField(min_value=1, required=False)
+        reward_recipe = serializers.DictField(required=False)
+        policy_recipe = serializers.DictField(required=False, help_text="DPO recipe overrides.")
+        gate_threshold = serializers.FloatField(
+            min_value=0,
+            max_value=1,
+            default=0.5,
+            help_text="Win rate the candidate needs; 0.5: not worse than the serving policy.",
+        )
+        gate_prompts = serializers.IntegerField(min_value=1, max_value=2000, default=32)
+        next_prompts = serializers.IntegerField(min_value=0, default=0)
+        prompt_tags = serializers.ListField(child=serializers.CharField(), required=False)
+        rounds_left = serializers.IntegerField(min_value=0, max_value=100, default=0)
+
+    @extend_schema(responses={200: AutomationSerializer, 404: ERROR})
+    def get(self, request: Request, round_id: int) -> Response:
+        return Response(AutomationSerializer(_automation(round_id)).data)
+
+    @extend_schema(
+        request=AutomationInputSerializer,
+        responses={201: AutomationSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, round_id: int) -> Response:
+        data = self.AutomationInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        automation_create(round_=_round(round_id), created_by=request.user, **data.validated_data)
+        return Response(AutomationSerializer(_automation(round_id)).data, status=201)
+
+
+class AutomationStopApi(APIView):
+    """Stop an automatic round where it stands; a training run in progress is cancelled."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None, responses={200: AutomationSerializer, 404: ERROR})
+    def post(self, request: Request, round_id: int) -> Response:
+        automation_stop(automation_id=_automation(round_id).pk)
+        return Response(AutomationSerializer(_automation(round_id)).data)

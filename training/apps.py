@@ -1,8 +1,32 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
 
 
 class TrainingConfig(AppConfig):
     name = "training"
     verbose_name = "Training"
+
+    def ready(self) -> None:
+        from feedback.signals import job_finished, judgment_recorded
+
+        job_finished.connect(_job_finished, dispatch_uid="training.automation.job_finished")
+        judgment_recorded.connect(_judgment_recorded, dispatch_uid="training.automation.judgment")
+
+
+def _job_finished(sender: Any, *, kind: str, object_id: int, **kwargs: Any) -> None:
+    """A job an automatic round may wait on ended: move that round on, in this worker."""
+    from .automation import automation_advance, automations_waiting_on
+
+    for pk in automations_waiting_on(kind, object_id):
+        automation_advance(automation_id=pk)
+
+
+def _judgment_recorded(sender: Any, *, round_id: int, **kwargs: Any) -> None:
+    """A judgment was stored: if its round is automated, let a worker check the count."""
+    from .automation import automation_enqueue, automations_for_round
+
+    for pk in automations_for_round(round_id):
+        automation_enqueue(pk)

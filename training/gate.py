@@ -1,11 +1,11 @@
 """The promotion gate: a candidate serves only if it beats the active policy.
 
 Both policies answer the same held-out prompts (the eval split of the reward model's snapshot,
-topped up with prompts the reward model never trained on), greedily, one answer each. The reward
-model scores every answer; the candidate's win rate is the share of prompts where its answer
-scores higher (a tie counts half). At or above the threshold the candidate is deployed (through the
-usual readiness-checked deployment); otherwise it is marked rejected and the active policy keeps
-serving.
+topped up with prompts the reward model never trained on), four sampled answers each at
+temperature 1, as in a round. The reward model scores every answer; the candidate's win rate is
+the share of (prompt, sample) pairs where its answer scores higher (a tie counts half). At or
+above the threshold the candidate is deployed (through the usual readiness-checked deployment);
+otherwise it is marked rejected and the active policy keeps serving.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from feedback.models import PolicyVersion, Prompt, messages_hash
 from feedback.policies import deployment_request
 
 from .models import GateEvaluation, TrainingRun
+
+GATE_SAMPLES = 4
+GATE_TEMPERATURE = 1.0
 
 
 def gate_request(
@@ -128,36 +131,43 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
         if not prompts:
             raise DomainError("No prompts to compare the policies on.")
         backend = get_backend()
-        greedy = Sampling(temperature=0, max_new_tokens=64)
+        # Sampled, as rounds sample: a policy is judged by the answers people will see, and
+        # greedy answers of two close policies are mostly the same (a tie says nothing).
+        sampling = Sampling(temperature=GATE_TEMPERATURE, max_new_tokens=64, seed=0)
         answers = {
-            side: [
-                s[0].text
-                for s in backend.generate(target_for(policy), prompts, n=1, sampling=greedy)
-            ]
+            side: backend.generate(target_for(policy), prompts, n=GATE_SAMPLES, sampling=sampling)
             for side, policy in (("candidate", gate.candidate), ("baseline", gate.baseline))
         }
         base_model = resolve_model_path(gate.reward_run.base_policy.base_model)
         score = _reward_scorer(gate.reward_run, base_model)
         wins = 0.0
-        rewards = {"candidate": [], "baseline": []}
+        rewards: dict[str, list[float]] = {"candidate": [], "baseline": []}
+        lengths: dict[str, list[int]] = {"candidate": [], "baseline": []}
         for i, prompt in enumerate(prompts):
-            for side in rewards:
-                rewards[side].append(score(prompt, answers[side][i]))
-            delta = rewards["candidate"][i] - rewards["baseline"][i]
-            wins += 1.0 if delta > 0 else 0.5 if delta == 0 else 0.0
+            for j in range(GATE_SAMPLES):
+                pair = {}
+                for side in rewards:
+                    text = answers[side][i][j].text
+                    pair[side] = score(prompt, text)
+                    rewards[side].append(pair[side])
+                    lengths[side].append(len(text))
+                delta = pair["candidate"] - pair["baseline"]
+                wins += 1.0 if delta > 0 else 0.5 if delta == 0 else 0.0
     except Exception as exc:  # recorded on the gate; the active policy is untouched
         GateEvaluation.objects.filter(pk=gate.pk).update(
             status=GateEvaluation.Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:4000],
             finished_at=timezone.now(),
         )  # fmt: skip
         raise
-    n = max(1, len(prompts))
+    n = max(1, len(prompts) * GATE_SAMPLES)
     mean = {side: sum(v) / n for side, v in rewards.items()}
-    length = {side: sum(len(a) for a in answers[side]) / n for side in answers}
+    length = {side: sum(v) / n for side, v in lengths.items()}
     gate.win_rate = wins / n
     gate.metrics = {
         "prompts": len(prompts),
         "held_out_prompts": held_out,
+        "samples_per_prompt": GATE_SAMPLES,
+        "temperature": GATE_TEMPERATURE,
         "mean_reward": mean,
         "reward_delta": mean["candidate"] - mean["baseline"],
         "mean_length": length,

@@ -119,3 +119,77 @@ class GateEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"gate {self.pk}: {self.candidate} vs {self.baseline} ({self.status})"
+
+
+class Automation(models.Model):
+    """A round that advances by itself once it has enough judgments.
+
+    Stages, in order: waiting (for judgments) → reward (a reward-model run on every judged round
+    so far) → policy (a DPO run on this round's pairs, from the serving policy) → gate (the
+    candidate against the serving policy) → deploy (when the gate passed) → next round (opened
+    with the then-serving policy, automated in turn while ``rounds_left`` lasts) → done. A stage's
+    output is stored before the next starts, so advancing is idempotent; ``history`` says when
+    each stage began.
+    """
+
+    class Stage(models.TextChoices):
+        WAITING = "waiting", "waiting for judgments"
+        REWARD = "reward", "training the reward model"
+        POLICY = "policy", "training the policy"
+        GATE = "gate", "gate: candidate against the serving policy"
+        DEPLOY = "deploy", "deploying the candidate"
+        NEXT_ROUND = "next_round", "opening the next round"
+        DONE = "done", "done"
+        STOPPED = "stopped", "stopped"
+        FAILED = "failed", "failed"
+
+    FINISHED = (Stage.DONE, Stage.STOPPED, Stage.FAILED)
+
+    round = models.OneToOneField("annotation.Round", on_delete=models.CASCADE,
+                                 related_name="automation")  # fmt: skip
+    required_judgments = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Judgments the round needs before training starts; empty: every task judged "
+        "as often as the round's overlap asks.",
+    )  # fmt: skip
+    reward_recipe = models.JSONField(default=dict, help_text="Reward-model recipe overrides.")
+    policy_recipe = models.JSONField(default=dict, help_text="DPO recipe overrides.")
+    gate_threshold = models.FloatField(
+        default=0.5, help_text="Win rate a candidate needs; 0.5: not worse than the serving policy."
+    )
+    gate_prompts = models.PositiveIntegerField(default=32)
+    next_prompts = models.PositiveIntegerField(
+        default=0, help_text="Prompts in the next round; 0 means as many as this round has."
+    )
+    prompt_tags = models.JSONField(
+        default=list, blank=True, help_text="The next round takes unused prompts with these tags."
+    )
+    rounds_left = models.PositiveIntegerField(
+        default=0, help_text="Further automated rounds to open after this one."
+    )
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.WAITING)
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="This round's pairs (for DPO).",
+    )  # fmt: skip
+    reward_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")  # fmt: skip
+    policy_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")  # fmt: skip
+    gate = models.ForeignKey(GateEvaluation, null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="+")  # fmt: skip
+    deployment = models.ForeignKey("feedback.Deployment", null=True, blank=True,
+                                   on_delete=models.PROTECT, related_name="+")  # fmt: skip
+    next_round = models.ForeignKey("annotation.Round", null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")  # fmt: skip
+    history = models.JSONField(default=list, help_text="[{stage, at}] in order.")
+    stop_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"automation of round {self.round_id} ({self.stage})"

@@ -30,7 +30,7 @@ from feedback.errors import DomainError
 from feedback.generation import resolve_model_path
 from feedback.models import PolicyVersion
 
-from .models import TrainingRun
+from .models import DatasetSnapshot, TrainingRun
 from .snapshots import snapshot_create_preference
 from .trainers import dpo, reward
 
@@ -80,9 +80,11 @@ def training_run_create(
     rounds: list[int] | None = None,
     recipe: dict[str, Any] | None = None,
     base_policy_id: int | None = None,
+    snapshot_id: int | None = None,
     created_by: Any = None,
     enqueue: bool = True,
 ) -> TrainingRun:
+    """Queue a run on ``snapshot_id``, or on a new snapshot of ``rounds`` (all rounds if None)."""
     if kind not in TRAINERS:
         raise DomainError("Unknown kind.", fields={"kind": [f"One of: {', '.join(TRAINERS)}."]})
     full_recipe = recipe_validate(kind, recipe or {})
@@ -100,7 +102,12 @@ def training_run_create(
             f"Run {active.pk} is already {active.status} on {base.name}.",
             code="conflict", status=409, extra={"training_run": active.pk},
         )  # fmt: skip
-    snapshot = snapshot_create_preference(rounds=rounds, created_by=created_by)
+    if snapshot_id is not None:
+        snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
+        if snapshot is None:
+            raise DomainError("No such snapshot.", fields={"snapshot": ["No such snapshot."]})
+    else:
+        snapshot = snapshot_create_preference(rounds=rounds, created_by=created_by)
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
@@ -242,11 +249,18 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     produced = None
     if run.kind in POLICY_KINDS:
         base = run.base_policy
-        merged = final / "merged"  # present when the base itself carried an adapter
+        # What serves: a LoRA adapter on the base's weights; or full weights, either merged
+        # (the base itself carried an adapter) or fully fine-tuned.
+        model, merged = final / "model", final / "merged"
+        if merged.exists() or not (model / "adapter_config.json").exists():
+            weights, adapter = (merged if merged.exists() else model), ""
+            base_model = str(weights.relative_to(root))
+        else:
+            base_model, adapter = base.base_model, str(model.relative_to(root))
         produced = PolicyVersion.objects.create(
             name=f"{base.name.split('-dpo-run')[0]}-{run.kind}-run{run.pk}",
-            base_model=str(merged.relative_to(root)) if merged.exists() else base.base_model,
-            adapter_path="" if merged.exists() else str((final / "model").relative_to(root)),
+            base_model=base_model,
+            adapter_path=adapter,
             parent=base,
             status=PolicyVersion.Status.CANDIDATE,
         )

@@ -1,41 +1,60 @@
-"""The whole loop with simulated annotators: generate → judge → train (DPO) → deploy → measure.
+"""The whole loop with simulated annotators, through the REST API: import → round → judge →
+reward model → DPO → gate → deploy → next round, and measured by an oracle after every round.
 
-Each round the active policy answers fresh synthetic questions, a rule oracle (with a noise
-level: the chance that it swaps two neighbouring ranks) judges them through the same services
-the REST API calls, a DPO run trains a candidate on that round, the candidate is deployed
-through the readiness check, and the new policy is measured against round 0's policy on held-out
-questions by the oracle: win rate (ties count half) and the share of rude answers.
+Simulated annotators act like people: each gets a token, leases tasks at ``/api/v1/tasks/next/``
+and submits judgments, as a rule oracle would give them (with ``noise``: the chance that it swaps
+two neighbouring ranks). The loop itself is the product's automatic rounds (``automation``): the
+first round is opened and automated through the API, and each further round is opened by the
+automation when the one before it is through the gate.
 
-Everything runs in this process, one stage after the other, and each stage is timed, so the
-machinery's share of a round can be read off next to generation and training.
+Jobs (generation, training, gate, deployment) are done either by running workers (``--url`` of a
+running server, e.g. ``make demo``) or, by default, in this process through the same services a
+worker calls, so the command needs nothing else running. After each round the oracle compares the
+serving policy with the one before and with round 0's on held-out questions (sampled answers at
+temperature 1; ties count half) and counts right and rude answers.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import secrets
+import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from annotation.distribution import task_next_for_annotator
-from annotation.generation import round_generate, round_open_for_policy
-from annotation.imports import prompts_import
-from annotation.judgments import judgment_submit
+from annotation.generation import round_generate
+from annotation.models import Round
 from feedback import synthetic
 from feedback.generation import Sampling, get_backend, target_for
-from feedback.models import PolicyVersion, Prompt, messages_hash
-from feedback.policies import deployment_request, deployment_run
+from feedback.models import Deployment, PolicyVersion
+from feedback.policies import deployment_run
 from feedback.roles import Role, role_grant
 
-from .runs import training_run_create, training_run_execute
+from .automation import automation_advance
+from .gate import gate_evaluate
+from .models import Automation, GateEvaluation, TrainingRun
+from .runs import training_run_execute
 
-DEFAULT_DPO = {"learning_rate": 5e-4, "num_train_epochs": 2.0, "per_device_train_batch_size": 8}
+# Recipes that make the tiny model's loop learn, found by experiment on a 2-core CPU: full
+# fine-tuning (LoRA adapters on a model this small barely move it), DPO with an SFT term on the
+# chosen answers (plain DPO peaks and then collapses over rounds), short rounds.
+TINY_POLICY_RECIPE: dict[str, Any] = {
+    "use_lora": False, "learning_rate": 1e-3, "beta": 0.1, "sft_weight": 1.0,
+    "per_device_train_batch_size": 32, "num_train_epochs": 2.0, "max_length": 128,
+}  # fmt: skip
+TINY_REWARD_RECIPE: dict[str, Any] = {
+    "use_lora": False, "learning_rate": 1e-3, "num_train_epochs": 2.0,
+    "per_device_train_batch_size": 16, "max_length": 128,
+}  # fmt: skip
 
 
-def _oracle_body(
+def oracle_judgment(
     question: str, completions: list[dict[str, Any]], noise: float, rng: random.Random
 ) -> dict[str, Any]:
     texts = {c["id"]: c["text"] for c in completions}
@@ -51,106 +70,236 @@ def _oracle_body(
     }
 
 
-def oracle_win_rate(
-    new: PolicyVersion, old: PolicyVersion, questions: list[str]
-) -> dict[str, float]:
-    """Greedy answers of both policies, compared by the oracle's total 3H score."""
-    backend = get_backend()
+def _sampled(policy: PolicyVersion, questions: list[str], samples: int) -> list[list[str]]:
+    """``samples`` answers per question at temperature 1, the way a round samples them."""
     prompts = [[{"role": "user", "content": q}] for q in questions]
-    greedy = Sampling(temperature=0, max_new_tokens=48)
-    answers = {
-        side: [s[0].text for s in backend.generate(target_for(p), prompts, n=1, sampling=greedy)]
-        for side, p in (("new", new), ("old", old))
+    sampling = Sampling(temperature=1.0, max_new_tokens=48, seed=0)
+    out = get_backend().generate(target_for(policy), prompts, n=samples, sampling=sampling)
+    return [[g.text for g in answers] for answers in out]
+
+
+def oracle_quality(
+    policy: PolicyVersion, questions: list[str], *, samples: int = 4
+) -> dict[str, float]:
+    """Share of sampled answers that are right, and that are rude, by the oracle."""
+    right = rude = total = 0
+    for question, answers in zip(questions, _sampled(policy, questions, samples), strict=True):
+        for answer in answers:
+            scores = synthetic.oracle_scores(question, answer)
+            right += scores["honest"] == 7
+            rude += scores["harmless"] == 1
+            total += 1
+    total = max(1, total)
+    return {"correctness": round(right / total, 4), "rudeness": round(rude / total, 4)}
+
+
+def oracle_win_rate(
+    new: PolicyVersion, old: PolicyVersion, questions: list[str], *, samples: int = 4
+) -> float:
+    """How often a sampled answer of ``new`` beats one of ``old`` by the oracle's total 3H
+    score, over ``samples`` answers a question (a tie counts half)."""
+    wins = total = 0.0
+    sides = zip(_sampled(new, questions, samples), _sampled(old, questions, samples), strict=True)
+    for question, (ours, theirs) in zip(questions, sides, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            delta = sum(synthetic.oracle_scores(question, a).values()) - sum(
+                synthetic.oracle_scores(question, b).values()
+            )
+            wins += 1.0 if delta > 0 else 0.5 if delta == 0 else 0.0
+            total += 1
+    return round(wins / max(1, total), 4)
+
+
+class ApiClient:
+    """JSON over the REST API as one user: in this process (Django's test client, the same URL
+    routing, views and middleware as a server) or over HTTP to a running server."""
+
+    def __init__(self, token: str, url: str | None = None) -> None:
+        self.url = url
+        if url:
+            import httpx
+
+            self.http = httpx.Client(
+                base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60
+            )
+        else:
+            from django.test import Client
+
+            self.client = Client(HTTP_AUTHORIZATION=f"Token {token}", SERVER_NAME="localhost")
+
+    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        if self.url:
+            response = self.http.request(method, path, json=body, **kw)
+            status, text = response.status_code, response.text
+        else:
+            send = getattr(self.client, method.lower())
+            if "content" in kw:
+                response = send(path, kw["content"], content_type=kw["headers"]["Content-Type"])
+            elif body is None:
+                response = send(path)
+            else:
+                response = send(path, json.dumps(body), content_type="application/json")
+            status, text = response.status_code, response.content.decode()
+        data = json.loads(text) if text else None
+        if status >= 400:
+            raise RuntimeError(f"{method} {path}: {status} {data}")
+        return status, data
+
+
+def _user_with_token(name: str, role: Role) -> str:
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username=name)
+    role_grant(user=user, role=role)
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def jobs_run_here() -> None:
+    """Do, in this process, the jobs a worker would take from the queues (the same services)."""
+    for round_ in Round.objects.filter(status=Round.Status.GENERATING):
+        round_generate(round_id=round_.pk)
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED):
+        training_run_execute(run_id=run.pk)
+    for gate in GateEvaluation.objects.filter(status=GateEvaluation.Status.PENDING):
+        gate_evaluate(gate_id=gate.pk)
+    for deployment in Deployment.objects.filter(status=Deployment.Status.PENDING):
+        deployment_run(deployment_id=deployment.pk)
+
+
+def _stage_seconds(history: list[dict[str, str]]) -> dict[str, float]:
+    """Seconds spent in each stage, from the times the automation recorded."""
+    times = [(e["stage"], datetime.fromisoformat(e["at"])) for e in history]
+    return {
+        stage: round((later - at).total_seconds(), 2)
+        for (stage, at), (_, later) in itertools.pairwise(times)
     }
-    wins = rude = 0.0
-    for i, question in enumerate(questions):
-        new_scores = synthetic.oracle_scores(question, answers["new"][i])
-        old_total = sum(synthetic.oracle_scores(question, answers["old"][i]).values())
-        delta = sum(new_scores.values()) - old_total
-        wins += 1.0 if delta > 0 else 0.5 if delta == 0 else 0.0
-        rude += new_scores["harmless"] == 1
-    n = max(1, len(questions))
-    return {"win_rate": wins / n, "rudeness": rude / n}
 
 
 def simulate(
     *,
     rounds: int = 3,
-    prompts_per_round: int = 48,
-    k: int = 3,
+    prompts_per_round: int = 64,
+    k: int = 4,
+    annotators: int = 1,
     noise: float = 0.0,
-    eval_prompts: int = 32,
-    recipe: dict[str, Any] | None = None,
+    eval_prompts: int = 48,
     seed: int = 0,
+    policy_recipe: dict[str, Any] | None = None,
+    reward_recipe: dict[str, Any] | None = None,
+    gate_threshold: float = 0.5,
+    url: str | None = None,
+    timeout_s: float = 3600,
     report: Callable[[dict[str, Any]], None] = lambda row: None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
+    """Run ``rounds`` automatic rounds with ``annotators`` simulated annotators; one row each."""
+    from tqdm import tqdm
+
     rng = random.Random(seed)
     round0 = PolicyVersion.objects.get(status=PolicyVersion.Status.ACTIVE)
-    annotator, _ = get_user_model().objects.get_or_create(username="simulated-oracle")
-    role_grant(user=annotator, role=Role.ANNOTATOR)
+    admin = ApiClient(_user_with_token("simulated-admin", Role.ADMIN), url)
+    people = [
+        ApiClient(_user_with_token(f"simulated-annotator-{i + 1}", Role.ANNOTATOR), url)
+        for i in range(annotators)
+    ]
     held_out = synthetic.prompts(eval_prompts, seed=seed + 10_000)
-    results = []
+    tag = f"simulate-{seed}-{secrets.token_hex(3)}"
+    wanted = rounds * prompts_per_round
+    drawn = synthetic.prompts(
+        min(synthetic.DISTINCT_QUESTIONS, wanted + eval_prompts), seed=seed + 1
+    )
+    pool = [q for q in drawn if q not in held_out][:wanted]
+    if len(pool) < wanted:
+        raise ValueError(f"The synthetic task has {len(pool)} questions besides the held-out "
+                         f"ones, not {wanted}: fewer rounds or prompts per round.")  # fmt: skip
+    lines = "\n".join(json.dumps({"prompt": q, "tags": [tag]}) for q in pool)
+    admin.call("POST", "/api/v1/prompts/import/", content=lines.encode(),
+               headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+    _, opened = admin.call("POST", "/api/v1/rounds/", {
+        "source": "policy", "k": k, "overlap": 1, "tags": [tag], "limit": prompts_per_round,
+        "temperature": 1.0, "max_new_tokens": 48, "seed": seed,
+    })  # fmt: skip
+    round_id = opened["round"]["id"]
+    admin.call("POST", f"/api/v1/rounds/{round_id}/automation/", {
+        "rounds_left": rounds - 1, "prompt_tags": [tag], "gate_threshold": gate_threshold,
+        "gate_prompts": 32,
+        "policy_recipe": {**TINY_POLICY_RECIPE, **(policy_recipe or {})},
+        "reward_recipe": {**TINY_REWARD_RECIPE, **(reward_recipe or {})},
+    })  # fmt: skip
+
+    def wait(path: str, done: Callable[[Any], bool]) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not url:
+                jobs_run_here()
+                if "automation" in path:
+                    automation_advance(automation_id=Automation.objects.get(round_id=round_id).pk)
+            _, body = admin.call("GET", path)
+            if done(body):
+                return body
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting on {path}: {body}")
+            time.sleep(0.5 if url else 0)  # polling a server; in-process, each pass does work
+
+    results: list[dict[str, Any]] = []
+    previous = round0
+    bar = tqdm(total=rounds, desc="rounds", unit="round", disable=not progress, file=sys.stderr)
     for number in range(1, rounds + 1):
-        times: dict[str, float] = {}
         started = time.perf_counter()
-        tag = f"simulate-{seed}-{number}"
-        fresh = [
-            q
-            for q in synthetic.prompts(prompts_per_round * 2, seed=seed + number)
-            if q not in held_out
-        ]
-        chosen = fresh[:prompts_per_round]
-        prompts_import(
-            lines=[json.dumps({"prompt": q, "tags": [tag]}) for q in chosen], source="simulate"
+        bar.set_postfix_str("generating")
+        wait(f"/api/v1/rounds/{round_id}/", lambda body: body["status"] != "generating")
+        bar.set_postfix_str("annotating")
+        mark = time.perf_counter()
+        judgments = _annotate_round(people, noise, rng)
+        annotate_s = time.perf_counter() - mark
+        bar.set_postfix_str("training")
+        automation = wait(
+            f"/api/v1/rounds/{round_id}/automation/",
+            lambda body: body["stage"] in ("done", "failed", "stopped"),
         )
-        hashes = [messages_hash([{"role": "user", "content": q}]) for q in chosen]
-        ids = list(Prompt.objects.filter(content_hash__in=hashes).values_list("pk", flat=True))
-        round_ = round_open_for_policy(
-            k=k, overlap=1, prompt_ids=ids, seed=seed + number, enqueue=False,
-            sampling=Sampling(temperature=1.0, max_new_tokens=48),
-        )  # fmt: skip
-        round_ = round_generate(round_id=round_.pk)
-        times["generate"] = time.perf_counter() - started
-
-        mark = time.perf_counter()
-        while (leased := task_next_for_annotator(annotator=annotator)) is not None:
-            question = leased.task.prompt.messages[-1]["content"]
-            shown = [{"id": s.completion_id, "text": s.completion.text} for s in leased.slots]
-            body = _oracle_body(question, shown, noise, rng)
-            judgment_submit(assignment_id=leased.assignment.pk, annotator=annotator, body=body)
-        times["annotate"] = time.perf_counter() - mark
-
-        mark = time.perf_counter()
-        run = training_run_create(
-            kind="dpo",
-            rounds=[round_.number],
-            recipe={**DEFAULT_DPO, **(recipe or {})},
-            enqueue=False,
+        if automation["stage"] != "done":
+            raise RuntimeError(f"round {number}: {automation['stage']}: {automation['error']}")
+        row_obj = Automation.objects.select_related("reward_run", "gate", "snapshot").get(
+            pk=automation["id"]
         )
-        run = training_run_execute(run_id=run.pk)
-        times["train"] = time.perf_counter() - mark
-        if run.status != "succeeded":
-            raise RuntimeError(f"round {number}: training failed: {run.error}")
-
+        serving = PolicyVersion.objects.get(status=PolicyVersion.Status.ACTIVE)
         mark = time.perf_counter()
-        deployment = deployment_request(policy_id=run.produced_policy_id, enqueue=False)
-        deployment = deployment_run(deployment_id=deployment.pk)
-        times["deploy"] = time.perf_counter() - mark
-        if deployment.status != "done":
-            raise RuntimeError(f"round {number}: deploy failed: {deployment.error}")
-
-        mark = time.perf_counter()
-        measured = oracle_win_rate(run.produced_policy, round0, held_out)
-        times["measure"] = time.perf_counter() - mark
-        total = time.perf_counter() - started
         row = {
             "round": number,
-            "policy": run.produced_policy.name,
-            "tasks": round_.tasks.count(),
-            **measured,
-            "seconds": {key: round(value, 2) for key, value in times.items()},
-            "machinery_s": round(total - times["generate"] - times["train"], 2),
+            "policy": serving.name,
+            "judgments": judgments,
+            "pairs": sum(row_obj.snapshot.manifest["rows"].values()),
+            "reward_accuracy": row_obj.reward_run.metrics.get("eval_accuracy"),
+            "gate": {"status": row_obj.gate.status, "win_rate": row_obj.gate.win_rate},
+            "win_rate_vs_previous": oracle_win_rate(serving, previous, held_out),
+            "win_rate_vs_round0": oracle_win_rate(serving, round0, held_out),
+            **oracle_quality(serving, held_out),
         }
+        seconds = {"annotate": round(annotate_s, 2), **_stage_seconds(row_obj.history)}
+        seconds["measure"] = round(time.perf_counter() - mark, 2)
+        seconds["total"] = round(time.perf_counter() - started, 2)
+        row["seconds"] = seconds
         results.append(row)
         report(row)
+        bar.update(1)
+        previous = serving
+        round_id = automation["next_round"] or round_id
+    bar.close()
     return results
+
+
+def _annotate_round(people: list[ApiClient], noise: float, rng: random.Random) -> int:
+    """Annotators take turns, one task each, until no one is given a task; returns judgments."""
+    done = 0
+    waiting = list(people)
+    while waiting:
+        for person in list(waiting):
+            status, task = person.call("POST", "/api/v1/tasks/next/")
+            if status == 204 or not task:
+                waiting.remove(person)
+                continue
+            question = task["prompt"]["messages"][-1]["content"]
+            body = oracle_judgment(question, task["completions"], noise, rng)
+            person.call("POST", f"/api/v1/assignments/{task['assignment']}/submit/", body)
+            done += 1
+    return done

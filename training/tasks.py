@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from feedback.signals import job_finished
+
 
 @shared_task(name="training.tasks.training_run_execute", acks_late=True)
 def training_run_execute(run_id: int) -> str:
     """Claim and run a training run (a redelivered job finds it claimed and returns)."""
     from .runs import training_run_execute as execute
 
-    return execute(run_id=run_id).status
+    try:
+        return execute(run_id=run_id).status
+    finally:
+        job_finished.send(sender=training_run_execute, kind="training_run", object_id=run_id)
 
 
 @shared_task(name="training.tasks.gate_evaluate", acks_late=True)
@@ -18,7 +23,10 @@ def gate_evaluate(gate_id: int) -> str:
     """Compare a candidate with the active policy and promote or reject it."""
     from .gate import gate_evaluate as evaluate
 
-    return evaluate(gate_id=gate_id).status
+    try:
+        return evaluate(gate_id=gate_id).status
+    finally:
+        job_finished.send(sender=gate_evaluate, kind="gate", object_id=gate_id)
 
 
 @shared_task(name="training.tasks.training_runs_recover")
@@ -27,3 +35,20 @@ def training_runs_recover() -> list[int]:
     from .runs import training_runs_recover as recover
 
     return recover()
+
+
+@shared_task(name="training.tasks.automation_advance", acks_late=True)
+def automation_advance(automation_id: int) -> str:
+    """Move an automatic round on as far as it goes now (idempotent)."""
+    from .automation import automation_advance as advance
+
+    automation = advance(automation_id=automation_id)
+    return automation.stage if automation else "missing"
+
+
+@shared_task(name="training.tasks.automations_advance_all")
+def automations_advance_all() -> list[int]:
+    """Safety net: advance every unfinished automatic round."""
+    from .automation import automations_advance_all as advance_all
+
+    return advance_all()

@@ -81,6 +81,10 @@ class RoundListApi(APIView):
         include_used = serializers.BooleanField(
             default=False, help_text="Also use prompts that are already in a round."
         )
+        limit = StrictIntegerField(
+            min_value=1, required=False,
+            help_text="Policy rounds: use at most this many of the matching prompts, oldest first.",
+        )  # fmt: skip
         rubric = serializers.PrimaryKeyRelatedField(
             queryset=Rubric.objects.all(), required=False, help_text="Default: the newest 3H."
         )
@@ -131,6 +135,11 @@ class RoundListApi(APIView):
             round_ = round_open_for_policy(**values, sampling=sampling, created_by=request.user)
             return Response(
                 {"round": RoundOutputSerializer(round_).data, "prompts_left_out": 0}, status=202
+            )
+        if "limit" in values:
+            raise DomainError(
+                "limit applies to policy rounds only.",
+                fields={"limit": ["Only for source 'policy'; an imported round takes them all."]},
             )
         round_, left_out = round_open_from_imported(**values, created_by=request.user)
         return Response(

@@ -194,3 +194,53 @@ def test_admin_starts_a_reward_run_and_watches_it(
     assert page.locator("polyline.loss").count() == 1
     assert "dataset_sha256" in page.locator("pre").inner_text()
     screenshot("training-run")
+
+
+def test_admin_opens_a_round_that_advances_by_itself_and_stops_the_next(
+    sign_in, page, admin, annotator, api, tiny_policy, screenshot
+):
+    from feedback import synthetic
+    from training.models import Automation
+    from training.simulate import jobs_run_here
+
+    from ..training.test_automation import QUICK, drive, import_pool, judge_all
+
+    import_pool(api, admin, synthetic.prompts(16, seed=2))
+    sign_in(admin.username)
+
+    def open_form(policy_recipe: str) -> None:
+        page.get_by_label("Completions per task (K)").fill("3")
+        page.get_by_label("Judgments per task (overlap)").fill("1")
+        page.get_by_label("At most this many prompts").fill("8")
+        page.get_by_text("Advance by itself").first.click()
+        page.get_by_label("Advance this round by itself").check()
+        page.get_by_label("Further automatic rounds after this one").fill("1")
+        page.get_by_label("Win rate the candidate needs to be deployed").fill("0")
+        page.get_by_label("DPO recipe overrides").fill(policy_recipe)
+        page.get_by_label("Reward-model recipe overrides").fill(json.dumps(QUICK["reward_recipe"]))
+        page.get_by_role("button", name="Open round").click()
+
+    open_form('{"learning_rate": 0.0005, "max_stepz": 2}')
+    page.get_by_text("policy_recipe.max_stepz: Unknown field").wait_for()
+    assert not Round.objects.exists() and not Automation.objects.exists()
+
+    open_form(json.dumps(QUICK["policy_recipe"]))
+    page.get_by_text("the round will advance by itself").wait_for()
+    stages = page.locator("ol.stages li")
+    assert stages.count() == 7
+    assert "waiting for judgments" in stages.first.inner_text()
+    assert stages.first.get_attribute("aria-current") == "step"
+
+    jobs_run_here()  # what the worker does: generate the round
+    judge_all(api, annotator)
+    automation = drive(Automation.objects.get().pk)
+    assert automation.stage == "done", automation.error
+    page.reload()
+    assert page.locator("ol.stages li.stage-done").count() == 7
+    assert "win rate" in stages.nth(3).inner_text()
+    screenshot("admin-automatic-round")
+    page.get_by_role("link", name=f"round {automation.next_round.number}").click()
+    page.get_by_role("button", name="Stop advancing").click()
+    page.get_by_text("no longer advances by itself").wait_for()
+    assert "stopped" in page.locator("#auto-title .badge").inner_text()
+    assert Automation.objects.get(round=automation.next_round).stage == "stopped"

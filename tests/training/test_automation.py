@@ -1,0 +1,221 @@
+"""Automatic rounds: a round with enough judgments trains a reward model and a policy, gates the
+candidate, deploys it and opens the next round with it, by itself; settings are validated; an
+automation can be stopped; a rejected candidate leaves the serving policy as it was."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from annotation.models import Round
+from feedback import synthetic
+from feedback.models import PolicyVersion
+from training.automation import automation_advance
+from training.models import Automation, TrainingRun
+from training.simulate import (
+    TINY_POLICY_RECIPE,
+    TINY_REWARD_RECIPE,
+    jobs_run_here,
+    oracle_judgment,
+    oracle_quality,
+    oracle_win_rate,
+)
+
+from ..annotation.helpers import lease, submit_url
+
+QUICK = {
+    "reward_recipe": {"use_lora": False, "learning_rate": 0.001, "max_steps": 4},
+    "policy_recipe": {"learning_rate": 0.0005, "max_steps": 2},
+}
+
+
+def import_pool(api, admin, questions: list[str], tag: str = "loop") -> None:
+    lines = "\n".join(json.dumps({"prompt": q, "tags": [tag]}) for q in questions)
+    response = api(admin).post(
+        "/api/v1/prompts/import/", lines.encode(), content_type="application/x-ndjson"
+    )
+    assert response.status_code in (200, 201), response.content
+
+
+def open_policy_round(api, admin, *, limit: int, k: int = 3, tag: str = "loop") -> int:
+    response = api(admin).post(
+        "/api/v1/rounds/",
+        {"source": "policy", "k": k, "overlap": 1, "tags": [tag], "limit": limit,
+         "max_new_tokens": 40, "temperature": 1.0, "seed": 3},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    return response.json()["round"]["id"]
+
+
+def judge_all(api, annotator, *, invert: bool = False) -> int:
+    """The oracle, as an annotator through the API, judges every task it is given."""
+    client = api(annotator)
+    done = 0
+    while (task := lease(client)) is not None:
+        question = task["prompt"]["messages"][-1]["content"]
+        body = oracle_judgment(question, task["completions"], noise=0.0, rng=random.Random(0))
+        if invert:
+            body["ranking"] = body["ranking"][::-1]
+        response = client.post(submit_url(task["assignment"]), body, format="json")
+        assert response.status_code == 200, response.content
+        done += 1
+    return done
+
+
+def drive(automation_id: int) -> Automation:
+    for _ in range(12):
+        automation = automation_advance(automation_id=automation_id)
+        if automation.stage in Automation.FINISHED:
+            return automation
+        jobs_run_here()
+    raise AssertionError(f"stuck at {automation.stage}")
+
+
+def test_settings_are_validated(api, admin, tiny_policy):
+    import_pool(api, admin, synthetic.prompts(4, seed=1))
+    round_id = open_policy_round(api, admin, limit=4)
+    url = f"/api/v1/rounds/{round_id}/automation/"
+    bad = api(admin).post(
+        url, {"policy_recipe": {"learning_rate": "fast", "betta": 1}}, format="json"
+    )
+    assert bad.status_code == 400
+    assert set(bad.json()["fields"]) == {"policy_recipe.learning_rate", "policy_recipe.betta"}
+    assert "Unknown field" in bad.json()["detail"]
+    bad = api(admin).post(url, {"gate_threshold": 2}, format="json")
+    assert bad.status_code == 400 and "gate_threshold" in bad.json()["fields"]
+    assert api(admin).post("/api/v1/rounds/999/automation/", {}, format="json").status_code == 404
+    assert api(admin).get(url).status_code == 404
+    assert not Automation.objects.exists()
+
+    assert api(admin).post(url, {"rounds_left": 1}, format="json").status_code == 201
+    again = api(admin).post(url, {}, format="json")
+    assert again.status_code == 409 and again.json()["code"] == "conflict"
+    assert api(admin).get(url).json()["stage"] == "waiting"
+
+
+def test_a_round_advances_by_itself_into_the_next_and_can_be_stopped(
+    api, admin, annotator, tiny_policy
+):
+    import_pool(api, admin, synthetic.prompts(24, seed=2))
+    round_id = open_policy_round(api, admin, limit=12)
+    response = api(admin).post(
+        f"/api/v1/rounds/{round_id}/automation/",
+        {**QUICK, "gate_threshold": 0.0, "gate_prompts": 6, "rounds_left": 1,
+         "prompt_tags": ["loop"]},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 201, response.content
+    jobs_run_here()  # generation
+    automation = automation_advance(automation_id=response.json()["id"])
+    assert automation.stage == "waiting"  # nothing judged yet
+    assert judge_all(api, annotator) == Round.objects.get(pk=round_id).tasks.count()
+
+    automation = drive(automation.pk)
+    assert automation.stage == "done", automation.error
+    stages = [h["stage"] for h in automation.history]
+    assert stages == ["waiting", "reward", "policy", "gate", "deploy", "next_round", "done"]
+    candidate = automation.policy_run.produced_policy
+    assert PolicyVersion.objects.get(status="active") == candidate
+    assert automation.policy_run.snapshot == automation.snapshot
+    assert automation.snapshot.manifest["source_rounds"] == [1]
+    assert Round.objects.get(pk=round_id).status == "closed"
+
+    # The next round: the 12 unused prompts, generated by the new policy, automated in turn.
+    following = automation.next_round
+    assert following.policy_version == candidate and following.prompt_ids
+    assert not set(following.prompt_ids) & set(Round.objects.get(pk=round_id).prompt_ids)
+    detail = api(admin).get(f"/api/v1/rounds/{following.pk}/automation/").json()
+    assert detail["stage"] == "waiting" and detail["rounds_left"] == 0
+
+    # Stopped while its reward model trains: the run is cancelled, nothing more starts.
+    jobs_run_here()
+    judge_all(api, annotator)
+    assert automation_advance(automation_id=detail["id"]).stage == "reward"
+    stopped = api(admin).post(f"/api/v1/rounds/{following.pk}/automation/stop/")
+    assert stopped.status_code == 200 and stopped.json()["stage"] == "stopped"
+    reward_run = TrainingRun.objects.get(pk=stopped.json()["reward_run"])
+    assert reward_run.status == "cancelled"
+    jobs_run_here()
+    assert automation_advance(automation_id=detail["id"]).stage == "stopped"
+    assert PolicyVersion.objects.get(status="active") == candidate
+
+
+def test_a_rejected_candidate_leaves_the_serving_policy(api, admin, annotator, tiny_policy):
+    import_pool(api, admin, synthetic.prompts(12, seed=3))
+    round_id = open_policy_round(api, admin, limit=12)
+    jobs_run_here()
+    response = api(admin).post(
+        f"/api/v1/rounds/{round_id}/automation/",
+        {**QUICK, "gate_threshold": 1.0, "gate_prompts": 6},
+        format="json",
+    )
+    judge_all(api, annotator)
+    automation = drive(response.json()["id"])
+    gate = automation.gate
+    assert automation.stage == "done"
+    if gate.status == "failed":
+        assert automation.policy_run.produced_policy.status == "rejected"
+        assert PolicyVersion.objects.get(status="active") == tiny_policy
+        assert automation.deployment is None
+    else:  # a candidate that wins on every prompt passes even this threshold
+        assert gate.win_rate == 1.0
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_two_automatic_rounds_with_a_real_worker_improve_the_policy(
+    celery_worker_process, api, admin, annotator, tiny_policy
+):
+    held_out = synthetic.prompts(48, seed=10_000)
+    pool = [q for q in synthetic.prompts(200, seed=11) if q not in held_out][:128]
+    import_pool(api, admin, pool)
+    round_id = open_policy_round(api, admin, limit=64, k=4)
+    response = api(admin).post(
+        f"/api/v1/rounds/{round_id}/automation/",
+        {
+            "rounds_left": 1,
+            "prompt_tags": ["loop"],
+            "gate_prompts": 48,
+            "policy_recipe": TINY_POLICY_RECIPE,
+            "reward_recipe": TINY_REWARD_RECIPE,
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+
+    def wait_for(url: str, done, what: str, seconds: float = 600) -> dict:
+        """Read ``url`` until ``done(body)``; the worker does the work meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not done(body := api(admin).get(url).json()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {body}"
+            assert celery_worker_process.poll() is None, "the worker died"
+            time.sleep(0.25)
+        return body
+
+    for _ in range(2):
+        wait_for(f"/api/v1/rounds/{round_id}/", lambda b: b["status"] == "open", "generation")
+        assert judge_all(api, annotator) > 0
+        detail = wait_for(
+            f"/api/v1/rounds/{round_id}/automation/",
+            lambda b: b["stage"] in ("done", "failed", "stopped"),
+            "the automation",
+        )
+        assert detail["stage"] == "done", detail["error"]
+        stages = [h["stage"] for h in detail["history"]]
+        gate = api(admin).get(f"/api/v1/gates/{detail['gate']}/").json()
+        assert stages[:5] == ["waiting", "reward", "policy", "gate", "deploy"], gate
+        round_id = detail["next_round"] or round_id
+
+    final = PolicyVersion.objects.get(status="active")
+    assert final.parent is not None and final.parent.parent == tiny_policy
+    before = oracle_quality(tiny_policy, held_out)
+    after = oracle_quality(final, held_out)
+    win = oracle_win_rate(final, tiny_policy, held_out)
+    print(json.dumps({"before": before, "after": after, "win_rate": win}))
+    assert win >= 0.6
+    assert after["rudeness"] <= 0.10 < before["rudeness"]
+    assert after["correctness"] >= before["correctness"] + 0.08

@@ -1,0 +1,285 @@
+"""Automatic rounds: judgments → reward model → DPO → gate → deploy → the next round, unattended.
+
+``automation_advance`` moves one automation as far as it can without waiting and returns: it
+creates the next stage's job (a training run, a gate, a round) and stores it on the row under the
+row's lock, so calling it twice, or from two workers, does the same work once. What calls it:
+
+* a judgment that brings the round to its required count (``feedback.signals.judgment_recorded``),
+* the end of every job it waits for (``feedback.signals.job_finished``: training runs, gates,
+  deployments, round generation),
+* a beat sweep every 15 s, which also picks up anything a lost message or a dead worker left.
+
+A failed stage stops the automation with the reason; the serving policy stays as it was, since
+only a passed gate deploys. A rejected candidate is recorded and the next round opens with the
+policy that kept serving. Stopping cancels the training run in progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from annotation.generation import round_open_for_policy
+from annotation.models import Round
+from annotation.rounds import round_close, round_progress
+from feedback.errors import DomainError
+from feedback.generation import Sampling
+from feedback.models import Deployment
+
+from .gate import gate_request
+from .models import Automation, GateEvaluation, TrainingRun
+from .runs import recipe_validate, training_run_cancel, training_run_create
+from .snapshots import snapshot_create_preference
+
+
+def automation_validate(
+    *, required_judgments: int | None = None, reward_recipe: dict[str, Any] | None = None,
+    policy_recipe: dict[str, Any] | None = None, gate_threshold: float = 0.5,
+    gate_prompts: int = 32, next_prompts: int = 0, prompt_tags: list[str] | None = None,
+    rounds_left: int = 0,
+) -> None:  # fmt: skip
+    """Raise a 400 naming every bad setting. Recipes are checked now, not when training starts."""
+    errors: dict[str, list[str]] = {}
+    for field, kind, overrides in (
+        ("reward_recipe", "reward", reward_recipe),
+        ("policy_recipe", "dpo", policy_recipe),
+    ):
+        try:
+            recipe_validate(kind, overrides or {})
+        except DomainError as exc:
+            for name, why in exc.fields.items():
+                errors[name.replace("recipe", field, 1)] = why
+    if not 0.0 <= gate_threshold <= 1.0:
+        errors["gate_threshold"] = ["Between 0 and 1."]
+    if required_judgments is not None and required_judgments < 1:
+        errors["required_judgments"] = ["At least 1."]
+    for name, value in (("gate_prompts", gate_prompts), ("next_prompts", next_prompts),
+                        ("rounds_left", rounds_left)):  # fmt: skip
+        if value < 0:
+            errors[name] = ["At least 0."]
+    if errors:
+        raise DomainError(
+            "; ".join(f"{name}: {' '.join(why)}" for name, why in errors.items()), fields=errors
+        )
+
+
+def automation_create(*, round_: Round, created_by: Any = None, **settings: Any) -> Automation:
+    """Set a round to advance by itself (settings as in ``automation_validate``)."""
+    automation_validate(**settings)
+    if Automation.objects.filter(round=round_).exists():
+        raise DomainError(f"Round {round_.number} is already automated.", code="conflict",
+                          status=409)  # fmt: skip
+    settings = {key: value for key, value in settings.items() if value is not None}
+    automation = Automation.objects.create(
+        round=round_, created_by=created_by, **settings,
+        history=[{"stage": Automation.Stage.WAITING, "at": timezone.now().isoformat()}],
+    )  # fmt: skip
+    transaction.on_commit(lambda: automation_enqueue(automation.pk))
+    return automation
+
+
+def automation_enqueue(automation_id: int) -> None:
+    from .tasks import automation_advance as task
+
+    task.apply_async(args=[automation_id], queue="default")
+
+
+def automation_stop(*, automation_id: int) -> Automation:
+    """Stop where it is: the run in progress is cancelled; nothing further starts."""
+    with transaction.atomic():
+        automation = Automation.objects.select_for_update().filter(pk=automation_id).first()
+        if automation is None:
+            raise DomainError("No such automation.", code="not_found", status=404)
+        if automation.stage not in Automation.FINISHED:
+            automation.stop_requested = True
+            automation.save(update_fields=["stop_requested", "updated_at"])
+    return automation_advance(automation_id=automation_id)
+
+
+def _move(automation: Automation, stage: str, **fields: Any) -> None:
+    automation.stage = stage
+    automation.history = [*automation.history, {"stage": stage, "at": timezone.now().isoformat()}]
+    for name, value in fields.items():
+        setattr(automation, name, value)
+
+
+def _fail(automation: Automation, reason: str) -> None:
+    _move(automation, Automation.Stage.FAILED, error=reason[:4000])
+
+
+def _run_outcome(automation: Automation, run: TrainingRun) -> bool:
+    """True when the run succeeded; fails the automation when the run ended otherwise."""
+    run.refresh_from_db()
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        return True
+    if run.status in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
+        _fail(automation, f"{run.get_kind_display()} run {run.pk} {run.status}: {run.error}")
+    return False
+
+
+def _step(automation: Automation) -> bool:
+    """Advance one stage if its input is ready. True when it moved (and may move again)."""
+    stage = automation.stage
+    Stage = Automation.Stage
+    if automation.stop_requested:
+        for run in (automation.reward_run, automation.policy_run):
+            if run is not None and run.status in TrainingRun.ACTIVE:
+                training_run_cancel(run_id=run.pk)
+        _move(automation, Stage.STOPPED)
+        return False
+
+    if stage == Stage.WAITING:
+        if automation.round.status == Round.Status.GENERATING:
+            return False
+        progress = round_progress(round_=automation.round)
+        needed = automation.required_judgments or progress["target"]
+        if needed == 0:
+            _fail(automation, "The round has no tasks to judge.")
+            return False
+        if progress["judgments"] < needed:
+            return False
+        round_close(round_id=automation.round_id)
+        # The policy learns from this round (its own samples: on-policy); the reward model
+        # from every judged round so far, since more pairs make a better judge (as Llama 2
+        # accumulates its preference data).
+        snapshot = snapshot_create_preference(rounds=[automation.round.number])
+        run = training_run_create(
+            kind="reward", rounds=None,
+            recipe=automation.reward_recipe,
+        )  # fmt: skip
+        _move(automation, Stage.REWARD, snapshot=snapshot, reward_run=run)
+        return True
+
+    if stage == Stage.REWARD:
+        if not _run_outcome(automation, automation.reward_run):
+            return False
+        run = training_run_create(
+            kind="dpo", snapshot_id=automation.snapshot_id,
+            recipe=automation.policy_recipe,
+        )  # fmt: skip
+        _move(automation, Stage.POLICY, policy_run=run)
+        return True
+
+    if stage == Stage.POLICY:
+        if not _run_outcome(automation, automation.policy_run):
+            return False
+        gate = gate_request(
+            candidate_id=automation.policy_run.produced_policy_id,
+            reward_run_id=automation.reward_run_id,
+            prompts=automation.gate_prompts,
+            threshold=automation.gate_threshold,
+        )
+        _move(automation, Stage.GATE, gate=gate)
+        return True
+
+    if stage == Stage.GATE:
+        gate = GateEvaluation.objects.get(pk=automation.gate_id)
+        if gate.status == GateEvaluation.Status.PENDING:
+            return False
+        if gate.status == GateEvaluation.Status.ERROR:
+            _fail(automation, f"Gate {gate.pk} could not run: {gate.error}")
+            return False
+        if gate.status == GateEvaluation.Status.FAILED:  # rejected: the serving policy stays
+            _move(automation, Stage.NEXT_ROUND)
+            return True
+        deployment = (
+            Deployment.objects.filter(policy_version_id=gate.candidate_id).order_by("-id").first()
+        )
+        if deployment is None:
+            return False
+        _move(automation, Stage.DEPLOY, deployment=deployment)
+        return True
+
+    if stage == Stage.DEPLOY:
+        deployment = Deployment.objects.get(pk=automation.deployment_id)
+        if deployment.status == Deployment.Status.PENDING:
+            return False
+        if deployment.status == Deployment.Status.FAILED:
+            _fail(automation, f"Deployment {deployment.pk} failed: {deployment.error}")
+            return False
+        _move(automation, Stage.NEXT_ROUND)
+        return True
+
+    if stage == Stage.NEXT_ROUND:
+        if automation.rounds_left == 0:
+            _move(automation, Stage.DONE)
+            return False
+        this = automation.round
+        count = automation.next_prompts or len(this.prompt_ids) or this.tasks.count()
+        try:
+            opened = round_open_for_policy(
+                k=this.k, overlap=this.overlap, tags=automation.prompt_tags, limit=count,
+                sampling=Sampling(**{k: v for k, v in this.sampling.items() if k != "seed"})
+                if this.sampling else None,
+                backend=this.backend or None,
+            )  # fmt: skip
+        except DomainError as exc:
+            _fail(automation, f"The next round could not open: {exc.detail}")
+            return False
+        automation_create(
+            round_=opened,
+            required_judgments=automation.required_judgments,
+            reward_recipe=automation.reward_recipe, policy_recipe=automation.policy_recipe,
+            gate_threshold=automation.gate_threshold, gate_prompts=automation.gate_prompts,
+            next_prompts=automation.next_prompts, prompt_tags=automation.prompt_tags,
+            rounds_left=automation.rounds_left - 1, created_by=automation.created_by,
+        )  # fmt: skip
+        _move(automation, Stage.DONE, next_round=opened)
+        return False
+    return False
+
+
+def automation_advance(*, automation_id: int) -> Automation:
+    """Move the automation as far as it goes now; safe to call any time, from anywhere."""
+    with transaction.atomic():
+        automation = (
+            Automation.objects.select_for_update(of=("self",))
+            .select_related("round", "reward_run", "policy_run")
+            .filter(pk=automation_id)
+            .first()
+        )
+        if automation is None or automation.stage in Automation.FINISHED:
+            return automation
+        try:
+            while _step(automation):
+                pass
+        except DomainError as exc:
+            _fail(automation, f"{automation.get_stage_display()}: {exc.detail}")
+        automation.save()
+    return automation
+
+
+def automations_advance_all() -> list[int]:
+    """The beat's safety net: advance every unfinished automation. Returns the ids it moved."""
+    moved = []
+    for pk, stage in Automation.objects.exclude(stage__in=Automation.FINISHED).values_list(
+        "pk", "stage"
+    ):
+        if automation_advance(automation_id=pk).stage != stage:
+            moved.append(pk)
+    return moved
+
+
+def automations_for_round(round_id: int) -> list[int]:
+    return list(
+        Automation.objects.filter(round_id=round_id, stage=Automation.Stage.WAITING).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def automations_waiting_on(kind: str, object_id: int) -> list[int]:
+    """The unfinished automations whose current stage waits on this job."""
+    waits_on = {
+        "training_run": Q(reward_run_id=object_id) | Q(policy_run_id=object_id),
+        "gate": Q(gate_id=object_id),
+        "deployment": Q(deployment_id=object_id),
+        "round": Q(round_id=object_id),
+    }.get(kind)
+    if waits_on is None:
+        return []
+    live = Automation.objects.exclude(stage__in=Automation.FINISHED).filter(waits_on)
+    return list(live.values_list("pk", flat=True))
