@@ -65,6 +65,7 @@ screenshots: install browser
 # Benchmarks print ratios against a baseline measured in the same run (more arrive with issue 8).
 bench: install
 	$(BIN)/python benchmarks/generation_overhead.py
+	$(BIN)/python benchmarks/training_overhead.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, fields
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +39,7 @@ TRAINERS = {
     TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train),
     TrainingRun.Kind.DPO: (dpo.DPORecipe, dpo.train),
 }
+PROGRESS_EVERY_S = 1.0
 # Kinds whose output is a new policy: registered as a candidate (an adapter on the base weights).
 POLICY_KINDS = {TrainingRun.Kind.DPO}
 
@@ -198,17 +200,29 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     staging.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = list(run.metrics_history)
 
+    # Progress, heartbeat and the cancel flag go through the database at most once a second
+    # (and at the last step): a tiny model logs many steps a second, and writing the growing
+    # metrics history at each one would cost more than the step.
+    last = {"write": 0.0, "check": 0.0, "stop": False}
+
     def on_log(step: int, total: int, logs: dict[str, float]) -> None:
         history.append(
             {"step": step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}}
         )
-        TrainingRun.objects.filter(pk=run.pk).update(
-            progress_step=step, progress_total=total, heartbeat_at=timezone.now(),
-            metrics_history=history,
-        )  # fmt: skip
+        now = time.monotonic()
+        if now - last["write"] >= PROGRESS_EVERY_S or step >= total:
+            last["write"] = now
+            TrainingRun.objects.filter(pk=run.pk).update(
+                progress_step=step, progress_total=total, heartbeat_at=timezone.now(),
+                metrics_history=history,
+            )  # fmt: skip
 
     def should_stop() -> bool:
-        return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+        now = time.monotonic()
+        if not last["stop"] and now - last["check"] >= PROGRESS_EVERY_S:
+            last["check"] = now
+            last["stop"] = TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+        return bool(last["stop"])
 
     base_model = resolve_model_path(run.base_policy.base_model or run.base_policy.name)
     try:
@@ -230,7 +244,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             finished_at=timezone.now(),
         )  # fmt: skip
         raise
-    if should_stop():
+    if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
         shutil.rmtree(staging, ignore_errors=True)
         TrainingRun.objects.filter(pk=run.pk).update(
             status=TrainingRun.Status.CANCELLED, finished_at=timezone.now()

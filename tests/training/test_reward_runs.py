@@ -16,6 +16,7 @@ from annotation.rounds import round_open_from_imported
 from feedback import synthetic
 from training.models import TrainingRun
 from training.runs import training_run_execute
+from training.simulate import oracle_win_rate
 from training.tasks import training_run_execute as training_run_task
 
 from ..annotation.helpers import lease, submit_url
@@ -23,12 +24,12 @@ from ..annotation.helpers import lease, submit_url
 URL = "/api/v1/training-runs/"
 
 
-def judged_round(api, annotator, n: int = 40) -> int:
+def judged_round(api, annotator, n: int = 40, *, seed: int = 8, invert: bool = False) -> int:
     """n synthetic prompts with a right-polite, a wrong-polite and a right-rude answer, each
-    judged by the oracle acting as an annotator through the API."""
+    judged by the oracle acting as an annotator through the API (``invert``: worst first)."""
     rng = random.Random(4)
     lines = []
-    for text in synthetic.prompts(n, seed=8):
+    for text in synthetic.prompts(n, seed=seed):
         kind = "capital" if "capital" in text else "arithmetic"
         question = synthetic.Question(text, synthetic.expected_answer(text), kind)
         answers = [
@@ -52,7 +53,7 @@ def judged_round(api, annotator, n: int = 40) -> int:
         texts = {c["id"]: c["text"] for c in task["completions"]}
         ranking = synthetic.oracle_ranking(question, texts)
         body = {
-            "ranking": ranking,
+            "ranking": ranking[::-1] if invert else ranking,
             "scores": {str(cid): synthetic.oracle_scores(question, t) for cid, t in texts.items()},
             "strength": "better" if len(ranking[0]) == 1 else "",
             "time_spent_ms": 1000,
@@ -193,59 +194,55 @@ def test_a_dpo_run_registers_a_candidate_that_can_be_deployed_and_serve(
     assert Completion.objects.filter(policy_version=candidate).exists()
 
 
-@pytest.mark.parametrize("threshold", [0.0, 1.0])
-def test_the_gate_deploys_a_winner_and_rejects_a_loser(
-    api, admin, annotator, tiny_policy, threshold
+@pytest.mark.parametrize("invert", [False, True], ids=["better", "worse"])
+def test_the_gate_deploys_a_better_candidate_and_rejects_a_worse_one(
+    api, admin, annotator, tiny_policy, invert
 ):
+    """The reward model learns from honest judgments; the candidate from honest ones, or from
+    inverted ones (worst first), which make it worse. Only the better one is deployed."""
     from feedback.models import Deployment, PolicyVersion
     from training.gate import gate_evaluate
 
-    number = judged_round(api, annotator, n=12)
+    honest = judged_round(api, annotator, n=24, seed=8)
     reward = (
         api(admin)
-        .post(
-            URL,
-            {"kind": "reward", "rounds": [number], "recipe": {**FAST, "max_steps": 4}},
-            format="json",
-        )
+        .post(URL, {"kind": "reward", "rounds": [honest], "recipe": FAST}, format="json")
         .json()
     )
     assert training_run_execute(run_id=reward["id"]).status == "succeeded"
+    policy_data = judged_round(api, annotator, n=60, seed=9, invert=invert)
+    recipe = {"use_lora": False, "learning_rate": 0.001, "sft_weight": 1.0,
+              "num_train_epochs": 3.0, "per_device_train_batch_size": 8}  # fmt: skip
     dpo = (
         api(admin)
-        .post(
-            URL,
-            {
-                "kind": "dpo",
-                "rounds": [number],
-                "recipe": {"learning_rate": 0.0005, "max_steps": 2},
-            },
-            format="json",
-        )
+        .post(URL, {"kind": "dpo", "rounds": [policy_data], "recipe": recipe}, format="json")
         .json()
     )
     candidate = training_run_execute(run_id=dpo["id"]).produced_policy
 
     response = api(admin).post(
         f"/api/v1/policies/{candidate.pk}/gate/",
-        {"prompts": 6, "threshold": threshold},
+        {"prompts": 16, "threshold": 0.5, "reward_run": reward["id"]},
         format="json",
     )
     assert response.status_code == 202, response.content
     gate = gate_evaluate(gate_id=response.json()["id"])
-    outcome = "passed" if gate.win_rate >= threshold else "failed"
-    assert gate.status == outcome
-    assert 0.0 <= gate.win_rate <= 1.0 and gate.metrics["prompts"] == 6
+    # The oracle agrees that the candidate is better, or worse, than the serving policy.
+    oracle = oracle_win_rate(candidate, tiny_policy, synthetic.prompts(24, seed=10_000))
+    assert (oracle < 0.5) == invert, oracle
+    assert gate.status == ("failed" if invert else "passed"), gate.win_rate
+    assert gate.metrics["prompts"] == 16 and gate.metrics["samples_per_prompt"] == 4
     assert set(gate.metrics) >= {"mean_reward", "reward_delta", "length_delta"}
+    assert (gate.metrics["reward_delta"] < 0) == invert
     candidate.refresh_from_db()
-    if outcome == "passed":
+    if invert:
+        assert candidate.status == "rejected" and not Deployment.objects.exists()
+    else:
         assert Deployment.objects.get().policy_version == candidate  # deployed through readiness
         assert candidate.status == "candidate"
-    else:
-        assert candidate.status == "rejected" and not Deployment.objects.exists()
     assert PolicyVersion.objects.get(status="active") == tiny_policy
     detail = api(admin).get(f"/api/v1/gates/{gate.pk}/").json()
-    assert detail["status"] == outcome and detail["candidate"] == candidate.name
+    assert detail["status"] == gate.status and detail["candidate"] == candidate.name
 
 
 def test_the_gate_needs_a_reward_model_and_a_candidate(api, admin, tiny_policy):

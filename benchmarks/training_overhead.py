@@ -1,0 +1,165 @@
+"""Training overhead: a platform reward-model run and DPO run against a bare TRL script.
+
+Both train on the same snapshot files (synthetic preference pairs: a right, polite answer over a
+wrong or rude one) from the same tiny model with the same recipe and seed. The platform side is
+``training_run_execute``: the claim, heartbeat and progress writes, cancel checks, checkpoints,
+provenance and the rename into place. The bare side builds TRL's config and trainer from the same
+recipe and calls ``train()`` and ``save_model()``. Runs alternate; the table gives median seconds
+and the ratio (DESIGN target: platform at most 1.10 times bare). Run: ``make bench``.
+
+It works in a database and artifacts folder of its own (``var/bench/training``), so it never
+touches the demo's data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedback.settings")
+os.environ["VAR_DIR"] = str(ROOT / "var" / "bench" / "training")
+os.environ.pop("DATABASE_URL", None)  # its own SQLite file, whatever the shell points at
+
+RECIPES = {
+    "reward": {"use_lora": False, "learning_rate": 1e-3, "num_train_epochs": 2.0,
+               "per_device_train_batch_size": 16, "max_length": 128, "checkpoint_every": 50},
+    "dpo": {"use_lora": False, "learning_rate": 1e-3, "sft_weight": 1.0, "num_train_epochs": 2.0,
+            "per_device_train_batch_size": 32, "max_length": 128, "checkpoint_every": 50},
+}  # fmt: skip
+
+
+def synthetic_pairs(n: int, seed: int) -> list[dict]:
+    from feedback import synthetic
+
+    rng = random.Random(seed)
+    rows = []
+    for text in synthetic.prompts(n, seed=seed):
+        kind = "capital" if "capital" in text else "arithmetic"
+        question = synthetic.Question(text, synthetic.expected_answer(text), kind)
+        good = synthetic.answer_for(question, correct=True, polite=True, rng=rng)
+        bad = synthetic.answer_for(question, correct=rng.random() < 0.5, polite=False, rng=rng)
+        rows.append({
+            "prompt": [{"role": "user", "content": text}],
+            "chosen": [{"role": "assistant", "content": good}],
+            "rejected": [{"role": "assistant", "content": bad}], "margin": 1.0,
+        })  # fmt: skip
+    return rows
+
+
+def bare_trl(kind: str, model_dir: Path, snapshot_dir: Path, out: Path, recipe: dict) -> None:
+    """What a user would write with TRL alone, the same settings as the platform's trainer."""
+    from datasets import load_dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        set_seed,
+    )
+    from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    data = load_dataset("json", data_files={"train": str(snapshot_dir / "train.jsonl")})
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    common = dict(
+        output_dir=str(out), learning_rate=recipe["learning_rate"],
+        num_train_epochs=recipe["num_train_epochs"], max_length=recipe["max_length"],
+        per_device_train_batch_size=recipe["per_device_train_batch_size"], seed=42,
+        logging_steps=1, save_strategy="steps", save_steps=recipe["checkpoint_every"],
+        save_total_limit=1, report_to=[], use_cpu=True, bf16=False, gradient_checkpointing=False,
+        disable_tqdm=True,
+    )  # fmt: skip
+    if kind == "reward":
+        set_seed(42)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        trainer = RewardTrainer(model=model, args=RewardConfig(**common),
+                                train_dataset=data["train"],
+                                processing_class=tokenizer)  # fmt: skip
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        config = DPOConfig(**common, beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1, 1])
+        trainer = DPOTrainer(model=model, args=config, train_dataset=data["train"].remove_columns(
+            "margin"), processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    trainer.save_model(str(out / "model"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "training.json")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from feedback.policies import policy_register
+    from feedback.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
+    from training.models import DatasetSnapshot, TrainingRun
+    from training.runs import recipe_validate, training_run_execute
+
+    call_command("migrate", verbosity=0)
+    root = Path(settings.ARTIFACTS_DIR)
+    model_dir = root / "models" / "tiny-bench"
+    if not tiny_model_current(model_dir, TinyRecipe()):
+        build_tiny_model(model_dir, TinyRecipe(), progress=False)
+    policy = policy_register(name="tiny-bench", base_model="models/tiny-bench",
+                             activate_if_none=True)  # fmt: skip
+
+    snapshot_dir = root / "snapshots" / "bench"
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    rows = synthetic_pairs(min(args.pairs, 400), seed=5)
+    (snapshot_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (snapshot_dir / "eval.jsonl").write_text("")  # both sides train only: same work
+    snapshot, _ = DatasetSnapshot.objects.get_or_create(
+        path="snapshots/bench", defaults={"kind": "preference", "sha256": "bench",
+                                          "manifest": {"rows": {"train": len(rows), "eval": 0}}},
+    )  # fmt: skip
+
+    seconds: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        for kind, overrides in RECIPES.items():
+            recipe = vars(recipe_validate(kind, overrides))
+            scratch = root / "bench-bare"
+            shutil.rmtree(scratch, ignore_errors=True)
+            began = time.perf_counter()
+            bare_trl(kind, model_dir, snapshot_dir, scratch, recipe)
+            seconds.setdefault(f"{kind}: bare TRL", []).append(time.perf_counter() - began)
+
+            run = TrainingRun.objects.create(kind=kind, base_policy=policy, snapshot=snapshot,
+                                             recipe=recipe)  # fmt: skip
+            began = time.perf_counter()
+            run = training_run_execute(run_id=run.pk)
+            seconds.setdefault(f"{kind}: platform", []).append(time.perf_counter() - began)
+            assert run.status == "succeeded", run.error
+
+    print(f"{'':20} {'seconds (median)':>17} {'spread':>14} {'ratio':>7}")
+    result = {}
+    for kind in RECIPES:
+        base = statistics.median(seconds[f"{kind}: bare TRL"])
+        for side in ("bare TRL", "platform"):
+            values = seconds[f"{kind}: {side}"]
+            median = statistics.median(values)
+            result[f"{kind}: {side}"] = {"median_s": median, "runs": values, "ratio": median / base}
+            spread = f"{min(values):.2f}-{max(values):.2f}"
+            print(f"{kind + ': ' + side:20} {median:17.2f} {spread:>14} {median / base:7.3f}")
+    print(f"{len(rows)} pairs, {args.repeats} alternating repeats; target: platform <= 1.10x bare")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                     "results": result}, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
