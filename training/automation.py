@@ -235,12 +235,10 @@ def _step(automation: Automation) -> bool:
 def automation_advance(*, automation_id: int) -> Automation:
     """Move the automation as far as it goes now; safe to call any time, from anywhere."""
     with transaction.atomic():
-        automation = (
-            Automation.objects.select_for_update(of=("self",))
-            .select_related("round", "reward_run", "policy_run")
-            .filter(pk=automation_id)
-            .first()
-        )
+        # Lock the row alone and load what it points to afterwards: joined rows would come from
+        # the snapshot taken before the lock was granted, and miss a run another worker just
+        # created (PostgreSQL re-reads only the locked row).
+        automation = Automation.objects.select_for_update().filter(pk=automation_id).first()
         if automation is None or automation.stage in Automation.FINISHED:
             return automation
         try:

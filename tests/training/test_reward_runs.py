@@ -24,7 +24,7 @@ from ..annotation.helpers import lease, submit_url
 URL = "/api/v1/training-runs/"
 
 
-def judged_round(api, annotator, n: int = 40, *, seed: int = 8, invert: bool = False) -> int:
+def judged_round(api, annotator, n: int = 40, *, seed: int = 9, invert: bool = False) -> int:
     """n synthetic prompts with a right-polite, a wrong-polite and a right-rude answer, each
     judged by the oracle acting as an annotator through the API (``invert``: worst first)."""
     rng = random.Random(4)
@@ -85,6 +85,7 @@ def test_a_reward_run_trains_in_a_worker_and_records_everything(
     assert body["status"] in ("queued", "running", "succeeded") and body["base_policy"] == "tiny-v0"
     manifest = body["snapshot"]["manifest"]
     assert manifest["rows"]["train"] + manifest["rows"]["eval"] == 40 * 3
+    assert manifest["rows"]["eval"] > 0  # three of these 40 prompts hash into eval
     assert manifest["rubric_versions"] == ["3H@1"] and manifest["source_rounds"] == [number]
     # The commit enqueued the job; a second delivery must find the run claimed.
     assert training_run_task.delay(body["id"]).get(timeout=600) in ("running", "succeeded")
