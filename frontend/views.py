@@ -327,8 +327,10 @@ def manage_training(request: HttpRequest) -> HttpResponse:
         rounds = [int(r) for r in request.POST.getlist("round") if r.isdigit()]
         try:
             run = training_run_create(
-                kind=request.POST.get("kind", ""), rounds=rounds or None, created_by=request.user
-            )
+                kind=request.POST.get("kind", ""), rounds=rounds or None,
+                recipe=_json_field(request, "recipe"),
+                top_ranked=request.POST.get("top_ranked") == "on", created_by=request.user,
+            )  # fmt: skip
         except DomainError as exc:
             messages.error(request, exc.detail)
             return redirect("frontend:manage-training")

@@ -65,6 +65,10 @@ class TrainingRunListApi(APIView):
         recipe = serializers.DictField(
             required=False, help_text="Overrides of the trainer's recipe; unknown fields are 400s."
         )
+        top_ranked = serializers.BooleanField(
+            default=False,
+            help_text="SFT: also train on each judgment's single best completion.",
+        )
 
     @extend_schema(responses=TrainingRunSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -83,6 +87,7 @@ class TrainingRunListApi(APIView):
             rounds=data.validated_data.get("rounds"),
             recipe=data.validated_data.get("recipe"),
             base_policy_id=data.validated_data.get("base_policy"),
+            top_ranked=data.validated_data["top_ranked"],
             created_by=request.user,
         )
         return Response(TrainingRunSerializer(_get(run.pk)).data, status=202)

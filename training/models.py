@@ -14,6 +14,7 @@ class DatasetSnapshot(models.Model):
 
     class Kind(models.TextChoices):
         PREFERENCE = "preference", "preference pairs"
+        SFT = "sft", "prompt-completion (SFT)"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     filters = models.JSONField(default=dict, help_text="The filters it was cut with (rounds, …).")
@@ -36,6 +37,7 @@ class TrainingRun(models.Model):
     class Kind(models.TextChoices):
         REWARD = "reward", "reward model"
         DPO = "dpo", "DPO policy update"
+        SFT = "sft", "supervised fine-tuning"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -32,16 +33,19 @@ from feedback.generation import resolve_model_path
 from feedback.models import PolicyVersion
 
 from .models import DatasetSnapshot, TrainingRun
-from .snapshots import snapshot_create_preference
-from .trainers import dpo, reward
+from .snapshots import snapshot_create_preference, snapshot_create_sft
+from .trainers import dpo, reward, sft
 
 TRAINERS = {
     TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train),
     TrainingRun.Kind.DPO: (dpo.DPORecipe, dpo.train),
+    TrainingRun.Kind.SFT: (sft.SFTRecipe, sft.train),
 }
 PROGRESS_EVERY_S = 1.0
+# "tiny-v0-dpo-run3" → "tiny-v0": a produced policy is named after the root of its lineage.
+_LINEAGE_SUFFIX = re.compile(r"-(dpo|sft)-run\d+$")
 # Kinds whose output is a new policy: registered as a candidate (an adapter on the base weights).
-POLICY_KINDS = {TrainingRun.Kind.DPO}
+POLICY_KINDS = {TrainingRun.Kind.DPO, TrainingRun.Kind.SFT}
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -72,7 +76,9 @@ def recipe_validate(kind: str, overrides: dict[str, Any]) -> Any:
         elif not _type_ok(value, known[key].type):
             errors[f"recipe.{key}"] = [f"Must be {known[key].type}, got {type(value).__name__}."]
     if errors:
-        raise DomainError("Invalid recipe.", fields=errors)
+        raise DomainError(
+            "; ".join(f"{name}: {' '.join(why)}" for name, why in errors.items()), fields=errors
+        )
     return recipe_class(**overrides)
 
 
@@ -83,10 +89,12 @@ def training_run_create(
     recipe: dict[str, Any] | None = None,
     base_policy_id: int | None = None,
     snapshot_id: int | None = None,
+    top_ranked: bool = False,
     created_by: Any = None,
     enqueue: bool = True,
 ) -> TrainingRun:
-    """Queue a run on ``snapshot_id``, or on a new snapshot of ``rounds`` (all rounds if None)."""
+    """Queue a run on ``snapshot_id``, or on a new snapshot of ``rounds`` (all rounds if None):
+    preference pairs, or for SFT demonstrations (and with ``top_ranked`` each judgment's best)."""
     if kind not in TRAINERS:
         raise DomainError("Unknown kind.", fields={"kind": [f"One of: {', '.join(TRAINERS)}."]})
     full_recipe = recipe_validate(kind, recipe or {})
@@ -108,6 +116,8 @@ def training_run_create(
         snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
         if snapshot is None:
             raise DomainError("No such snapshot.", fields={"snapshot": ["No such snapshot."]})
+    elif kind == TrainingRun.Kind.SFT:  # demonstrations (+ top-ranked completions)
+        snapshot = snapshot_create_sft(rounds=rounds, top_ranked=top_ranked, created_by=created_by)
     else:
         snapshot = snapshot_create_preference(rounds=rounds, created_by=created_by)
     try:
@@ -272,7 +282,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         else:
             base_model, adapter = base.base_model, str(model.relative_to(root))
         produced = PolicyVersion.objects.create(
-            name=f"{base.name.split('-dpo-run')[0]}-{run.kind}-run{run.pk}",
+            name=f"{_LINEAGE_SUFFIX.sub('', base.name)}-{run.kind}-run{run.pk}",
             base_model=base_model,
             adapter_path=adapter,
             parent=base,

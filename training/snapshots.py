@@ -1,4 +1,4 @@
-"""Dataset snapshots: immutable files cut from judgments, with a manifest.
+"""Dataset snapshots: immutable files cut from judgments and demonstrations, with a manifest.
 
 The split is by prompt: a prompt's hash decides whether all its pairs go to train or to eval, so
 no prompt is in both and held-out metrics measure generalisation to new prompts.
@@ -10,18 +10,22 @@ import hashlib
 import json
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from annotation.exports import judgments_for_export, preference_rows
+from annotation.models import Demonstration
 from feedback.errors import DomainError
 
 from .models import DatasetSnapshot
 
 # The columns TRL's RewardTrainer and DPOTrainer read; the rest of an export row is provenance.
 TRAINING_COLUMNS = ("prompt", "chosen", "rejected", "margin")
+# TRL's SFTTrainer, prompt-completion format.
+SFT_COLUMNS = ("prompt", "completion")
 
 
 def is_eval(prompt: list[dict[str, str]], eval_fraction: float) -> bool:
@@ -29,9 +33,13 @@ def is_eval(prompt: list[dict[str, str]], eval_fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < eval_fraction
 
 
-def snapshot_create_preference(
-    *, rounds: list[int] | None = None, eval_fraction: float = 0.1, created_by: Any = None
-) -> DatasetSnapshot:
+def _snapshot_write(
+    *, kind: str, rows: Iterable[dict[str, Any]], columns: tuple[str, ...],
+    filters: dict[str, Any], eval_fraction: float, empty: str, created_by: Any,
+) -> DatasetSnapshot:  # fmt: skip
+    """Write rows to train/eval files by prompt hash, with a manifest, into a folder that is
+    renamed into place only when complete; then record it. Rows carry ``round``/``rubric`` keys
+    (or None) for the manifest besides ``columns``."""
     root = Path(settings.ARTIFACTS_DIR)
     name = f"snapshots/{uuid.uuid4().hex}"
     staging = root / f"{name}.partial"
@@ -42,19 +50,18 @@ def snapshot_create_preference(
     prompts: dict[str, set[str]] = {"train": set(), "eval": set()}
     try:
         with (staging / "train.jsonl").open("w") as train, (staging / "eval.jsonl").open("w") as ev:
-            for row in preference_rows(judgments_for_export(rounds=rounds)):
+            for row in rows:
                 split = "eval" if is_eval(row["prompt"], eval_fraction) else "train"
-                line = json.dumps({key: row[key] for key in TRAINING_COLUMNS}, ensure_ascii=False)
+                line = json.dumps({key: row[key] for key in columns}, ensure_ascii=False)
                 (ev if split == "eval" else train).write(line + "\n")
                 counts[split] += 1
-                rubrics.add(row["rubric"])
-                source_rounds.add(row["round"])
+                if row.get("rubric"):
+                    rubrics.add(row["rubric"])
+                if row.get("round"):
+                    source_rounds.add(row["round"])
                 prompts[split].add(json.dumps(row["prompt"], sort_keys=True))
         if counts["train"] == 0:
-            raise DomainError(
-                "No preference pairs to train on: judge some tasks first.",
-                fields={"rounds": ["No judged pairs in these rounds."]},
-            )
+            raise DomainError(empty, fields={"rounds": [empty]})
         digest = hashlib.sha256()
         for split in ("train", "eval"):
             digest.update((staging / f"{split}.jsonl").read_bytes())
@@ -65,7 +72,8 @@ def snapshot_create_preference(
             "rubric_versions": sorted(rubrics),
             "source_rounds": sorted(source_rounds),
             "split": f"by sha256 of the prompt; eval fraction {eval_fraction}",
-            "columns": list(TRAINING_COLUMNS),
+            "columns": list(columns),
+            "filters": filters,
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         staging.rename(root / name)
@@ -73,10 +81,56 @@ def snapshot_create_preference(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return DatasetSnapshot.objects.create(
+        kind=kind, filters={**filters, "eval_fraction": eval_fraction}, path=name,
+        manifest=manifest, sha256=manifest["sha256"], created_by=created_by,
+    )  # fmt: skip
+
+
+def snapshot_create_preference(
+    *, rounds: list[int] | None = None, eval_fraction: float = 0.1, created_by: Any = None
+) -> DatasetSnapshot:
+    """Preference pairs (all C(K,2) of each ranking, ties dropped, with margins) of ``rounds``
+    (every round if None), in the columns TRL's RewardTrainer and DPOTrainer read."""
+    return _snapshot_write(
         kind=DatasetSnapshot.Kind.PREFERENCE,
-        filters={"rounds": rounds or [], "eval_fraction": eval_fraction},
-        path=name,
-        manifest=manifest,
-        sha256=manifest["sha256"],
-        created_by=created_by,
-    )
+        rows=preference_rows(judgments_for_export(rounds=rounds)),
+        columns=TRAINING_COLUMNS, filters={"rounds": rounds or []},
+        eval_fraction=eval_fraction, created_by=created_by,
+        empty="No preference pairs to train on: judge some tasks first.",
+    )  # fmt: skip
+
+
+def sft_rows(*, rounds: list[int] | None, top_ranked: bool) -> Iterator[dict[str, Any]]:
+    """Demonstrations, and with ``top_ranked`` each judgment's single best completion (a rank-1
+    group of one, so an annotator did prefer it over the rest), as prompt-completion rows."""
+    demonstrations = Demonstration.objects.select_related("prompt").order_by("id")
+    if rounds:
+        demonstrations = demonstrations.filter(prompt__tasks__round__number__in=rounds).distinct()
+    for demo in demonstrations.iterator(chunk_size=1000):
+        yield {"prompt": demo.prompt.messages,
+               "completion": [{"role": "assistant", "content": demo.text}]}  # fmt: skip
+    if not top_ranked:
+        return
+    for judgment in judgments_for_export(rounds=rounds):
+        if not judgment.ranking or len(judgment.ranking[0]) != 1:
+            continue
+        best = {slot.completion_id: slot.completion for slot in judgment.task.slots.all()}[
+            judgment.ranking[0][0]
+        ]
+        yield {"prompt": judgment.task.prompt.messages,
+               "completion": [{"role": "assistant", "content": best.text}],
+               "round": judgment.task.round.number, "rubric": judgment.rubric.label}  # fmt: skip
+
+
+def snapshot_create_sft(
+    *, rounds: list[int] | None = None, top_ranked: bool = False, eval_fraction: float = 0.1,
+    created_by: Any = None,
+) -> DatasetSnapshot:  # fmt: skip
+    """SFT data in TRL's conversational prompt-completion format (the loss is on the answer)."""
+    return _snapshot_write(
+        kind=DatasetSnapshot.Kind.SFT, rows=sft_rows(rounds=rounds, top_ranked=top_ranked),
+        columns=SFT_COLUMNS, filters={"rounds": rounds or [], "top_ranked": top_ranked},
+        eval_fraction=eval_fraction, created_by=created_by,
+        empty="Nothing to fine-tune on: write demonstrations (or judge tasks and ask for the "
+        "top-ranked completions).",
+    )  # fmt: skip

@@ -181,9 +181,16 @@ def test_admin_starts_a_reward_run_and_watches_it(
     sign_in(admin.username)
     page.goto("/manage/training/")
     page.get_by_label("reward model").check()
+    page.get_by_label("Recipe overrides").fill('{"max_steps": "four"}')
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_text("recipe.max_steps: Must be int, got str.").wait_for()
+    assert not TrainingRun.objects.exists()
+    page.get_by_label("reward model").check()
+    page.get_by_label("Recipe overrides").fill('{"max_steps": 6}')
     page.get_by_role("button", name="Start run").click()
     page.get_by_text("queued on the training queue").wait_for()
     run = TrainingRun.objects.get()
+    assert run.recipe["max_steps"] == 6
     if TrainingRun.objects.get().status in ("queued", "running"):
         assert page.locator('meta[http-equiv="refresh"]').count() == 1
     # The worker runs the queued job; this second delivery returns once it has finished.

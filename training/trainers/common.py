@@ -8,10 +8,31 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class RecipeBase:
+    """The fields every recipe has; each trainer's recipe adds its own (and its defaults)."""
+
+    max_steps: int = -1
+    """Stop after this many steps if positive (overrides epochs)."""
+    use_lora: bool = True
+    """Train LoRA adapters instead of all weights."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling (alpha / r multiplies the update)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA path."""
+    seed: int = 42
+    """Seed for initialisation and data order."""
+    checkpoint_every: int = 50
+    """Save a checkpoint every this many steps; a run whose worker died resumes from the last."""
 
 
 def snapshot_splits(snapshot_dir: Path, *, drop: tuple[str, ...] = ()) -> Any:
@@ -71,3 +92,55 @@ def last_complete_checkpoint(folder: Path) -> str | None:
             return str(found[step])
         shutil.rmtree(found[step], ignore_errors=True)
     return None
+
+
+def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
+    """The TrainingArguments every trainer shares, from the recipe's common fields: logging at
+    every step (the run's row shows it), checkpoints every ``checkpoint_every`` steps (one kept),
+    bf16 on a GPU that has it, and no gradient checkpointing on CPU (TRL turns it on; on CPU
+    it only slows a run down)."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir / "checkpoints"),
+        "learning_rate": recipe.learning_rate,
+        "num_train_epochs": recipe.num_train_epochs,
+        "max_steps": recipe.max_steps,
+        "per_device_train_batch_size": recipe.per_device_train_batch_size,
+        "per_device_eval_batch_size": recipe.per_device_train_batch_size,
+        "max_length": recipe.max_length,
+        "seed": recipe.seed,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": recipe.checkpoint_every,
+        "save_total_limit": 1,
+        "report_to": [],
+        "disable_tqdm": True,
+        "use_cpu": not gpu,
+        "bf16": gpu and torch.cuda.is_bf16_supported(),
+        "gradient_checkpointing": gpu,
+    }
+
+
+def lora_config(recipe: Any, task_type: str) -> Any:
+    """PEFT's LoraConfig from the recipe, or None when it trains all weights."""
+    if not recipe.use_lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=task_type, r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout,
+    )  # fmt: skip
+
+
+def train_resumably(trainer: Any) -> dict[str, Any]:
+    """Train, continuing from the last complete checkpoint when a run is taken over after its
+    worker died; the final train loss, and the step it resumed from if it did."""
+    checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
+    quiet(trainer).train(resume_from_checkpoint=checkpoint)
+    metrics: dict[str, Any] = {"train_loss": trainer.state.log_history[-1].get("train_loss")}
+    if checkpoint:
+        metrics["resumed_from_step"] = int(checkpoint.rsplit("-", 1)[-1])
+    return metrics
