@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -24,6 +23,7 @@ from feedback.models import PolicyVersion, Prompt, messages_hash
 from feedback.policies import deployment_request
 
 from .models import GateEvaluation, TrainingRun
+from .trainers.common import reward_scorer
 
 GATE_SAMPLES = 4
 GATE_TEMPERATURE = 1.0
@@ -92,33 +92,6 @@ def _gate_prompts(reward_run: TrainingRun, count: int) -> tuple[list[list[dict[s
     return list(chosen.values())[:count], held_out
 
 
-def _reward_scorer(reward_run: TrainingRun, base_model: str) -> Any:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    path = Path(settings.ARTIFACTS_DIR) / reward_run.artifact_path / "model"
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        base = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
-        base.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(base, path)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
-    model.eval()
-
-    def score(prompt: list[dict[str, str]], answer: str) -> float:
-        text = tokenizer.apply_chat_template(
-            [*prompt, {"role": "assistant", "content": answer}], tokenize=False
-        )
-        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True)
-        with torch.inference_mode():
-            return float(model(**inputs).logits[0, 0])
-
-    return score
-
-
 def gate_evaluate(*, gate_id: int) -> GateEvaluation:
     """Run the comparison and act on it. Idempotent: a finished gate is left as it is."""
     gate = GateEvaluation.objects.select_related(
@@ -139,7 +112,9 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
             for side, policy in (("candidate", gate.candidate), ("baseline", gate.baseline))
         }
         base_model = resolve_model_path(gate.reward_run.base_policy.base_model)
-        score = _reward_scorer(gate.reward_run, base_model)
+        score = reward_scorer(
+            Path(settings.ARTIFACTS_DIR) / gate.reward_run.artifact_path / "model", base_model
+        )
         wins = 0.0
         rewards: dict[str, list[float]] = {"candidate": [], "baseline": []}
         lengths: dict[str, list[int]] = {"candidate": [], "baseline": []}

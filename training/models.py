@@ -38,6 +38,7 @@ class TrainingRun(models.Model):
         REWARD = "reward", "reward model"
         DPO = "dpo", "DPO policy update"
         SFT = "sft", "supervised fine-tuning"
+        ONLINE_RL = "online_rl", "online RL (GRPO / RLOO) against the reward model"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"

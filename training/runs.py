@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,18 +34,19 @@ from feedback.models import PolicyVersion
 
 from .models import DatasetSnapshot, TrainingRun
 from .snapshots import snapshot_create_preference, snapshot_create_sft
-from .trainers import dpo, reward, sft
+from .trainers import dpo, online_rl, reward, sft
 
 TRAINERS = {
     TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train),
     TrainingRun.Kind.DPO: (dpo.DPORecipe, dpo.train),
     TrainingRun.Kind.SFT: (sft.SFTRecipe, sft.train),
+    TrainingRun.Kind.ONLINE_RL: (online_rl.OnlineRLRecipe, online_rl.train),
 }
 PROGRESS_EVERY_S = 1.0
 # "tiny-v0-dpo-run3" → "tiny-v0": a produced policy is named after the root of its lineage.
-_LINEAGE_SUFFIX = re.compile(r"-(dpo|sft)-run\d+$")
+_LINEAGE_SUFFIX = re.compile(r"-(dpo|sft|online_rl)-run\d+$")
 # Kinds whose output is a new policy: registered as a candidate (an adapter on the base weights).
-POLICY_KINDS = {TrainingRun.Kind.DPO, TrainingRun.Kind.SFT}
+POLICY_KINDS = {TrainingRun.Kind.DPO, TrainingRun.Kind.SFT, TrainingRun.Kind.ONLINE_RL}
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -98,6 +99,8 @@ def training_run_create(
     if kind not in TRAINERS:
         raise DomainError("Unknown kind.", fields={"kind": [f"One of: {', '.join(TRAINERS)}."]})
     full_recipe = recipe_validate(kind, recipe or {})
+    if kind == TrainingRun.Kind.ONLINE_RL:
+        full_recipe = _online_rl_recipe(full_recipe)
     policies = PolicyVersion.objects.all()
     base = (
         policies.filter(pk=base_policy_id).first()
@@ -138,6 +141,25 @@ def training_run_create(
             code="conflict", status=409, extra={"training_run": getattr(active, "pk", None)},
         ) from None  # fmt: skip
     return run
+
+
+def _online_rl_recipe(recipe: online_rl.OnlineRLRecipe) -> online_rl.OnlineRLRecipe:
+    """Check the algorithm and pin the reward model (the newest one unless named), so the run
+    and its provenance say exactly which model scored its samples."""
+    if recipe.algorithm not in online_rl.ALGORITHMS:
+        raise DomainError(
+            f"recipe.algorithm: one of {', '.join(online_rl.ALGORITHMS)}.",
+            fields={"recipe.algorithm": [f"One of: {', '.join(online_rl.ALGORITHMS)}."]},
+        )
+    runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded")
+    found = runs.filter(pk=recipe.reward_run) if recipe.reward_run else runs.order_by("-id")
+    reward_run = found.first()
+    if reward_run is None:
+        raise DomainError(
+            "recipe.reward_run: online RL needs a succeeded reward-model run.",
+            fields={"recipe.reward_run": ["No succeeded reward-model run."]},
+        )
+    return replace(recipe, reward_run=reward_run.pk)
 
 
 def _enqueue(run_id: int) -> None:
@@ -244,6 +266,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             base_adapter=resolve_model_path(run.base_policy.adapter_path)
             if run.base_policy.adapter_path
             else None,
+            **_reward_model_inputs(run),
             on_log=on_log,
             should_stop=should_stop,
         )
@@ -295,6 +318,17 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         progress_step=max([h["step"] for h in history] or [0]),
     )  # fmt: skip
     return TrainingRun.objects.get(pk=run.pk)
+
+
+def _reward_model_inputs(run: TrainingRun) -> dict[str, Any]:
+    """For online RL: where the pinned reward model is, and the base weights it may adapt."""
+    if run.kind != TrainingRun.Kind.ONLINE_RL:
+        return {}
+    reward_run = TrainingRun.objects.select_related("base_policy").get(pk=run.recipe["reward_run"])
+    return {
+        "reward_model": Path(settings.ARTIFACTS_DIR) / reward_run.artifact_path / "model",
+        "reward_base_model": resolve_model_path(reward_run.base_policy.base_model),
+    }
 
 
 def training_runs_recover(*, stale_after_s: int | None = None) -> list[int]:

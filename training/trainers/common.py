@@ -109,7 +109,6 @@ def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
         "max_steps": recipe.max_steps,
         "per_device_train_batch_size": recipe.per_device_train_batch_size,
         "per_device_eval_batch_size": recipe.per_device_train_batch_size,
-        "max_length": recipe.max_length,
         "seed": recipe.seed,
         "logging_steps": 1,
         "save_strategy": "steps",
@@ -144,3 +143,32 @@ def train_resumably(trainer: Any) -> dict[str, Any]:
     if checkpoint:
         metrics["resumed_from_step"] = int(checkpoint.rsplit("-", 1)[-1])
     return metrics
+
+
+def reward_scorer(path: Path, base_model: str) -> Callable[[list[dict[str, str]], str], float]:
+    """A reward model as a function: (prompt messages, answer) → its scalar score.
+
+    ``path`` holds the model, or a LoRA adapter (with the scalar head) on ``base_model``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+        base.config.pad_token_id = tokenizer.pad_token_id
+        model = PeftModel.from_pretrained(base, path)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+    model.eval()
+
+    def score(prompt: list[dict[str, str]], answer: str) -> float:
+        text = tokenizer.apply_chat_template(
+            [*prompt, {"role": "assistant", "content": answer}], tokenize=False
+        )
+        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True)
+        with torch.inference_mode():
+            return float(model(**inputs).logits[0, 0])
+
+    return score

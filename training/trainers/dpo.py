@@ -72,6 +72,7 @@ def train(
 
     config = DPOConfig(
         **trainer_arguments(recipe, output_dir),
+        max_length=recipe.max_length,
         beta=recipe.beta,
         loss_type=[recipe.loss_type, "sft"] if recipe.sft_weight else [recipe.loss_type],
         loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None,

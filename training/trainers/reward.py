@@ -67,6 +67,7 @@ def train(
 
     config = RewardConfig(
         **trainer_arguments(recipe, output_dir),
+        max_length=recipe.max_length,
         center_rewards_coefficient=recipe.center_rewards_coefficient,
     )
     trainer = RewardTrainer(

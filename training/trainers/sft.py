@@ -61,7 +61,11 @@ def train(
 
         model = PeftModel.from_pretrained(model, base_adapter).merge_and_unload()
 
-    config = SFTConfig(**trainer_arguments(recipe, output_dir), completion_only_loss=True)
+    config = SFTConfig(
+        **trainer_arguments(recipe, output_dir),
+        max_length=recipe.max_length,
+        completion_only_loss=True,
+    )
     trainer = SFTTrainer(
         model=model,
         args=config,

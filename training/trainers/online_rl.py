@@ -1,0 +1,126 @@
+"""Online RL: TRL's GRPOTrainer (or RLOOTrainer) against our reward model.
+
+Read top to bottom: the prompts of the snapshot (each once) → build TRL's config from the recipe
+→ the reward model as a reward function (prompt, sampled answer → score) → the policy samples
+``num_generations`` answers a prompt, the group's mean is the baseline (no critic), and PPO's
+clipped objective updates it → save the model, tokenizer and ``meta.json``. On a GPU worker with
+vLLM installed, ``use_vllm`` lets vLLM generate the samples (TRL's colocate mode).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    RecipeBase,
+    lora_config,
+    progress_callback,
+    reward_scorer,
+    snapshot_splits,
+    train_resumably,
+    trainer_arguments,
+)
+
+ALGORITHMS = ("grpo", "rloo")
+
+
+@dataclass(frozen=True)
+class OnlineRLRecipe(RecipeBase):
+    """Hyperparameters of an online RL run; defaults follow TRL's GRPOConfig."""
+
+    algorithm: str = "grpo"
+    """grpo (TRL GRPOTrainer) or rloo (TRL RLOOTrainer)."""
+    reward_run: int | None = None
+    """The reward-model run whose model scores the samples; the newest succeeded one if unset."""
+    learning_rate: float = 1e-6
+    """AdamW learning rate (TRL: 1e-6)."""
+    num_train_epochs: float = 1.0
+    """Passes over the prompts."""
+    per_device_train_batch_size: int = 8
+    """Samples per step; a multiple of num_generations (TRL: 8)."""
+    num_generations: int = 4
+    """Answers sampled per prompt; their mean reward is the baseline (TRL GRPO: 8)."""
+    max_completion_length: int = 256
+    """Longest sampled answer, in tokens (TRL: 512)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    beta: float = 0.0
+    """KL penalty towards the starting policy (TRL GRPO: 0.0; RLOO uses 0.05)."""
+    use_vllm: bool = False
+    """Generate the rollouts with vLLM in the training process (needs a GPU and the extra)."""
+
+
+def train(
+    *,
+    base_model: str,
+    snapshot_dir: Path,
+    output_dir: Path,
+    recipe: OnlineRLRecipe,
+    base_adapter: str | None = None,
+    reward_model: Path,
+    reward_base_model: str,
+    on_log: Callable[[int, int, dict[str, float]], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    data = snapshot_splits(snapshot_dir, drop=("chosen", "rejected", "margin"))
+    seen: set[str] = set()
+    prompts = data["train"].filter(  # each prompt once: a snapshot has a row per pair
+        lambda row: (key := json.dumps(row["prompt"])) not in seen and not seen.add(key)
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    if base_adapter:  # the policy being improved is the base plus its adapter: fold it in
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, base_adapter).merge_and_unload()
+
+    score = reward_scorer(reward_model, reward_base_model)
+
+    def reward_model_score(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        return [score(p, c[-1]["content"]) for p, c in zip(prompts, completions, strict=True)]
+
+    config_class, trainer_class = (
+        (GRPOConfig, GRPOTrainer) if recipe.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
+    )
+    config = config_class(
+        **trainer_arguments(recipe, output_dir),
+        num_generations=recipe.num_generations,
+        max_completion_length=recipe.max_completion_length,
+        temperature=recipe.temperature,
+        beta=recipe.beta,
+        use_vllm=recipe.use_vllm,
+        vllm_mode="colocate",
+    )
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=reward_model_score,
+        args=config,
+        train_dataset=prompts,
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe, "CAUSAL_LM"),
+        callbacks=[progress_callback(on_log, should_stop)],
+    )
+    metrics = train_resumably(trainer)
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    if rewards:
+        metrics["reward_first_step"], metrics["reward_last_step"] = rewards[0], rewards[-1]
+    trainer.save_model(str(output_dir / "model"))
+    tokenizer.save_pretrained(str(output_dir / "model"))
+    if base_adapter and recipe.use_lora:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(output_dir / "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(output_dir / "merged"))
+    (output_dir / "meta.json").write_text(
+        json.dumps({"kind": "online_rl", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
+    )
+    return metrics
