@@ -36,7 +36,7 @@ from feedback.policies import deployment_request, rollback_request
 from feedback.registry import policy_registry_info
 from feedback.roles import Role, user_roles
 from training.automation import automation_create, automation_stop, automation_validate
-from training.models import Automation, TrainingRun
+from training.models import Automation, GateEvaluation, TrainingRun
 from training.runs import training_run_cancel, training_run_create
 
 PREVIEW_ROWS = 5
@@ -292,14 +292,47 @@ def manage_policies(request: HttpRequest) -> HttpResponse:
     deployments = Deployment.objects.select_related("policy_version", "previous").order_by(
         "-created_at"
     )[:20]
+    # Lineage: the run that made each version (its data and recipe), and its latest gate.
+    made_by = {
+        run.produced_policy_id: run
+        for run in TrainingRun.objects.filter(produced_policy__isnull=False).select_related(
+            "snapshot"
+        )
+    }
+    gates = {g.candidate_id: g for g in GateEvaluation.objects.order_by("id")}
     return render(
         request,
         "frontend/policies.html",
         {
-            "policies": [(p, policy_registry_info(p)) for p in policies],
+            "policies": [
+                (p, policy_registry_info(p), made_by.get(p.pk), gates.get(p.pk)) for p in policies
+            ],
             "deployments": deployments,
+            "gate_chart": _gate_chart(),
         },
     )
+
+
+def _gate_chart(height: int = 120) -> list[dict[str, Any]]:
+    """Each automatic round's gate: the candidate's win rate against the policy that served the
+    round, as bars (SVG drawn on the server, CSP-safe), the threshold as a tick."""
+    automations = (
+        Automation.objects.filter(gate__win_rate__isnull=False)
+        .select_related("round", "gate")
+        .order_by("round__number")
+    )
+    return [
+        {
+            "round": a.round.number,
+            "win_rate": a.gate.win_rate,
+            "passed": a.gate.status == GateEvaluation.Status.PASSED,
+            "x": 10 + 40 * i,
+            "y": round(height * (1 - a.gate.win_rate)),
+            "h": round(height * a.gate.win_rate),
+            "tick": round(height * (1 - a.gate.threshold)),
+        }
+        for i, a in enumerate(automations)
+    ]
 
 
 @require_POST

@@ -129,7 +129,7 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
                 delta = pair["candidate"] - pair["baseline"]
                 wins += 1.0 if delta > 0 else 0.5 if delta == 0 else 0.0
     except Exception as exc:  # recorded on the gate; the active policy is untouched
-        GateEvaluation.objects.filter(pk=gate.pk).update(
+        GateEvaluation.objects.filter(pk=gate.pk, status="pending").update(
             status=GateEvaluation.Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:4000],
             finished_at=timezone.now(),
         )  # fmt: skip
@@ -148,15 +148,18 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
         "mean_length": length,
         "length_delta": length["candidate"] - length["baseline"],
     }
-    gate.finished_at = timezone.now()
-    if gate.win_rate >= gate.threshold:
-        gate.status = GateEvaluation.Status.PASSED
+    passed = gate.win_rate >= gate.threshold
+    with transaction.atomic():
+        # Two deliveries of the job may both evaluate; only the first to record acts on it.
+        if GateEvaluation.objects.select_for_update().get(pk=gate.pk).status != "pending":
+            return GateEvaluation.objects.get(pk=gate.pk)
+        gate.finished_at = timezone.now()
+        gate.status = GateEvaluation.Status.PASSED if passed else GateEvaluation.Status.FAILED
         gate.save(update_fields=["win_rate", "metrics", "status", "finished_at"])
-        deployment_request(policy_id=gate.candidate_id)
-    else:
-        gate.status = GateEvaluation.Status.FAILED
-        gate.save(update_fields=["win_rate", "metrics", "status", "finished_at"])
-        PolicyVersion.objects.filter(pk=gate.candidate_id).update(
-            status=PolicyVersion.Status.REJECTED
-        )
+        if passed:
+            deployment_request(policy_id=gate.candidate_id)
+        else:
+            PolicyVersion.objects.filter(pk=gate.candidate_id).update(
+                status=PolicyVersion.Status.REJECTED
+            )
     return gate

@@ -180,12 +180,12 @@ def test_admin_starts_a_reward_run_and_watches_it(
     judged_round(api, annotator, n=8)
     sign_in(admin.username)
     page.goto("/manage/training/")
-    page.get_by_label("reward model").check()
+    page.get_by_label("reward model", exact=True).check()
     page.get_by_label("Recipe overrides").fill('{"max_steps": "four"}')
     page.get_by_role("button", name="Start run").click()
     page.get_by_text("recipe.max_steps: Must be int, got str.").wait_for()
     assert not TrainingRun.objects.exists()
-    page.get_by_label("reward model").check()
+    page.get_by_label("reward model", exact=True).check()
     page.get_by_label("Recipe overrides").fill('{"max_steps": 6}')
     page.get_by_role("button", name="Start run").click()
     page.get_by_text("queued on the training queue").wait_for()
@@ -246,6 +246,13 @@ def test_admin_opens_a_round_that_advances_by_itself_and_stops_the_next(
     assert page.locator("ol.stages li.stage-done").count() == 7
     assert "win rate" in stages.nth(3).inner_text()
     screenshot("admin-automatic-round")
+    # The lineage: the candidate was made by a DPO run, and its gate is charted by round.
+    page.goto("/manage/policies/")
+    row = page.locator("table.policies tr", has_text=automation.policy_run.produced_policy.name)
+    assert f"dpo run {automation.policy_run_id}" in row.inner_text()
+    assert "gate: passed" in row.inner_text()
+    assert page.locator("rect.gate.passed").count() == 1
+    page.go_back()
     page.get_by_role("link", name=f"round {automation.next_round.number}").click()
     page.get_by_role("button", name="Stop advancing").click()
     page.get_by_text("no longer advances by itself").wait_for()
