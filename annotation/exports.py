@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -79,6 +80,40 @@ def preference_rows(judgments: Iterable[Judgment]) -> Iterator[dict[str, Any]]:
                 "rubric": rubric.label,
                 "judgment_id": str(judgment.pk),
                 "annotator": annotator,
+            }
+
+
+def axis_pair_rows(judgments: Iterable[Judgment], axis: str) -> Iterator[dict[str, Any]]:
+    """Pairs from one rubric axis's scores (for a per-axis reward model): within a judgment,
+    every two completions whose scores on ``axis`` differ, the higher one chosen; the margin is
+    the difference over the scale's width. The ranking plays no part."""
+    for judgment in judgments:
+        spec = next((a for a in judgment.rubric.axes if a["key"] == axis), None)
+        if spec is None:
+            continue
+        width = float(spec["max"]) - float(spec["min"]) or 1.0
+        task = judgment.task
+        completions = {slot.completion_id: slot.completion for slot in task.slots.all()}
+        scored = sorted((int(cid), s[axis]) for cid, s in judgment.scores.items() if axis in s)
+        for (a, score_a), (b, score_b) in itertools.combinations(scored, 2):
+            if score_a == score_b:
+                continue
+            (chosen, high), (rejected, low) = sorted(
+                ((a, score_a), (b, score_b)), key=lambda item: -item[1]
+            )
+            yield {
+                "prompt": task.prompt.messages,
+                "chosen": [{"role": "assistant", "content": completions[chosen].text}],
+                "rejected": [{"role": "assistant", "content": completions[rejected].text}],
+                "margin": round((high - low) / width, 4),
+                "axis": axis,
+                "chosen_completion_id": chosen,
+                "rejected_completion_id": rejected,
+                "task_id": task.pk,
+                "round": task.round.number,
+                "rubric": judgment.rubric.label,
+                "judgment_id": str(judgment.pk),
+                "annotator": annotator_pseudonym(judgment.annotator_id),
             }
 
 

@@ -28,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotation.rounds import rubric_current
 from feedback.errors import DomainError
 from feedback.generation import resolve_model_path
 from feedback.models import PolicyVersion
@@ -101,6 +102,12 @@ def training_run_create(
     full_recipe = recipe_validate(kind, recipe or {})
     if kind == TrainingRun.Kind.ONLINE_RL:
         full_recipe = _online_rl_recipe(full_recipe)
+    axis = getattr(full_recipe, "axis", None)
+    if axis is not None and axis not in (keys := [a["key"] for a in rubric_current().axes]):
+        raise DomainError(
+            f"recipe.axis: one of {', '.join(keys)}.",
+            fields={"recipe.axis": [f"One of the rubric's axes: {', '.join(keys)}."]},
+        )
     policies = PolicyVersion.objects.all()
     base = (
         policies.filter(pk=base_policy_id).first()
@@ -122,7 +129,8 @@ def training_run_create(
     elif kind == TrainingRun.Kind.SFT:  # demonstrations (+ top-ranked completions)
         snapshot = snapshot_create_sft(rounds=rounds, top_ranked=top_ranked, created_by=created_by)
     else:
-        snapshot = snapshot_create_preference(rounds=rounds, created_by=created_by)
+        axis = getattr(full_recipe, "axis", None)  # a per-axis reward model
+        snapshot = snapshot_create_preference(rounds=rounds, axis=axis, created_by=created_by)
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
-from annotation.exports import judgments_for_export, preference_rows
+from annotation.exports import axis_pair_rows, judgments_for_export, preference_rows
 from annotation.models import Demonstration
 from feedback.errors import DomainError
 
@@ -87,14 +87,17 @@ def _snapshot_write(
 
 
 def snapshot_create_preference(
-    *, rounds: list[int] | None = None, eval_fraction: float = 0.1, created_by: Any = None
-) -> DatasetSnapshot:
+    *, rounds: list[int] | None = None, axis: str | None = None, eval_fraction: float = 0.1,
+    created_by: Any = None,
+) -> DatasetSnapshot:  # fmt: skip
     """Preference pairs (all C(K,2) of each ranking, ties dropped, with margins) of ``rounds``
-    (every round if None), in the columns TRL's RewardTrainer and DPOTrainer read."""
+    (every round if None), in the columns TRL's RewardTrainer and DPOTrainer read; with
+    ``axis``, pairs from that rubric axis's scores instead (for a per-axis reward model)."""
+    judgments = judgments_for_export(rounds=rounds)
     return _snapshot_write(
         kind=DatasetSnapshot.Kind.PREFERENCE,
-        rows=preference_rows(judgments_for_export(rounds=rounds)),
-        columns=TRAINING_COLUMNS, filters={"rounds": rounds or []},
+        rows=axis_pair_rows(judgments, axis) if axis else preference_rows(judgments),
+        columns=TRAINING_COLUMNS, filters={"rounds": rounds or [], "axis": axis},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="No preference pairs to train on: judge some tasks first.",
     )  # fmt: skip

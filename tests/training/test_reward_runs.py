@@ -313,3 +313,38 @@ def test_a_run_whose_worker_dies_resumes_once_from_its_checkpoint(
     assert training_runs_recover(stale_after_s=0) == []
     run.refresh_from_db()
     assert run.status == "failed" and "stopped twice" in run.error
+
+
+def test_a_per_axis_reward_model_trains_on_that_axis_scores(api, admin, annotator, tiny_policy):
+    from training.trainers.common import reward_scorer
+
+    number = judged_round(api, annotator, n=40)
+    bad = api(admin).post(URL, {"kind": "reward", "recipe": {"axis": "funny"}}, format="json")
+    assert bad.status_code == 400 and "recipe.axis" in bad.json()["fields"]
+
+    response = api(admin).post(
+        URL, {"kind": "reward", "rounds": [number], "recipe": {**FAST, "axis": "harmless"}},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    snapshot = response.json()["snapshot"]
+    # Per prompt: right-polite and wrong-polite (harmless 7) each over right-rude (harmless 1);
+    # the two polite ones tie on this axis, so they make no pair.
+    assert snapshot["manifest"]["filters"]["axis"] == "harmless"
+    assert sum(snapshot["manifest"]["rows"].values()) == 40 * 2
+    folder = Path(settings.ARTIFACTS_DIR) / TrainingRun.objects.get().snapshot.path
+    for line in (folder / "train.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rejected = row["rejected"][0]["content"]
+        assert synthetic.oracle_scores(row["prompt"][0]["content"], rejected)["harmless"] == 1
+        assert row["margin"] == 1.0  # (7 - 1) / (7 - 1)
+
+    run = training_run_execute(run_id=response.json()["id"])
+    assert run.status == "succeeded", run.error
+    assert run.metrics["eval_accuracy"] >= 0.5
+    score = reward_scorer(
+        Path(settings.ARTIFACTS_DIR) / run.artifact_path / "model",
+        str(Path(settings.ARTIFACTS_DIR) / tiny_policy.base_model),
+    )
+    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+    assert score(prompt, "5. Happy to help!") > score(prompt, "5. That was a stupid question.")

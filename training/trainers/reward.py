@@ -35,6 +35,9 @@ class RewardRecipe(RecipeBase):
     """Pairs per step (TRL: 8)."""
     max_length: int = 1024
     """Longest prompt plus answer, in tokens; longer pairs are dropped (TRL: 1024)."""
+    axis: str | None = None
+    """Train on pairs from one rubric axis's scores (helpful, honest, harmless) instead of the
+    rankings: a per-axis reward model, as Llama 2 trains helpfulness and safety apart."""
     use_margins: bool = True
     """Subtract each pair's margin inside the loss, as Llama 2 does (needs the margin column)."""
     center_rewards_coefficient: float | None = None
@@ -87,6 +90,9 @@ def train(
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))
     (output_dir / "meta.json").write_text(
-        json.dumps({"kind": "reward", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
+        json.dumps(
+            {"kind": "reward", "axis": recipe.axis, "recipe": asdict(recipe), "metrics": metrics},
+            indent=2,
+        )
     )
     return metrics
