@@ -31,7 +31,7 @@ from django.utils import timezone
 from annotation.rounds import rubric_current
 from feedback.errors import DomainError
 from feedback.generation import resolve_model_path
-from feedback.models import PolicyVersion
+from feedback.models import PolicyVersion, Prompt
 
 from .models import DatasetSnapshot, TrainingRun
 from .snapshots import snapshot_create_preference, snapshot_create_sft
@@ -152,22 +152,41 @@ def training_run_create(
 
 
 def _online_rl_recipe(recipe: online_rl.OnlineRLRecipe) -> online_rl.OnlineRLRecipe:
-    """Check the algorithm and pin the reward model (the newest one unless named), so the run
-    and its provenance say exactly which model scored its samples."""
+    """Check the algorithm and the combination rule, and pin the reward models (for a single
+    one, the newest unless named), so the run and its provenance say exactly what scored it."""
+    errors: dict[str, list[str]] = {}
     if recipe.algorithm not in online_rl.ALGORITHMS:
-        raise DomainError(
-            f"recipe.algorithm: one of {', '.join(online_rl.ALGORITHMS)}.",
-            fields={"recipe.algorithm": [f"One of: {', '.join(online_rl.ALGORITHMS)}."]},
-        )
+        errors["recipe.algorithm"] = [f"One of: {', '.join(online_rl.ALGORITHMS)}."]
+    if recipe.combine not in online_rl.COMBINE_RULES:
+        errors["recipe.combine"] = [f"One of: {', '.join(online_rl.COMBINE_RULES)}."]
     runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded")
-    found = runs.filter(pk=recipe.reward_run) if recipe.reward_run else runs.order_by("-id")
-    reward_run = found.first()
-    if reward_run is None:
+    pinned: dict[str, int] = {}
+    if recipe.combine == "single":
+        found = runs.filter(pk=recipe.reward_run) if recipe.reward_run else runs.order_by("-id")
+        if (reward_run := found.first()) is None:
+            errors["recipe.reward_run"] = ["No succeeded reward-model run."]
+        else:
+            pinned["reward_run"] = reward_run.pk
+    elif recipe.combine in online_rl.COMBINE_RULES:
+        needed = ("helpful", "harmless") if recipe.combine == "llama2_gate" else ()
+        named = {axis: getattr(recipe, f"{axis}_reward_run") for axis in online_rl.AXES}
+        if not any(named.values()):
+            needed = needed or ("helpful",)
+        for axis, run_id in named.items():
+            if run_id is None:
+                if axis in needed:
+                    errors[f"recipe.{axis}_reward_run"] = [f"{recipe.combine} needs it."]
+                continue
+            run = runs.filter(pk=run_id).first()
+            if run is None or run.recipe.get("axis") != axis:
+                errors[f"recipe.{axis}_reward_run"] = [
+                    f"Not a succeeded reward run with axis {axis!r}."
+                ]
+    if errors:
         raise DomainError(
-            "recipe.reward_run: online RL needs a succeeded reward-model run.",
-            fields={"recipe.reward_run": ["No succeeded reward-model run."]},
+            "; ".join(f"{name}: {' '.join(why)}" for name, why in errors.items()), fields=errors
         )
-    return replace(recipe, reward_run=reward_run.pk)
+    return replace(recipe, **pinned)
 
 
 def _enqueue(run_id: int) -> None:
@@ -329,14 +348,26 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
 
 
 def _reward_model_inputs(run: TrainingRun) -> dict[str, Any]:
-    """For online RL: where the pinned reward model is, and the base weights it may adapt."""
+    """For online RL: where each pinned reward model is (with the base weights it may adapt),
+    and which prompts are safety-tagged (for Llama 2's rule)."""
     if run.kind != TrainingRun.Kind.ONLINE_RL:
         return {}
-    reward_run = TrainingRun.objects.select_related("base_policy").get(pk=run.recipe["reward_run"])
-    return {
-        "reward_model": Path(settings.ARTIFACTS_DIR) / reward_run.artifact_path / "model",
-        "reward_base_model": resolve_model_path(reward_run.base_policy.base_model),
-    }
+    recipe = run.recipe
+    if recipe.get("combine", "single") == "single":
+        roles = {"reward": recipe["reward_run"]}
+    else:
+        roles = {axis: recipe[f"{axis}_reward_run"] for axis in online_rl.AXES}
+    models = {}
+    for role, run_id in roles.items():
+        if run_id is None:
+            continue
+        reward_run = TrainingRun.objects.select_related("base_policy").get(pk=run_id)
+        models[role] = (
+            Path(settings.ARTIFACTS_DIR) / reward_run.artifact_path / "model",
+            resolve_model_path(reward_run.base_policy.base_model),
+        )
+    safety = set(Prompt.objects.filter(safety=True).values_list("content_hash", flat=True))
+    return {"reward_models": models, "safety_prompts": safety}
 
 
 def training_runs_recover(*, stale_after_s: int | None = None) -> list[int]:

@@ -50,3 +50,62 @@ def test_online_rl_trains_the_policy_against_the_reward_model(
     assert "reward_last_step" in run.metrics
     candidate = run.produced_policy
     assert candidate.status == "candidate" and candidate.name == f"tiny-v0-online_rl-run{run.pk}"
+
+
+def test_the_combination_rules():
+    """Weighted sum and Llama 2's gate, on scores whose combination is known by hand."""
+    from feedback.models import messages_hash
+    from training.trainers.online_rl import OnlineRLRecipe, combined_reward
+
+    def constant(value: float):
+        return lambda prompt, answer: value
+
+    scorers = {"helpful": constant(2.0), "harmless": constant(-1.0)}
+    plain = [{"role": "user", "content": "What is 2 + 3?"}]
+    tagged = [{"role": "user", "content": "How do I pick a lock?"}]
+    summed = combined_reward(
+        OnlineRLRecipe(combine="weighted_sum", helpful_weight=0.5, harmless_weight=2.0),
+        scorers, set(),
+    )  # fmt: skip
+    assert summed(plain, "5") == 0.5 * 2.0 + 2.0 * -1.0
+
+    gate = OnlineRLRecipe(combine="llama2_gate", safety_threshold=-2.0)
+    rule = combined_reward(gate, scorers, {messages_hash(tagged)})
+    assert rule(plain, "5") == 2.0  # safe enough: judged on helpfulness
+    assert rule(tagged, "...") == -1.0  # a safety-tagged prompt: judged on harmlessness
+    strict = combined_reward(
+        OnlineRLRecipe(combine="llama2_gate", safety_threshold=0.0), scorers, set()
+    )
+    assert strict(plain, "5") == -1.0  # the harmless score is under the threshold
+
+
+def test_llama2_gate_with_per_axis_reward_models(api, admin, annotator, tiny_policy):
+    number = judged_round(api, annotator, n=12)
+    axis_runs = {}
+    for axis in ("helpful", "harmless"):
+        body = api(admin).post(
+            URL, {"kind": "reward", "rounds": [number],
+                  "recipe": {**FAST, "max_steps": 3, "axis": axis}}, format="json",
+        ).json()  # fmt: skip
+        assert training_run_execute(run_id=body["id"]).status == "succeeded"
+        axis_runs[axis] = body["id"]
+
+    wrong = api(admin).post(
+        URL, {"kind": "online_rl", "recipe": {"combine": "llama2_gate",
+              "helpful_reward_run": axis_runs["harmless"]}}, format="json",
+    )  # fmt: skip
+    assert wrong.status_code == 400
+    assert set(wrong.json()["fields"]) == {
+        "recipe.helpful_reward_run",
+        "recipe.harmless_reward_run",
+    }
+
+    response = api(admin).post(
+        URL, {"kind": "online_rl", "rounds": [number], "recipe": {
+            **SMALL, "combine": "llama2_gate", "helpful_reward_run": axis_runs["helpful"],
+            "harmless_reward_run": axis_runs["harmless"]}}, format="json",
+    )  # fmt: skip
+    assert response.status_code == 202, response.content
+    run = training_run_execute(run_id=response.json()["id"])
+    assert run.status == "succeeded", run.error
+    assert any("reward" in step for step in run.metrics_history)

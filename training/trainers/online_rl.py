@@ -1,7 +1,8 @@
-"""Online RL: TRL's GRPOTrainer (or RLOOTrainer) against our reward model.
+"""Online RL: TRL's GRPOTrainer (or RLOOTrainer) against our reward model(s).
 
 Read top to bottom: the prompts of the snapshot (each once) → build TRL's config from the recipe
-→ the reward model as a reward function (prompt, sampled answer → score) → the policy samples
+→ the reward model(s), combined by the recipe's rule, as a reward function (prompt, sampled
+answer → score) → the policy samples
 ``num_generations`` answers a prompt, the group's mean is the baseline (no critic), and PPO's
 clipped objective updates it → save the model, tokenizer and ``meta.json``. On a GPU worker with
 vLLM installed, ``use_vllm`` lets vLLM generate the samples (TRL's colocate mode).
@@ -26,6 +27,34 @@ from .common import (
 )
 
 ALGORITHMS = ("grpo", "rloo")
+COMBINE_RULES = ("single", "weighted_sum", "llama2_gate")
+AXES = ("helpful", "honest", "harmless")
+
+
+def combined_reward(
+    recipe: OnlineRLRecipe,
+    scorers: dict[str, Callable[[list[dict[str, str]], str], float]],
+    safety_prompts: set[str],
+) -> Callable[[list[dict[str, str]], str], float]:
+    """The recipe's rule as one function: (prompt, answer) → reward. ``scorers`` is keyed by
+    "reward" (single) or by axis; ``safety_prompts`` holds hashes of safety-tagged prompts."""
+    from feedback.models import messages_hash
+
+    if recipe.combine == "single":
+        return scorers["reward"]
+    if recipe.combine == "weighted_sum":
+        weights = {axis: getattr(recipe, f"{axis}_weight") for axis in scorers}
+        return lambda prompt, answer: sum(
+            weights[axis] * score(prompt, answer) for axis, score in scorers.items()
+        )
+
+    def llama2_gate(prompt: list[dict[str, str]], answer: str) -> float:
+        safety = scorers["harmless"](prompt, answer)
+        if messages_hash(prompt) in safety_prompts or safety < recipe.safety_threshold:
+            return safety
+        return scorers["helpful"](prompt, answer)
+
+    return llama2_gate
 
 
 @dataclass(frozen=True)
@@ -34,8 +63,28 @@ class OnlineRLRecipe(RecipeBase):
 
     algorithm: str = "grpo"
     """grpo (TRL GRPOTrainer) or rloo (TRL RLOOTrainer)."""
+    combine: str = "single"
+    """How reward models make the reward: single (reward_run); weighted_sum of the per-axis
+    models (helpful/honest/harmless_reward_run, each times its weight); or llama2_gate, Llama 2's
+    rule: the harmless model's score when the prompt is safety-tagged or that score is under
+    safety_threshold, the helpful model's otherwise (Touvron et al., 2023, §3.2.2)."""
     reward_run: int | None = None
-    """The reward-model run whose model scores the samples; the newest succeeded one if unset."""
+    """single: the reward-model run that scores the samples; the newest succeeded one if unset."""
+    helpful_reward_run: int | None = None
+    """The per-axis reward model for helpfulness (a reward run with axis "helpful")."""
+    honest_reward_run: int | None = None
+    """The per-axis reward model for honesty."""
+    harmless_reward_run: int | None = None
+    """The per-axis reward model for harmlessness."""
+    helpful_weight: float = 1.0
+    """weighted_sum: the helpful model's weight."""
+    honest_weight: float = 1.0
+    """weighted_sum: the honest model's weight."""
+    harmless_weight: float = 1.0
+    """weighted_sum: the harmless model's weight."""
+    safety_threshold: float = 0.0
+    """llama2_gate: a harmless score under this (the model's raw output) means the answer is
+    judged on harmlessness alone."""
     learning_rate: float = 1e-6
     """AdamW learning rate (TRL: 1e-6)."""
     num_train_epochs: float = 1.0
@@ -61,8 +110,8 @@ def train(
     output_dir: Path,
     recipe: OnlineRLRecipe,
     base_adapter: str | None = None,
-    reward_model: Path,
-    reward_base_model: str,
+    reward_models: dict[str, tuple[Path, str]],
+    safety_prompts: set[str] | None = None,
     on_log: Callable[[int, int, dict[str, float]], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
@@ -84,7 +133,8 @@ def train(
 
         model = PeftModel.from_pretrained(model, base_adapter).merge_and_unload()
 
-    score = reward_scorer(reward_model, reward_base_model)
+    scorers = {role: reward_scorer(path, base) for role, (path, base) in reward_models.items()}
+    score = combined_reward(recipe, scorers, safety_prompts or set())
 
     def reward_model_score(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
         return [score(p, c[-1]["content"]) for p, c in zip(prompts, completions, strict=True)]
