@@ -60,7 +60,7 @@ test: lint browser
 
 # Refresh the screenshots in docs/ from the browser tests.
 screenshots: install browser
-	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews"
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews or advances_by_itself"
 
 # Benchmarks print ratios against a baseline measured in the same run (more arrive with issue 8).
 bench: install
