@@ -161,6 +161,7 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
             settings_ = {}
             if automate:  # checked before anything is written
                 settings_ = {
+                    "policy_kind": request.POST.get("policy_kind", "dpo"),
                     "policy_recipe": _json_field(request, "policy_recipe"),
                     "reward_recipe": _json_field(request, "reward_recipe"),
                     "rounds_left": max(0, _int(request.POST.get("rounds_left"), 0)),

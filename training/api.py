@@ -173,11 +173,11 @@ class AutomationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Automation
         fields = [
-            "id", "round", "round_number", "stage", "required_judgments", "reward_recipe",
-            "policy_recipe", "gate_threshold", "gate_prompts", "next_prompts", "prompt_tags",
-            "rounds_left", "snapshot", "reward_run", "policy_run", "gate", "deployment",
-            "next_round", "candidate", "history", "stop_requested", "error", "created_at",
-            "updated_at",
+            "id", "round", "round_number", "stage", "required_judgments", "policy_kind",
+            "reward_recipe", "policy_recipe", "gate_threshold", "gate_prompts", "next_prompts",
+            "prompt_tags", "rounds_left", "snapshot", "reward_run", "policy_run", "gate",
+            "deployment", "next_round", "candidate", "history", "stop_requested", "error",
+            "created_at", "updated_at",
         ]  # fmt: skip
 
     def get_candidate(self, automation: Automation) -> str | None:
@@ -217,7 +217,13 @@ class AutomationApi(APIView):
     class AutomationInputSerializer(serializers.Serializer):
         required_judgments = serializers.IntegerField(min_value=1, required=False)
         reward_recipe = serializers.DictField(required=False)
-        policy_recipe = serializers.DictField(required=False, help_text="DPO recipe overrides.")
+        policy_kind = serializers.ChoiceField(
+            choices=["dpo", "online_rl"], default="dpo",
+            help_text="dpo: on the round's pairs; online_rl: against the new reward model.",
+        )  # fmt: skip
+        policy_recipe = serializers.DictField(
+            required=False, help_text="Overrides of the policy step's recipe."
+        )
         gate_threshold = serializers.FloatField(
             min_value=0,
             max_value=1,

@@ -34,18 +34,24 @@ from .models import Automation, GateEvaluation, TrainingRun
 from .runs import recipe_validate, training_run_cancel, training_run_create
 from .snapshots import snapshot_create_preference
 
+# How the policy is updated from a round: DPO on its pairs, or online RL against the reward model.
+POLICY_STEPS = ("dpo", "online_rl")
+
 
 def automation_validate(
     *, required_judgments: int | None = None, reward_recipe: dict[str, Any] | None = None,
     policy_recipe: dict[str, Any] | None = None, gate_threshold: float = 0.5,
     gate_prompts: int = 32, next_prompts: int = 0, prompt_tags: list[str] | None = None,
-    rounds_left: int = 0,
+    rounds_left: int = 0, policy_kind: str = "dpo",
 ) -> None:  # fmt: skip
     """Raise a 400 naming every bad setting. Recipes are checked now, not when training starts."""
     errors: dict[str, list[str]] = {}
+    if policy_kind not in POLICY_STEPS:
+        errors["policy_kind"] = [f"One of: {', '.join(POLICY_STEPS)}."]
+        policy_kind = "dpo"
     for field, kind, overrides in (
         ("reward_recipe", "reward", reward_recipe),
-        ("policy_recipe", "dpo", policy_recipe),
+        ("policy_recipe", policy_kind, policy_recipe),
     ):
         try:
             recipe_validate(kind, overrides or {})
@@ -156,10 +162,15 @@ def _step(automation: Automation) -> bool:
     if stage == Stage.REWARD:
         if not _run_outcome(automation, automation.reward_run):
             return False
+        recipe = dict(automation.policy_recipe)
+        if (
+            automation.policy_kind == TrainingRun.Kind.ONLINE_RL
+            and recipe.get("combine", "single") == "single"
+        ):
+            recipe.setdefault("reward_run", automation.reward_run_id)  # the one just trained
         run = training_run_create(
-            kind="dpo", snapshot_id=automation.snapshot_id,
-            recipe=automation.policy_recipe,
-        )  # fmt: skip
+            kind=automation.policy_kind, snapshot_id=automation.snapshot_id, recipe=recipe
+        )
         _move(automation, Stage.POLICY, policy_run=run)
         return True
 
@@ -223,7 +234,8 @@ def _step(automation: Automation) -> bool:
             round_=opened,
             required_judgments=automation.required_judgments,
             reward_recipe=automation.reward_recipe, policy_recipe=automation.policy_recipe,
-            gate_threshold=automation.gate_threshold, gate_prompts=automation.gate_prompts,
+            policy_kind=automation.policy_kind, gate_threshold=automation.gate_threshold,
+            gate_prompts=automation.gate_prompts,
             next_prompts=automation.next_prompts, prompt_tags=automation.prompt_tags,
             rounds_left=automation.rounds_left - 1, created_by=automation.created_by,
         )  # fmt: skip

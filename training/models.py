@@ -155,8 +155,13 @@ class Automation(models.Model):
         help_text="Judgments the round needs before training starts; empty: every task judged "
         "as often as the round's overlap asks.",
     )  # fmt: skip
+    policy_kind = models.CharField(
+        max_length=16, default="dpo",
+        help_text="The policy step: dpo (on the round's pairs) or online_rl (against the reward "
+        "model just trained).",
+    )  # fmt: skip
     reward_recipe = models.JSONField(default=dict, help_text="Reward-model recipe overrides.")
-    policy_recipe = models.JSONField(default=dict, help_text="DPO recipe overrides.")
+    policy_recipe = models.JSONField(default=dict, help_text="Policy-step recipe overrides.")
     gate_threshold = models.FloatField(
         default=0.5, help_text="Win rate a candidate needs; 0.5: not worse than the serving policy."
     )

@@ -223,7 +223,7 @@ def test_admin_opens_a_round_that_advances_by_itself_and_stops_the_next(
         page.get_by_label("Advance this round by itself").check()
         page.get_by_label("Further automatic rounds after this one").fill("1")
         page.get_by_label("Win rate the candidate needs to be deployed").fill("0")
-        page.get_by_label("DPO recipe overrides").fill(policy_recipe)
+        page.get_by_label("Policy recipe overrides").fill(policy_recipe)
         page.get_by_label("Reward-model recipe overrides").fill(json.dumps(QUICK["reward_recipe"]))
         page.get_by_role("button", name="Open round").click()
 

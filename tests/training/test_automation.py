@@ -167,6 +167,34 @@ def test_a_rejected_candidate_leaves_the_serving_policy_and_the_loop_goes_on(
     assert automation.next_round.policy_version == tiny_policy  # the loop goes on
 
 
+def test_the_policy_step_can_be_online_rl_against_the_new_reward_model(
+    api, admin, annotator, tiny_policy
+):
+    import_pool(api, admin, synthetic.prompts(12, seed=4))
+    round_id = open_policy_round(api, admin, limit=12)
+    jobs_run_here()
+    url = f"/api/v1/rounds/{round_id}/automation/"
+    bad = api(admin).post(url, {"policy_kind": "online_rl", "policy_recipe": {"sft_weight": 1.0}},
+                          format="json")  # fmt: skip
+    assert bad.status_code == 400 and "policy_recipe.sft_weight" in bad.json()["fields"]
+    bad = api(admin).post(url, {"policy_kind": "ppo"}, format="json")
+    assert bad.status_code == 400 and "policy_kind" in bad.json()["fields"]
+
+    online = {"use_lora": False, "learning_rate": 1e-4, "num_generations": 4,
+              "per_device_train_batch_size": 8, "max_completion_length": 24, "max_steps": 2}  # fmt: skip
+    response = api(admin).post(
+        url, {"policy_kind": "online_rl", "policy_recipe": online, "gate_threshold": 0.0,
+              "gate_prompts": 6, "reward_recipe": QUICK["reward_recipe"]}, format="json",
+    )  # fmt: skip
+    assert response.status_code == 201, response.content
+    judge_all(api, annotator)
+    automation = drive(response.json()["id"])
+    assert automation.stage == "done", automation.error
+    assert automation.policy_run.kind == "online_rl"
+    assert automation.policy_run.recipe["reward_run"] == automation.reward_run_id
+    assert PolicyVersion.objects.get(status="active") == automation.policy_run.produced_policy
+
+
 @pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 def test_two_automatic_rounds_with_a_real_worker_improve_the_policy(
