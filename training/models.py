@@ -15,6 +15,8 @@ class DatasetSnapshot(models.Model):
     class Kind(models.TextChoices):
         PREFERENCE = "preference", "preference pairs"
         SFT = "sft", "prompt-completion (SFT)"
+        KTO = "kto", "unpaired desirable / undesirable completions (KTO)"
+        TEXT = "text", "plain-text corpus (continued pre-training)"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     filters = models.JSONField(default=dict, help_text="The filters it was cut with (rounds, …).")
@@ -39,6 +41,7 @@ class TrainingRun(models.Model):
         DPO = "dpo", "DPO policy update"
         SFT = "sft", "supervised fine-tuning"
         ONLINE_RL = "online_rl", "online RL (GRPO / RLOO) against the reward model"
+        PRETRAIN = "pretrain", "continued pre-training on a plain-text corpus"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
@@ -113,6 +116,11 @@ class GateEvaluation(models.Model):
     threshold = models.FloatField(
         help_text="The candidate passes when its win rate is at least this."
     )
+    max_kl_drift = models.FloatField(
+        null=True, blank=True,
+        help_text="The candidate fails when its KL drift from the baseline (nats per answer) "
+        "exceeds this; empty: not checked.",
+    )  # fmt: skip
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     win_rate = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict, help_text="Mean rewards, reward delta, length delta.")
@@ -165,6 +173,11 @@ class Automation(models.Model):
     gate_threshold = models.FloatField(
         default=0.5, help_text="Win rate a candidate needs; 0.5: not worse than the serving policy."
     )
+    gate_max_kl_drift = models.FloatField(
+        null=True, blank=True,
+        help_text="The gate also fails a candidate whose KL drift from the serving policy exceeds "
+        "this (nats per answer); empty: not checked.",
+    )  # fmt: skip
     gate_prompts = models.PositiveIntegerField(default=32)
     next_prompts = models.PositiveIntegerField(
         default=0, help_text="Prompts in the next round; 0 means as many as this round has."
