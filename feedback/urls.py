@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from annotation.api import demonstrations, exports, imports, rounds, tasks
 from training import api as training_api
+from training import snapshot_api
 
 from . import api
 
@@ -65,6 +66,13 @@ api_v1 = [
     ),
     path("gates/<int:gate_id>/", training_api.GateDetailApi.as_view(), name="gate-detail"),
     path("training-runs/", training_api.TrainingRunListApi.as_view(), name="training-run-list"),
+    path("snapshots/", snapshot_api.SnapshotListApi.as_view(), name="snapshot-list"),
+    path("snapshots/text/", snapshot_api.TextSnapshotApi.as_view(), name="snapshot-text"),
+    path(
+        "snapshots/<int:snapshot_id>/",
+        snapshot_api.SnapshotDetailApi.as_view(),
+        name="snapshot-detail",
+    ),
     path(
         "training-runs/<int:run_id>/",
         training_api.TrainingRunDetailApi.as_view(),

@@ -18,6 +18,7 @@ from .automation import automation_create, automation_stop
 from .gate import gate_request
 from .models import Automation, GateEvaluation, TrainingRun
 from .runs import training_run_cancel, training_run_create
+from .snapshots import CONSENSUS_RULES
 
 ERROR = error_schema()
 
@@ -69,6 +70,15 @@ class TrainingRunListApi(APIView):
             default=False,
             help_text="SFT: also train on each judgment's single best completion.",
         )
+        snapshot = serializers.IntegerField(
+            required=False,
+            help_text="Train on this snapshot instead of cutting one from rounds (pretrain: an "
+            "uploaded corpus, see snapshots/text/).",
+        )
+        consensus = serializers.ChoiceField(
+            choices=CONSENSUS_RULES, default="bradley_terry",
+            help_text="How a task's several judgments combine into pairs.",
+        )  # fmt: skip
 
     @extend_schema(responses=TrainingRunSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -88,6 +98,8 @@ class TrainingRunListApi(APIView):
             recipe=data.validated_data.get("recipe"),
             base_policy_id=data.validated_data.get("base_policy"),
             top_ranked=data.validated_data["top_ranked"],
+            snapshot_id=data.validated_data.get("snapshot"),
+            consensus=data.validated_data["consensus"],
             created_by=request.user,
         )
         return Response(TrainingRunSerializer(_get(run.pk)).data, status=202)

@@ -35,19 +35,31 @@ from feedback.models import PolicyVersion, Prompt
 
 from .models import DatasetSnapshot, TrainingRun
 from .snapshots import snapshot_create_preference, snapshot_create_sft
-from .trainers import dpo, online_rl, reward, sft
+from .trainers import dpo, online_rl, pretrain, reward, sft
 
 TRAINERS = {
     TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train),
     TrainingRun.Kind.DPO: (dpo.DPORecipe, dpo.train),
     TrainingRun.Kind.SFT: (sft.SFTRecipe, sft.train),
     TrainingRun.Kind.ONLINE_RL: (online_rl.OnlineRLRecipe, online_rl.train),
+    TrainingRun.Kind.PRETRAIN: (pretrain.PretrainRecipe, pretrain.train),
+}
+# The snapshot kind each run kind trains on.
+SNAPSHOT_KIND = {
+    TrainingRun.Kind.REWARD: DatasetSnapshot.Kind.PREFERENCE,
+    TrainingRun.Kind.DPO: DatasetSnapshot.Kind.PREFERENCE,
+    TrainingRun.Kind.ONLINE_RL: DatasetSnapshot.Kind.PREFERENCE,
+    TrainingRun.Kind.SFT: DatasetSnapshot.Kind.SFT,
+    TrainingRun.Kind.PRETRAIN: DatasetSnapshot.Kind.TEXT,
 }
 PROGRESS_EVERY_S = 1.0
 # "tiny-v0-dpo-run3" → "tiny-v0": a produced policy is named after the root of its lineage.
-_LINEAGE_SUFFIX = re.compile(r"-(dpo|sft|online_rl)-run\d+$")
+_LINEAGE_SUFFIX = re.compile(r"-(dpo|sft|online_rl|pretrain)-run\d+$")
 # Kinds whose output is a new policy: registered as a candidate (an adapter on the base weights).
-POLICY_KINDS = {TrainingRun.Kind.DPO, TrainingRun.Kind.SFT, TrainingRun.Kind.ONLINE_RL}
+POLICY_KINDS = {
+    TrainingRun.Kind.DPO, TrainingRun.Kind.SFT, TrainingRun.Kind.ONLINE_RL,
+    TrainingRun.Kind.PRETRAIN,
+}  # fmt: skip
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -92,11 +104,14 @@ def training_run_create(
     base_policy_id: int | None = None,
     snapshot_id: int | None = None,
     top_ranked: bool = False,
+    consensus: str = "bradley_terry",
     created_by: Any = None,
     enqueue: bool = True,
 ) -> TrainingRun:
     """Queue a run on ``snapshot_id``, or on a new snapshot of ``rounds`` (all rounds if None):
-    preference pairs, or for SFT demonstrations (and with ``top_ranked`` each judgment's best)."""
+    preference pairs (a task judged several times by ``consensus``), or for SFT demonstrations
+    (and with ``top_ranked`` each judgment's best). Continued pre-training needs a text snapshot
+    (an uploaded corpus)."""
     if kind not in TRAINERS:
         raise DomainError("Unknown kind.", fields={"kind": [f"One of: {', '.join(TRAINERS)}."]})
     full_recipe = recipe_validate(kind, recipe or {})
@@ -126,11 +141,22 @@ def training_run_create(
         snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
         if snapshot is None:
             raise DomainError("No such snapshot.", fields={"snapshot": ["No such snapshot."]})
+        if snapshot.kind != SNAPSHOT_KIND[kind]:
+            why = (
+                f"A {kind} run trains on a {SNAPSHOT_KIND[kind]} snapshot; snapshot "
+                f"{snapshot.pk} is {snapshot.kind}."
+            )
+            raise DomainError(why, fields={"snapshot": [why]})
+    elif kind == TrainingRun.Kind.PRETRAIN:
+        why = "Continued pre-training needs a corpus: upload one to /api/v1/snapshots/text/."
+        raise DomainError(why, fields={"snapshot": [why]})
     elif kind == TrainingRun.Kind.SFT:  # demonstrations (+ top-ranked completions)
         snapshot = snapshot_create_sft(rounds=rounds, top_ranked=top_ranked, created_by=created_by)
     else:
         axis = getattr(full_recipe, "axis", None)  # a per-axis reward model
-        snapshot = snapshot_create_preference(rounds=rounds, axis=axis, created_by=created_by)
+        snapshot = snapshot_create_preference(
+            rounds=rounds, axis=axis, consensus=consensus, created_by=created_by
+        )
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(

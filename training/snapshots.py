@@ -16,7 +16,14 @@ from typing import Any
 
 from django.conf import settings
 
-from annotation.exports import axis_pair_rows, judgments_for_export, preference_rows
+from annotation.exports import (
+    axis_pair_rows,
+    consensus_axis_pair_rows,
+    consensus_preference_rows,
+    judgments_for_export,
+    kto_rows,
+    preference_rows,
+)
 from annotation.models import Demonstration
 from feedback.errors import DomainError
 
@@ -26,20 +33,30 @@ from .models import DatasetSnapshot
 TRAINING_COLUMNS = ("prompt", "chosen", "rejected", "margin")
 # TRL's SFTTrainer, prompt-completion format.
 SFT_COLUMNS = ("prompt", "completion")
+# TRL's KTOTrainer, unpaired preference format.
+KTO_COLUMNS = ("prompt", "completion", "label")
+# Language modelling on plain text (continued pre-training).
+TEXT_COLUMNS = ("text",)
+# How a task's several judgments become pairs: one Bradley-Terry consensus per task (see
+# annotation/consensus.py for why), or every judgment's own pairs.
+CONSENSUS_RULES = ("bradley_terry", "none")
 
 
-def is_eval(prompt: list[dict[str, str]], eval_fraction: float) -> bool:
-    digest = hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).digest()
+def is_eval(key: Any, eval_fraction: float) -> bool:
+    """Whether ``key`` (a prompt's messages, or a document's text) falls in the eval split."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < eval_fraction
 
 
 def _snapshot_write(
     *, kind: str, rows: Iterable[dict[str, Any]], columns: tuple[str, ...],
     filters: dict[str, Any], eval_fraction: float, empty: str, created_by: Any,
+    split_on: str = "prompt", empty_field: str = "rounds",
 ) -> DatasetSnapshot:  # fmt: skip
-    """Write rows to train/eval files by prompt hash, with a manifest, into a folder that is
-    renamed into place only when complete; then record it. Rows carry ``round``/``rubric`` keys
-    (or None) for the manifest besides ``columns``."""
+    """Write rows to train/eval files by the hash of their ``split_on`` column (the prompt, so
+    no prompt is in both splits), with a manifest, into a folder that is renamed into place
+    only when complete; then record it. Rows carry ``round``/``rubric`` keys (or None) for the
+    manifest besides ``columns``."""
     root = Path(settings.ARTIFACTS_DIR)
     name = f"snapshots/{uuid.uuid4().hex}"
     staging = root / f"{name}.partial"
@@ -51,7 +68,7 @@ def _snapshot_write(
     try:
         with (staging / "train.jsonl").open("w") as train, (staging / "eval.jsonl").open("w") as ev:
             for row in rows:
-                split = "eval" if is_eval(row["prompt"], eval_fraction) else "train"
+                split = "eval" if is_eval(row[split_on], eval_fraction) else "train"
                 line = json.dumps({key: row[key] for key in columns}, ensure_ascii=False)
                 (ev if split == "eval" else train).write(line + "\n")
                 counts[split] += 1
@@ -59,9 +76,9 @@ def _snapshot_write(
                     rubrics.add(row["rubric"])
                 if row.get("round"):
                     source_rounds.add(row["round"])
-                prompts[split].add(json.dumps(row["prompt"], sort_keys=True))
+                prompts[split].add(json.dumps(row[split_on], sort_keys=True))
         if counts["train"] == 0:
-            raise DomainError(empty, fields={"rounds": [empty]})
+            raise DomainError(empty, fields={empty_field: [empty]})
         digest = hashlib.sha256()
         for split in ("train", "eval"):
             digest.update((staging / f"{split}.jsonl").read_bytes())
@@ -71,7 +88,7 @@ def _snapshot_write(
             "sha256": digest.hexdigest(),
             "rubric_versions": sorted(rubrics),
             "source_rounds": sorted(source_rounds),
-            "split": f"by sha256 of the prompt; eval fraction {eval_fraction}",
+            "split": f"by sha256 of the {split_on}; eval fraction {eval_fraction}",
             "columns": list(columns),
             "filters": filters,
         }
@@ -86,20 +103,53 @@ def _snapshot_write(
     )  # fmt: skip
 
 
+def _check_consensus(consensus: str) -> None:
+    if consensus not in CONSENSUS_RULES:
+        raise DomainError(
+            f"consensus: one of {', '.join(CONSENSUS_RULES)}.",
+            fields={"consensus": [f"One of: {', '.join(CONSENSUS_RULES)}."]},
+        )
+
+
 def snapshot_create_preference(
-    *, rounds: list[int] | None = None, axis: str | None = None, eval_fraction: float = 0.1,
-    created_by: Any = None,
+    *, rounds: list[int] | None = None, axis: str | None = None,
+    consensus: str = "bradley_terry", eval_fraction: float = 0.1, created_by: Any = None,
 ) -> DatasetSnapshot:  # fmt: skip
     """Preference pairs (all C(K,2) of each ranking, ties dropped, with margins) of ``rounds``
     (every round if None), in the columns TRL's RewardTrainer and DPOTrainer read; with
-    ``axis``, pairs from that rubric axis's scores instead (for a per-axis reward model)."""
-    judgments = judgments_for_export(rounds=rounds)
+    ``axis``, pairs from that rubric axis's scores instead (for a per-axis reward model). A task
+    judged several times gives one consensus (``consensus``), unless that is "none"."""
+    _check_consensus(consensus)
+    if consensus == "none":
+        judgments = judgments_for_export(rounds=rounds)
+        rows = axis_pair_rows(judgments, axis) if axis else preference_rows(judgments)
+    else:
+        judgments = judgments_for_export(rounds=rounds, by_task=True)
+        rows = (
+            consensus_axis_pair_rows(judgments, axis)
+            if axis
+            else consensus_preference_rows(judgments)
+        )
     return _snapshot_write(
-        kind=DatasetSnapshot.Kind.PREFERENCE,
-        rows=axis_pair_rows(judgments, axis) if axis else preference_rows(judgments),
-        columns=TRAINING_COLUMNS, filters={"rounds": rounds or [], "axis": axis},
+        kind=DatasetSnapshot.Kind.PREFERENCE, rows=rows, columns=TRAINING_COLUMNS,
+        filters={"rounds": rounds or [], "axis": axis, "consensus": consensus},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="No preference pairs to train on: judge some tasks first.",
+    )  # fmt: skip
+
+
+def snapshot_create_kto(
+    *, rounds: list[int] | None = None, eval_fraction: float = 0.1, created_by: Any = None
+) -> DatasetSnapshot:
+    """Unpaired desirable / undesirable completions (TRL's KTO format) of ``rounds``: per task,
+    the best-ranked completions are desirable and the worst-ranked undesirable, by the task's
+    Bradley-Terry consensus when it has several judgments."""
+    judgments = judgments_for_export(rounds=rounds, by_task=True)
+    return _snapshot_write(
+        kind=DatasetSnapshot.Kind.KTO, rows=kto_rows(judgments), columns=KTO_COLUMNS,
+        filters={"rounds": rounds or [], "consensus": "bradley_terry"},
+        eval_fraction=eval_fraction, created_by=created_by,
+        empty="No ranked completions to label: judge some tasks first.",
     )  # fmt: skip
 
 
@@ -136,4 +186,39 @@ def snapshot_create_sft(
         eval_fraction=eval_fraction, created_by=created_by,
         empty="Nothing to fine-tune on: write demonstrations (or judge tasks and ask for the "
         "top-ranked completions).",
+    )  # fmt: skip
+
+
+def corpus_documents(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """A plain-text corpus (UTF-8) as documents: runs of lines between blank lines. A line that
+    is not UTF-8 or holds a NUL character is an error naming its number (the file is not
+    written)."""
+    document: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            why = f"Line {number} is not UTF-8 (byte {exc.start + 1})."
+            raise DomainError(why, fields={"file": [why]}) from None
+        if "\x00" in line:
+            why = f"Line {number} holds a NUL character."
+            raise DomainError(why, fields={"file": [why]})
+        if line.strip():
+            document.append(line)
+        elif document:
+            yield {"text": "\n".join(document)}
+            document = []
+    if document:
+        yield {"text": "\n".join(document)}
+
+
+def snapshot_create_text(
+    *, lines: Iterable[bytes], name: str = "", eval_fraction: float = 0.1, created_by: Any = None
+) -> DatasetSnapshot:
+    """A plain-text corpus for continued pre-training, split into documents at blank lines; a
+    document's hash decides its split, so no document is in both."""
+    return _snapshot_write(
+        kind=DatasetSnapshot.Kind.TEXT, rows=corpus_documents(lines), columns=TEXT_COLUMNS,
+        filters={"corpus": name[:200]}, eval_fraction=eval_fraction, created_by=created_by,
+        empty="The corpus has no text.", split_on="text", empty_field="file",
     )  # fmt: skip

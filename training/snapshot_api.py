@@ -1,0 +1,182 @@
+"""Dataset snapshots over REST: cut one from judgments, upload a plain-text corpus, read them.
+
+Researchers and admins read; admins create (a snapshot writes files under the artifacts root).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.rounds import rubric_current
+from feedback.errors import DomainError, error_schema
+from feedback.roles import IsAdmin, IsResearcherOrAdmin
+
+from .models import DatasetSnapshot
+from .snapshots import (
+    CONSENSUS_RULES,
+    snapshot_create_kto,
+    snapshot_create_preference,
+    snapshot_create_sft,
+    snapshot_create_text,
+)
+
+ERROR = error_schema()
+
+
+def _too_large() -> DomainError:
+    return DomainError(
+        f"The corpus is larger than {settings.IMPORT_MAX_BYTES} bytes.", code="too_large",
+        status=413, fields={"file": [f"At most {settings.IMPORT_MAX_BYTES} bytes."]},
+    )  # fmt: skip
+
+
+class PlainTextParser(BaseParser):
+    """A raw ``text/plain`` body, read up to the import size limit."""
+
+    media_type = "text/plain"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        data = stream.read(settings.IMPORT_MAX_BYTES + 1) if stream is not None else b""
+        if len(data) > settings.IMPORT_MAX_BYTES:
+            raise _too_large()
+        return {"_raw": data}
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DatasetSnapshot
+        fields = ["id", "kind", "filters", "path", "manifest", "sha256", "created_at"]
+
+
+class _ReadOrAdmin(BasePermission):
+    """Researchers and admins read; only admins write."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        check = IsResearcherOrAdmin if request.method in ("GET", "HEAD", "OPTIONS") else IsAdmin
+        return check().has_permission(request, view)
+
+
+class SnapshotListApi(APIView):
+    """Freeze judgments (or demonstrations) as an immutable snapshot, or list snapshots."""
+
+    permission_classes = [_ReadOrAdmin]
+
+    class SnapshotInputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(
+            choices=[
+                DatasetSnapshot.Kind.PREFERENCE, DatasetSnapshot.Kind.SFT, DatasetSnapshot.Kind.KTO
+            ],
+            help_text="preference pairs, SFT prompt-completion rows, or KTO unpaired rows; a "
+            "text corpus is uploaded at snapshots/text/.",
+        )  # fmt: skip
+        rounds = serializers.ListField(
+            child=serializers.IntegerField(min_value=1), required=False,
+            help_text="Round numbers; default: every round.",
+        )  # fmt: skip
+        axis = serializers.CharField(
+            required=False, help_text="preference: pairs from this rubric axis's scores."
+        )
+        consensus = serializers.ChoiceField(
+            choices=CONSENSUS_RULES, default="bradley_terry",
+            help_text="preference: how a task's several judgments combine.",
+        )  # fmt: skip
+        top_ranked = serializers.BooleanField(
+            default=False, help_text="sft: also each judgment's single best completion."
+        )
+        eval_fraction = serializers.FloatField(min_value=0, max_value=0.9, default=0.1)
+
+    @extend_schema(responses=SnapshotSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        snapshots = DatasetSnapshot.objects.order_by("-id")[:100]
+        return Response(SnapshotSerializer(snapshots, many=True).data)
+
+    @extend_schema(request=SnapshotInputSerializer, responses={201: SnapshotSerializer, 400: ERROR})
+    def post(self, request: Request) -> Response:
+        data = self.SnapshotInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        given = data.validated_data
+        common = {
+            "rounds": given.get("rounds"),
+            "eval_fraction": given["eval_fraction"],
+            "created_by": request.user,
+        }
+        if given["kind"] == DatasetSnapshot.Kind.SFT:
+            snapshot = snapshot_create_sft(top_ranked=given["top_ranked"], **common)
+        elif given["kind"] == DatasetSnapshot.Kind.KTO:
+            snapshot = snapshot_create_kto(**common)
+        else:
+            axis = given.get("axis")
+            if axis is not None and axis not in (keys := [a["key"] for a in rubric_current().axes]):
+                raise DomainError(
+                    f"axis: one of {', '.join(keys)}.",
+                    fields={"axis": [f"One of the rubric's axes: {', '.join(keys)}."]},
+                )
+            snapshot = snapshot_create_preference(axis=axis, consensus=given["consensus"], **common)
+        return Response(SnapshotSerializer(snapshot).data, status=201)
+
+
+class TextSnapshotApi(APIView):
+    """Upload a plain-text corpus (UTF-8; documents separated by blank lines) as a snapshot for
+    continued pre-training: a multipart ``file`` or a raw ``text/plain`` body."""
+
+    permission_classes = [IsAdmin]
+    parser_classes = [MultiPartParser, PlainTextParser]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("name", str, description="What the corpus is (kept in filters)."),
+            OpenApiParameter("eval_fraction", float, description="Held-out documents (0.1)."),
+        ],
+        request={
+            "multipart/form-data": inline_serializer(
+                "CorpusUpload", {"file": serializers.FileField()}
+            ),
+            "text/plain": OpenApiTypes.BINARY,
+        },
+        responses={201: SnapshotSerializer, 400: ERROR, 413: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            eval_fraction = float(request.query_params.get("eval_fraction", "0.1"))
+        except ValueError:
+            eval_fraction = -1.0
+        if not 0 <= eval_fraction <= 0.9:
+            why = "A number from 0 to 0.9."
+            raise DomainError(f"eval_fraction: {why}", fields={"eval_fraction": [why]})
+        if "_raw" in request.data:
+            lines: Any = request.data["_raw"].splitlines()
+            name = request.query_params.get("name", "upload")
+        else:
+            upload = request.FILES.get("file")
+            if upload is None:
+                why = "No file was submitted."
+                raise DomainError("Send a plain-text corpus.", fields={"file": [why]})
+            if upload.size > settings.IMPORT_MAX_BYTES:
+                raise _too_large()
+            lines = iter(upload)
+            name = request.query_params.get("name", upload.name or "upload")
+        snapshot = snapshot_create_text(
+            lines=lines, name=name, eval_fraction=eval_fraction, created_by=request.user
+        )
+        return Response(SnapshotSerializer(snapshot).data, status=201)
+
+
+class SnapshotDetailApi(APIView):
+    permission_classes = [IsResearcherOrAdmin]
+
+    @extend_schema(responses={200: SnapshotSerializer, 404: ERROR})
+    def get(self, request: Request, snapshot_id: int) -> Response:
+        snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
+        if snapshot is None:
+            raise DomainError("No such snapshot.", code="not_found", status=404)
+        return Response(SnapshotSerializer(snapshot).data)
