@@ -33,6 +33,7 @@ from feedback.errors import DomainError
 from feedback.generation import resolve_model_path
 from feedback.models import PolicyVersion, Prompt
 
+from .launch import needs_launch, train_launched
 from .models import DatasetSnapshot, TrainingRun
 from .snapshots import snapshot_create_preference, snapshot_create_sft
 from .trainers import dpo, online_rl, pretrain, reward, sft
@@ -89,11 +90,16 @@ def recipe_validate(kind: str, overrides: dict[str, Any]) -> Any:
             errors[f"recipe.{key}"] = [f"Unknown field; {kind} recipes have {', '.join(known)}."]
         elif not _type_ok(value, known[key].type):
             errors[f"recipe.{key}"] = [f"Must be {known[key].type}, got {type(value).__name__}."]
+    recipe = recipe_class(**overrides) if not errors else None
+    if recipe is not None and recipe.num_processes < 1:
+        errors["recipe.num_processes"] = ["At least 1."]
+    if recipe is not None and recipe.deepspeed_stage not in (0, 1, 2, 3):
+        errors["recipe.deepspeed_stage"] = ["0 (no DeepSpeed) or a ZeRO stage: 1, 2 or 3."]
     if errors:
         raise DomainError(
             "; ".join(f"{name}: {' '.join(why)}" for name, why in errors.items()), fields=errors
         )
-    return recipe_class(**overrides)
+    return recipe
 
 
 def training_run_create(
@@ -309,20 +315,29 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             last["stop"] = TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
         return bool(last["stop"])
 
+    def heartbeat() -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+
     base_model = resolve_model_path(run.base_policy.base_model or run.base_policy.name)
+    inputs = {
+        "base_model": base_model,
+        "snapshot_dir": root / run.snapshot.path,
+        "base_adapter": resolve_model_path(run.base_policy.adapter_path)
+        if run.base_policy.adapter_path
+        else None,
+        **_reward_model_inputs(run),
+    }
     try:
-        metrics = train(
-            base_model=base_model,
-            snapshot_dir=root / run.snapshot.path,
-            output_dir=staging,
-            recipe=recipe,
-            base_adapter=resolve_model_path(run.base_policy.adapter_path)
-            if run.base_policy.adapter_path
-            else None,
-            **_reward_model_inputs(run),
-            on_log=on_log,
-            should_stop=should_stop,
-        )
+        if needs_launch(recipe):  # several processes: accelerate launch, relayed back here
+            metrics = train_launched(
+                kind=run.kind, recipe=recipe, output_dir=staging, on_log=on_log,
+                should_stop=should_stop, heartbeat=heartbeat, **inputs,
+            )  # fmt: skip
+        else:
+            metrics = train(
+                output_dir=staging, recipe=recipe, on_log=on_log, should_stop=should_stop,
+                **inputs,
+            )  # fmt: skip
     except Exception as exc:  # the run records why it failed; the worker lives on
         shutil.rmtree(staging, ignore_errors=True)
         TrainingRun.objects.filter(pk=run.pk).update(

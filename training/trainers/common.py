@@ -33,6 +33,12 @@ class RecipeBase:
     """Seed for initialisation and data order."""
     checkpoint_every: int = 50
     """Save a checkpoint every this many steps; a run whose worker died resumes from the last."""
+    num_processes: int = 1
+    """Processes to train on, one per GPU; above 1 the run goes through ``accelerate launch``
+    (data parallel; see training/launch.py). The per-device batch size is per process."""
+    deepspeed_stage: int = 0
+    """DeepSpeed ZeRO stage (1: optimizer states, 2: + gradients, 3: + weights sharded across
+    the processes); 0 runs without DeepSpeed. Needs GPUs and the deepspeed package."""
 
 
 def snapshot_splits(snapshot_dir: Path, *, drop: tuple[str, ...] = ()) -> Any:
@@ -119,6 +125,8 @@ def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
         "use_cpu": not gpu,
         "bf16": gpu and torch.cuda.is_bf16_supported(),
         "gradient_checkpointing": gpu,
+        # Written by training/launch.py next to the checkpoints when the recipe asks for ZeRO.
+        "deepspeed": str(output_dir / "deepspeed.json") if recipe.deepspeed_stage else None,
     }
 
 
