@@ -36,8 +36,9 @@ from feedback.policies import deployment_request, rollback_request
 from feedback.registry import policy_registry_info
 from feedback.roles import Role, user_roles
 from training.automation import automation_create, automation_stop, automation_validate
-from training.models import Automation, GateEvaluation, TrainingRun
+from training.models import Automation, DatasetSnapshot, GateEvaluation, TrainingRun
 from training.runs import training_run_cancel, training_run_create
+from training.snapshots import snapshot_create_text
 
 PREVIEW_ROWS = 5
 
@@ -357,12 +358,17 @@ def manage_policy_action(request: HttpRequest, policy_id: int, action: str) -> H
 
 @role_required(Role.ADMIN)
 def manage_training(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and request.POST.get("action") == "corpus":
+        return _upload_corpus(request)
     if request.method == "POST":
         rounds = [int(r) for r in request.POST.getlist("round") if r.isdigit()]
+        snapshot = request.POST.get("snapshot", "")
         try:
             run = training_run_create(
                 kind=request.POST.get("kind", ""), rounds=rounds or None,
                 recipe=_json_field(request, "recipe"),
+                snapshot_id=int(snapshot) if snapshot.isdigit() else None,
+                consensus=request.POST.get("consensus", "bradley_terry"),
                 top_ranked=request.POST.get("top_ranked") == "on", created_by=request.user,
             )  # fmt: skip
         except DomainError as exc:
@@ -378,8 +384,32 @@ def manage_training(request: HttpRequest) -> HttpResponse:
             "runs": runs,
             "kinds": TrainingRun.Kind.choices,
             "rounds": Round.objects.order_by("number").values_list("number", flat=True),
+            "snapshots": DatasetSnapshot.objects.order_by("-id")[:30],
         },
     )
+
+
+def _upload_corpus(request: HttpRequest) -> HttpResponse:
+    """A plain-text corpus from the training page becomes a text snapshot."""
+    upload = request.FILES.get("corpus")
+    try:
+        if upload is None:
+            raise DomainError("Choose a plain-text file to upload.")
+        if upload.size > settings.IMPORT_MAX_BYTES:
+            raise DomainError(f"The corpus is larger than {settings.IMPORT_MAX_BYTES} bytes.")
+        snapshot = snapshot_create_text(
+            lines=iter(upload), name=upload.name or "upload", created_by=request.user
+        )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        rows = snapshot.manifest["rows"]
+        messages.success(
+            request,
+            f"Snapshot {snapshot.pk}: {rows['train']} documents to train on, {rows['eval']} "
+            "held out. Choose it below with continued pre-training.",
+        )
+    return redirect("frontend:manage-training")
 
 
 def _loss_chart(

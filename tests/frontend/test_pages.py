@@ -258,3 +258,35 @@ def test_admin_opens_a_round_that_advances_by_itself_and_stops_the_next(
     page.get_by_text("no longer advances by itself").wait_for()
     assert "stopped" in page.locator("#auto-title .badge").inner_text()
     assert Automation.objects.get(round=automation.next_round).stage == "stopped"
+
+
+def test_admin_uploads_a_corpus_and_starts_continued_pretraining_on_it(
+    sign_in, page, admin, tiny_policy
+):
+    from training.models import DatasetSnapshot, TrainingRun
+
+    sign_in(admin.username)
+    page.goto("/manage/training/")
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Choose a plain-text file to upload.").wait_for()
+    bad = {"name": "bad.txt", "mimeType": "text/plain", "buffer": b"ok\n\xff\n"}
+    page.set_input_files("#corpus", files=[bad])
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Line 2 is not UTF-8 (byte 1).").wait_for()
+    assert not DatasetSnapshot.objects.exists()
+
+    text = "\n\n".join(f"The zorblat number {i} is blue." for i in range(30)).encode()
+    corpus = {"name": "zorblats.txt", "mimeType": "text/plain", "buffer": text}
+    page.set_input_files("#corpus", files=[corpus])
+    page.get_by_role("button", name="Upload").click()
+    snapshot = DatasetSnapshot.objects.get()
+    rows = snapshot.manifest["rows"]
+    page.get_by_text(f"Snapshot {snapshot.pk}: {rows['train']} documents to train on").wait_for()
+    assert rows["train"] + rows["eval"] == 30
+
+    page.get_by_label("continued pre-training on a plain-text corpus", exact=True).check()
+    page.get_by_label("Data").select_option(str(snapshot.pk))
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_text("queued on the training queue").wait_for()
+    run = TrainingRun.objects.get()
+    assert run.kind == "pretrain" and run.snapshot == snapshot
