@@ -39,6 +39,7 @@ class TrainingRun(models.Model):
     class Kind(models.TextChoices):
         REWARD = "reward", "reward model"
         DPO = "dpo", "DPO policy update"
+        KTO = "kto", "KTO policy update (unpaired desirable / undesirable answers)"
         SFT = "sft", "supervised fine-tuning"
         ONLINE_RL = "online_rl", "online RL (GRPO / RLOO) against the reward model"
         PRETRAIN = "pretrain", "continued pre-training on a plain-text corpus"

@@ -35,12 +35,13 @@ from feedback.models import PolicyVersion, Prompt
 
 from .launch import needs_launch, train_launched
 from .models import DatasetSnapshot, TrainingRun
-from .snapshots import snapshot_create_preference, snapshot_create_sft
-from .trainers import dpo, online_rl, pretrain, reward, sft
+from .snapshots import snapshot_create_kto, snapshot_create_preference, snapshot_create_sft
+from .trainers import dpo, kto, online_rl, pretrain, reward, sft
 
 TRAINERS = {
     TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train),
     TrainingRun.Kind.DPO: (dpo.DPORecipe, dpo.train),
+    TrainingRun.Kind.KTO: (kto.KTORecipe, kto.train),
     TrainingRun.Kind.SFT: (sft.SFTRecipe, sft.train),
     TrainingRun.Kind.ONLINE_RL: (online_rl.OnlineRLRecipe, online_rl.train),
     TrainingRun.Kind.PRETRAIN: (pretrain.PretrainRecipe, pretrain.train),
@@ -49,16 +50,17 @@ TRAINERS = {
 SNAPSHOT_KIND = {
     TrainingRun.Kind.REWARD: DatasetSnapshot.Kind.PREFERENCE,
     TrainingRun.Kind.DPO: DatasetSnapshot.Kind.PREFERENCE,
+    TrainingRun.Kind.KTO: DatasetSnapshot.Kind.KTO,
     TrainingRun.Kind.ONLINE_RL: DatasetSnapshot.Kind.PREFERENCE,
     TrainingRun.Kind.SFT: DatasetSnapshot.Kind.SFT,
     TrainingRun.Kind.PRETRAIN: DatasetSnapshot.Kind.TEXT,
 }
 PROGRESS_EVERY_S = 1.0
 # "tiny-v0-dpo-run3" → "tiny-v0": a produced policy is named after the root of its lineage.
-_LINEAGE_SUFFIX = re.compile(r"-(dpo|sft|online_rl|pretrain)-run\d+$")
+_LINEAGE_SUFFIX = re.compile(r"-(dpo|kto|sft|online_rl|pretrain)-run\d+$")
 # Kinds whose output is a new policy: registered as a candidate (an adapter on the base weights).
 POLICY_KINDS = {
-    TrainingRun.Kind.DPO, TrainingRun.Kind.SFT, TrainingRun.Kind.ONLINE_RL,
+    TrainingRun.Kind.DPO, TrainingRun.Kind.KTO, TrainingRun.Kind.SFT, TrainingRun.Kind.ONLINE_RL,
     TrainingRun.Kind.PRETRAIN,
 }  # fmt: skip
 
@@ -156,6 +158,8 @@ def training_run_create(
     elif kind == TrainingRun.Kind.PRETRAIN:
         why = "Continued pre-training needs a corpus: upload one to /api/v1/snapshots/text/."
         raise DomainError(why, fields={"snapshot": [why]})
+    elif kind == TrainingRun.Kind.KTO:  # each task's best and worst answers, unpaired
+        snapshot = snapshot_create_kto(rounds=rounds, created_by=created_by)
     elif kind == TrainingRun.Kind.SFT:  # demonstrations (+ top-ranked completions)
         snapshot = snapshot_create_sft(rounds=rounds, top_ranked=top_ranked, created_by=created_by)
     else:
