@@ -167,6 +167,9 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
                     "reward_recipe": _json_field(request, "reward_recipe"),
                     "rounds_left": max(0, _int(request.POST.get("rounds_left"), 0)),
                     "gate_threshold": float(request.POST.get("gate_threshold") or 0.5),
+                    "gate_max_kl_drift": float(request.POST["gate_max_kl_drift"])
+                    if request.POST.get("gate_max_kl_drift")
+                    else None,
                     "prompt_tags": tags,
                     "next_prompts": limit,
                 }

@@ -131,8 +131,8 @@ class GateSerializer(serializers.ModelSerializer):
     class Meta:
         model = GateEvaluation
         fields = [
-            "id", "candidate", "baseline", "reward_run", "prompt_count", "threshold", "status",
-            "win_rate", "metrics", "error", "created_at", "finished_at",
+            "id", "candidate", "baseline", "reward_run", "prompt_count", "threshold",
+            "max_kl_drift", "status", "win_rate", "metrics", "error", "created_at", "finished_at",
         ]  # fmt: skip
 
 
@@ -147,6 +147,11 @@ class PolicyGateApi(APIView):
         threshold = serializers.FloatField(
             min_value=0, max_value=1, default=0.55, help_text="Win rate needed to pass."
         )
+        max_kl_drift = serializers.FloatField(
+            min_value=0, required=False, allow_null=True,
+            help_text="Fail a candidate whose KL drift from the active policy (nats per answer) "
+            "exceeds this. Default: not checked.",
+        )  # fmt: skip
 
     @extend_schema(
         request=GateInputSerializer, responses={202: GateSerializer, 400: ERROR, 409: ERROR}
@@ -159,6 +164,7 @@ class PolicyGateApi(APIView):
             reward_run_id=data.validated_data.get("reward_run"),
             prompts=data.validated_data["prompts"],
             threshold=data.validated_data["threshold"],
+            max_kl_drift=data.validated_data.get("max_kl_drift"),
         )
         return Response(GateSerializer(gate).data, status=202)
 
@@ -186,10 +192,10 @@ class AutomationSerializer(serializers.ModelSerializer):
         model = Automation
         fields = [
             "id", "round", "round_number", "stage", "required_judgments", "policy_kind",
-            "reward_recipe", "policy_recipe", "gate_threshold", "gate_prompts", "next_prompts",
-            "prompt_tags", "rounds_left", "snapshot", "reward_run", "policy_run", "gate",
-            "deployment", "next_round", "candidate", "history", "stop_requested", "error",
-            "created_at", "updated_at",
+            "reward_recipe", "policy_recipe", "gate_threshold", "gate_max_kl_drift",
+            "gate_prompts", "next_prompts", "prompt_tags", "rounds_left", "snapshot",
+            "reward_run", "policy_run", "gate", "deployment", "next_round", "candidate",
+            "history", "stop_requested", "error", "created_at", "updated_at",
         ]  # fmt: skip
 
     def get_candidate(self, automation: Automation) -> str | None:
@@ -242,6 +248,11 @@ class AutomationApi(APIView):
             default=0.5,
             help_text="Win rate the candidate needs; 0.5: not worse than the serving policy.",
         )
+        gate_max_kl_drift = serializers.FloatField(
+            min_value=0, required=False, allow_null=True,
+            help_text="The gate also fails a candidate whose KL drift from the serving policy "
+            "(nats per answer) exceeds this. Default: not checked.",
+        )  # fmt: skip
         gate_prompts = serializers.IntegerField(min_value=1, max_value=2000, default=32)
         next_prompts = serializers.IntegerField(min_value=0, default=0)
         prompt_tags = serializers.ListField(child=serializers.CharField(), required=False)

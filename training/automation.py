@@ -41,8 +41,8 @@ POLICY_STEPS = ("dpo", "online_rl")
 def automation_validate(
     *, required_judgments: int | None = None, reward_recipe: dict[str, Any] | None = None,
     policy_recipe: dict[str, Any] | None = None, gate_threshold: float = 0.5,
-    gate_prompts: int = 32, next_prompts: int = 0, prompt_tags: list[str] | None = None,
-    rounds_left: int = 0, policy_kind: str = "dpo",
+    gate_max_kl_drift: float | None = None, gate_prompts: int = 32, next_prompts: int = 0,
+    prompt_tags: list[str] | None = None, rounds_left: int = 0, policy_kind: str = "dpo",
 ) -> None:  # fmt: skip
     """Raise a 400 naming every bad setting. Recipes are checked now, not when training starts."""
     errors: dict[str, list[str]] = {}
@@ -60,6 +60,8 @@ def automation_validate(
                 errors[name.replace("recipe", field, 1)] = why
     if not 0.0 <= gate_threshold <= 1.0:
         errors["gate_threshold"] = ["Between 0 and 1."]
+    if gate_max_kl_drift is not None and not gate_max_kl_drift >= 0:  # `not >=` refuses NaN
+        errors["gate_max_kl_drift"] = ["A number of nats per answer, at least 0."]
     if required_judgments is not None and required_judgments < 1:
         errors["required_judgments"] = ["At least 1."]
     for name, value in (("gate_prompts", gate_prompts), ("next_prompts", next_prompts),
@@ -182,6 +184,7 @@ def _step(automation: Automation) -> bool:
             reward_run_id=automation.reward_run_id,
             prompts=automation.gate_prompts,
             threshold=automation.gate_threshold,
+            max_kl_drift=automation.gate_max_kl_drift,
         )
         _move(automation, Stage.GATE, gate=gate)
         return True
@@ -235,7 +238,7 @@ def _step(automation: Automation) -> bool:
             required_judgments=automation.required_judgments,
             reward_recipe=automation.reward_recipe, policy_recipe=automation.policy_recipe,
             policy_kind=automation.policy_kind, gate_threshold=automation.gate_threshold,
-            gate_prompts=automation.gate_prompts,
+            gate_max_kl_drift=automation.gate_max_kl_drift, gate_prompts=automation.gate_prompts,
             next_prompts=automation.next_prompts, prompt_tags=automation.prompt_tags,
             rounds_left=automation.rounds_left - 1, created_by=automation.created_by,
         )  # fmt: skip

@@ -1,38 +1,55 @@
-"""The promotion gate: a candidate serves only if it beats the active policy.
+"""The promotion gate: a candidate serves only if it beats the active policy, without drifting.
 
 Both policies answer the same held-out prompts (the eval split of the reward model's snapshot,
 topped up with prompts the reward model never trained on), four sampled answers each at
 temperature 1, as in a round. The reward model scores every answer; the candidate's win rate is
-the share of (prompt, sample) pairs where its answer scores higher (a tie counts half). At or
-above the threshold the candidate is deployed (through the usual readiness-checked deployment);
-otherwise it is marked rejected and the active policy keeps serving.
+the share of (prompt, sample) pairs where its answer scores higher (a tie counts half). The newest
+per-axis reward model of each rubric axis (helpful, honest, harmless), where there is one, scores
+the same answers too: per-axis deltas show what a win was bought with. The KL drift from the
+serving policy is estimated on the candidate's answers (``training.drift``).
+
+The candidate passes when its win rate is at least the threshold and, if the gate has a
+``max_kl_drift``, its drift is at most that; it is then deployed (through the usual
+readiness-checked deployment). Otherwise it is marked rejected, ``metrics["failed_on"]`` says
+which check it failed, and the active policy keeps serving.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from feedback.errors import DomainError
-from feedback.generation import Sampling, get_backend, resolve_model_path, target_for
+from feedback.generation import Generated, Sampling, get_backend, resolve_model_path, target_for
 from feedback.models import PolicyVersion, Prompt, messages_hash
 from feedback.policies import deployment_request
 
+from .drift import DriftUnavailable, kl_drift
 from .models import GateEvaluation, TrainingRun
+from .runs import overall_reward_runs
 from .trainers.common import reward_scorer
 
 GATE_SAMPLES = 4
 GATE_TEMPERATURE = 1.0
+SIDES = ("candidate", "baseline")
+
+Answers = dict[str, list[list[Generated]]]
 
 
 def gate_request(
     *, candidate_id: int, reward_run_id: int | None = None, prompts: int = 32,
-    threshold: float = 0.55,
+    threshold: float = 0.55, max_kl_drift: float | None = None,
 ) -> GateEvaluation:  # fmt: skip
+    if max_kl_drift is not None and not max_kl_drift >= 0:  # `not >=` also refuses NaN
+        raise DomainError(
+            "max_kl_drift: a number of nats, at least 0.",
+            fields={"max_kl_drift": ["A number of nats per answer, at least 0."]},
+        )
     candidate = PolicyVersion.objects.filter(pk=candidate_id).first()
     if candidate is None:
         raise DomainError("No such policy version.", code="not_found", status=404)
@@ -43,7 +60,9 @@ def gate_request(
     if baseline is None:
         raise DomainError("No active policy to compare with.", code="no_active_policy", status=409)
     runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded")
-    reward_run = (runs.filter(pk=reward_run_id) if reward_run_id else runs.order_by("-id")).first()
+    reward_run = (
+        runs.filter(pk=reward_run_id) if reward_run_id else overall_reward_runs().order_by("-id")
+    ).first()
     if reward_run is None:
         raise DomainError(
             "The gate needs a succeeded reward-model run.",
@@ -52,7 +71,7 @@ def gate_request(
     with transaction.atomic():
         gate = GateEvaluation.objects.create(
             candidate=candidate, baseline=baseline, reward_run=reward_run, prompt_count=prompts,
-            threshold=threshold,
+            threshold=threshold, max_kl_drift=max_kl_drift,
         )  # fmt: skip
         transaction.on_commit(lambda: _enqueue(gate.pk))
     return gate
@@ -92,6 +111,89 @@ def _gate_prompts(reward_run: TrainingRun, count: int) -> tuple[list[list[dict[s
     return list(chosen.values())[:count], held_out
 
 
+def _axis_reward_runs() -> dict[str, TrainingRun]:
+    """The newest succeeded per-axis reward model of each axis that has one."""
+    newest: dict[str, int] = {}
+    runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded")
+    for pk, axis in runs.order_by("-id").values_list("pk", "recipe__axis"):
+        if axis and axis not in newest:
+            newest[axis] = pk
+    found = TrainingRun.objects.select_related("base_policy").in_bulk(newest.values())
+    return {axis: found[pk] for axis, pk in sorted(newest.items())}
+
+
+def _rewards(
+    run: TrainingRun, prompts: list[list[dict[str, str]]], answers: Answers
+) -> dict[str, list[float]]:
+    """Each side's answers scored by the run's reward model, in (prompt, sample) order."""
+    score = reward_scorer(
+        Path(settings.ARTIFACTS_DIR) / run.artifact_path / "model",
+        resolve_model_path(run.base_policy.base_model),
+    )
+    return {
+        side: [score(prompt, g.text) for prompt, samples in zip(prompts, answers[side], strict=True)
+               for g in samples]
+        for side in SIDES
+    }  # fmt: skip
+
+
+def _drift(
+    gate: GateEvaluation, prompts: list[list[dict[str, str]]], answers: Answers
+) -> dict[str, Any]:
+    """The KL-drift metrics. Weights that cannot be loaded here leave the drift unmeasured, with
+    the reason, unless the gate has a limit on it: that must not pass unchecked, so it errors."""
+    samples = [
+        (prompt, g) for prompt, gs in zip(prompts, answers["candidate"], strict=True) for g in gs
+    ]
+    try:
+        return kl_drift(
+            candidate=target_for(gate.candidate), baseline=target_for(gate.baseline),
+            samples=samples,
+        )  # fmt: skip
+    except DriftUnavailable as exc:
+        if gate.max_kl_drift is not None:
+            raise DomainError(
+                f"KL drift cannot be measured ({exc}); the gate has max_kl_drift "
+                f"{gate.max_kl_drift}, so it cannot pass unchecked.", code="kl_drift_unavailable",
+            ) from exc  # fmt: skip
+        return {"kl_drift": None, "kl_drift_per_token": None, "kl_drift_unavailable": str(exc)}
+
+
+def _summary(
+    gate: GateEvaluation, held_out: int, answers: Answers, rewards: dict[str, list[float]],
+    axes: dict[str, tuple[TrainingRun, dict[str, list[float]]]], drift: dict[str, Any],
+) -> tuple[float, dict[str, Any], list[str]]:  # fmt: skip
+    """The win rate, the metrics, and the checks the candidate failed (none: it passes)."""
+    n = max(1, sum(len(samples) for samples in answers["candidate"]))
+    pairs = zip(rewards["candidate"], rewards["baseline"], strict=True)
+    win_rate = sum(1.0 if c > b else 0.5 if c == b else 0.0 for c, b in pairs) / n
+    mean = {side: sum(rewards[side]) / n for side in SIDES}
+    length = {side: sum(len(g.text) for gs in answers[side] for g in gs) / n for side in SIDES}
+    per_axis = {}
+    for axis, (run, scores) in axes.items():
+        axis_mean = {side: sum(scores[side]) / n for side in SIDES}
+        per_axis[axis] = {"reward_run": run.pk, "mean_reward": axis_mean,
+                          "delta": axis_mean["candidate"] - axis_mean["baseline"]}  # fmt: skip
+    failed_on = [] if win_rate >= gate.threshold else ["win_rate"]
+    # Written so that NaN fails too; a None drift reaches here only when there is no limit.
+    if gate.max_kl_drift is not None and not drift["kl_drift"] <= gate.max_kl_drift:
+        failed_on.append("kl_drift")
+    metrics = {
+        "prompts": len(answers["candidate"]),
+        "held_out_prompts": held_out,
+        "samples_per_prompt": GATE_SAMPLES,
+        "temperature": GATE_TEMPERATURE,
+        "mean_reward": mean,
+        "reward_delta": mean["candidate"] - mean["baseline"],
+        "mean_length": length,
+        "length_delta": length["candidate"] - length["baseline"],
+        "axes": per_axis,
+        **drift,
+        "failed_on": failed_on,
+    }
+    return win_rate, metrics, failed_on
+
+
 def gate_evaluate(*, gate_id: int) -> GateEvaluation:
     """Run the comparison and act on it. Idempotent: a finished gate is left as it is."""
     gate = GateEvaluation.objects.select_related(
@@ -111,55 +213,28 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
             side: backend.generate(target_for(policy), prompts, n=GATE_SAMPLES, sampling=sampling)
             for side, policy in (("candidate", gate.candidate), ("baseline", gate.baseline))
         }
-        base_model = resolve_model_path(gate.reward_run.base_policy.base_model)
-        score = reward_scorer(
-            Path(settings.ARTIFACTS_DIR) / gate.reward_run.artifact_path / "model", base_model
-        )
-        wins = 0.0
-        rewards: dict[str, list[float]] = {"candidate": [], "baseline": []}
-        lengths: dict[str, list[int]] = {"candidate": [], "baseline": []}
-        for i, prompt in enumerate(prompts):
-            for j in range(GATE_SAMPLES):
-                pair = {}
-                for side in rewards:
-                    text = answers[side][i][j].text
-                    pair[side] = score(prompt, text)
-                    rewards[side].append(pair[side])
-                    lengths[side].append(len(text))
-                delta = pair["candidate"] - pair["baseline"]
-                wins += 1.0 if delta > 0 else 0.5 if delta == 0 else 0.0
+        drift = _drift(gate, prompts, answers)  # first: an unmeasurable limit fails fast
+        rewards = _rewards(gate.reward_run, prompts, answers)
+        axes = {axis: (run, _rewards(run, prompts, answers))
+                for axis, run in _axis_reward_runs().items()}  # fmt: skip
     except Exception as exc:  # recorded on the gate; the active policy is untouched
         GateEvaluation.objects.filter(pk=gate.pk, status="pending").update(
             status=GateEvaluation.Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:4000],
             finished_at=timezone.now(),
         )  # fmt: skip
         raise
-    n = max(1, len(prompts) * GATE_SAMPLES)
-    mean = {side: sum(v) / n for side, v in rewards.items()}
-    length = {side: sum(v) / n for side, v in lengths.items()}
-    gate.win_rate = wins / n
-    gate.metrics = {
-        "prompts": len(prompts),
-        "held_out_prompts": held_out,
-        "samples_per_prompt": GATE_SAMPLES,
-        "temperature": GATE_TEMPERATURE,
-        "mean_reward": mean,
-        "reward_delta": mean["candidate"] - mean["baseline"],
-        "mean_length": length,
-        "length_delta": length["candidate"] - length["baseline"],
-    }
-    passed = gate.win_rate >= gate.threshold
+    gate.win_rate, gate.metrics, failed_on = _summary(gate, held_out, answers, rewards, axes, drift)
     with transaction.atomic():
         # Two deliveries of the job may both evaluate; only the first to record acts on it.
         if GateEvaluation.objects.select_for_update().get(pk=gate.pk).status != "pending":
             return GateEvaluation.objects.get(pk=gate.pk)
         gate.finished_at = timezone.now()
-        gate.status = GateEvaluation.Status.PASSED if passed else GateEvaluation.Status.FAILED
+        gate.status = GateEvaluation.Status.FAILED if failed_on else GateEvaluation.Status.PASSED
         gate.save(update_fields=["win_rate", "metrics", "status", "finished_at"])
-        if passed:
-            deployment_request(policy_id=gate.candidate_id)
-        else:
+        if failed_on:
             PolicyVersion.objects.filter(pk=gate.candidate_id).update(
                 status=PolicyVersion.Status.REJECTED
             )
+        else:
+            deployment_request(policy_id=gate.candidate_id)
     return gate

@@ -124,7 +124,10 @@ class GateEvaluation(models.Model):
     )  # fmt: skip
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     win_rate = models.FloatField(null=True, blank=True)
-    metrics = models.JSONField(default=dict, help_text="Mean rewards, reward delta, length delta.")
+    metrics = models.JSONField(
+        default=dict,
+        help_text="Mean rewards, reward and length deltas, per-axis deltas, KL drift, failed_on.",
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from annotation.rounds import rubric_current
@@ -63,6 +63,14 @@ POLICY_KINDS = {
     TrainingRun.Kind.DPO, TrainingRun.Kind.KTO, TrainingRun.Kind.SFT, TrainingRun.Kind.ONLINE_RL,
     TrainingRun.Kind.PRETRAIN,
 }  # fmt: skip
+
+
+def overall_reward_runs() -> QuerySet[TrainingRun]:
+    """Succeeded reward-model runs trained on the rankings (not on one 3H axis): the default
+    judge wherever one reward model is wanted."""
+    return TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded").filter(
+        Q(recipe__axis__isnull=True) | Q(recipe__axis=None)
+    )
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -198,7 +206,11 @@ def _online_rl_recipe(recipe: online_rl.OnlineRLRecipe) -> online_rl.OnlineRLRec
     runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded")
     pinned: dict[str, int] = {}
     if recipe.combine == "single":
-        found = runs.filter(pk=recipe.reward_run) if recipe.reward_run else runs.order_by("-id")
+        found = (
+            runs.filter(pk=recipe.reward_run)
+            if recipe.reward_run
+            else overall_reward_runs().order_by("-id")
+        )
         if (reward_run := found.first()) is None:
             errors["recipe.reward_run"] = ["No succeeded reward-model run."]
         else:
