@@ -2,36 +2,42 @@
 reward model → DPO → gate → deploy → next round, and measured by an oracle after every round.
 
 Simulated annotators act like people: each gets a token, leases tasks at ``/api/v1/tasks/next/``
-and submits judgments, as a rule oracle would give them (with ``noise``: the chance that it swaps
-two neighbouring ranks). The loop itself is the product's automatic rounds (``automation``): the
-first round is opened and automated through the API, and each further round is opened by the
-automation when the one before it is through the gate.
+and submits judgments, as a judge would give them (with ``noise``: the chance that it swaps two
+neighbouring ranks). The judge is the rule oracle, or a reward model trained earlier (RLAIF-style:
+a learned judge labels the data, and its mistakes are trained on). The loop itself is the
+product's automatic rounds (``automation``): the first round is opened and automated through the
+API, and each further round is opened by the automation when the one before it is through the
+gate.
 
 Jobs (generation, training, gate, deployment) are done either by running workers (``--url`` of a
 running server, e.g. ``make demo``) or, by default, in this process through the same services a
 worker calls, so the command needs nothing else running. After each round the oracle compares the
 serving policy with the one before and with round 0's on held-out questions (sampled answers at
-temperature 1; ties count half) and counts right and rude answers.
+temperature 1; ties count half) and counts right and rude answers, whichever judge labelled the
+round; it also says how often the judge agreed with it (``judge_agreement``).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 import secrets
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from annotation.generation import round_generate
 from annotation.models import Round
 from feedback import synthetic
-from feedback.generation import Sampling, get_backend, target_for
+from feedback.generation import Sampling, get_backend, resolve_model_path, target_for
 from feedback.models import Deployment, PolicyVersion
 from feedback.policies import deployment_run
 from feedback.roles import Role, role_grant
@@ -40,6 +46,7 @@ from .automation import automation_advance
 from .gate import gate_evaluate
 from .models import Automation, GateEvaluation, TrainingRun
 from .runs import training_run_execute
+from .trainers.common import reward_scorer
 
 # Recipes that make the tiny model's loop learn, found by experiment on a 2-core CPU: full
 # fine-tuning (LoRA adapters on a model this small barely move it), DPO with an SFT term on the
@@ -54,20 +61,135 @@ TINY_REWARD_RECIPE: dict[str, Any] = {
 }  # fmt: skip
 
 
+# A simulated annotator's judge: (the leased task, as the API gives it; rng) → a judgment body.
+Judge = Callable[[dict[str, Any], random.Random], dict[str, Any]]
+Scorer = Callable[[list[dict[str, str]], str], float]
+JUDGES = ("oracle", "reward")
+
+
+class SimulationError(ValueError):
+    """``simulate`` cannot start with these arguments; raised before anything is written."""
+
+
+def _with_noise(ranking: list[list[int]], noise: float, rng: random.Random) -> list[list[int]]:
+    """A careless annotator's mistake: with probability ``noise``, two neighbouring groups swap."""
+    if len(ranking) > 1 and rng.random() < noise:
+        i = rng.randrange(len(ranking) - 1)
+        ranking[i], ranking[i + 1] = ranking[i + 1], ranking[i]
+    return ranking
+
+
 def oracle_judgment(
     question: str, completions: list[dict[str, Any]], noise: float, rng: random.Random
 ) -> dict[str, Any]:
     texts = {c["id"]: c["text"] for c in completions}
-    ranking = synthetic.oracle_ranking(question, texts)
-    if len(ranking) > 1 and rng.random() < noise:
-        i = rng.randrange(len(ranking) - 1)
-        ranking[i], ranking[i + 1] = ranking[i + 1], ranking[i]
+    ranking = _with_noise(synthetic.oracle_ranking(question, texts), noise, rng)
     return {
         "ranking": ranking,
         "scores": {str(cid): synthetic.oracle_scores(question, t) for cid, t in texts.items()},
         "strength": "better" if len(ranking[0]) == 1 else "",
         "time_spent_ms": 0,
     }
+
+
+def reward_judgment(
+    *,
+    prompt: list[dict[str, str]],
+    completions: list[dict[str, Any]],
+    rubric: dict[str, Any],
+    score: Scorer,
+    noise: float,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """A reward model's judgment of one task, in the shape a person submits.
+
+    * ranking: the completions by reward, higher first, equal rewards tied in one group; then
+      ``noise`` as for the oracle (two neighbouring groups swap).
+    * scores: one reward cannot say on which axis an answer is good, so every axis gets the same
+      score: the task's rewards min-max mapped onto the axis's scale (lowest → min, highest →
+      max, rounded; all equal → the middle).
+    * strength (best vs second, when one is best): the Bradley-Terry view the reward model was
+      trained under, ``2·P(best beats second) - 1 = tanh(gap / 2)`` in [0, 1), as the rubric's
+      label with the nearest margin (a gap of 0.5 is "slightly better", 4 "significantly").
+    """
+    rewards = {c["id"]: score(prompt, c["text"]) for c in completions}
+    groups: dict[float, list[int]] = {}
+    for cid, reward in rewards.items():
+        groups.setdefault(reward, []).append(cid)
+    ranked = [sorted(groups[reward]) for reward in sorted(groups, reverse=True)]
+    ranking = _with_noise(ranked, noise, rng)
+
+    low_reward, high_reward = min(rewards.values()), max(rewards.values())
+    scores: dict[str, dict[str, int]] = {}
+    for cid, reward in rewards.items():
+        share = (
+            (reward - low_reward) / (high_reward - low_reward) if high_reward > low_reward else 0.5
+        )
+        scores[str(cid)] = {
+            axis["key"]: int(axis["min"]) + round(share * (int(axis["max"]) - int(axis["min"])))
+            for axis in rubric["axes"]
+        }
+
+    strength = ""
+    if len(ranking[0]) == 1:
+        gap = max(0.0, rewards[ranking[0][0]] - rewards[ranking[1][0]])
+        confidence = math.tanh(gap / 2)
+        nearest = min(rubric["strength_labels"], key=lambda s: abs(s["margin"] - confidence))
+        strength = nearest["key"]
+    return {"ranking": ranking, "scores": scores, "strength": strength, "time_spent_ms": 0}
+
+
+def judge_load(*, judge: str, reward_run_id: int | None, noise: float) -> tuple[str, Judge]:
+    """The judge's name for the report (``oracle``, ``reward:ID``) and the judge itself; a
+    reward run must be a succeeded reward-model run. Its model is loaded here, once."""
+    if judge not in JUDGES:
+        raise SimulationError(f"Unknown judge {judge!r}; one of: {', '.join(JUDGES)}.")
+    if judge == "oracle":
+        if reward_run_id is not None:
+            raise SimulationError("A reward run is only for the reward judge, not the oracle.")
+        return "oracle", lambda task, rng: oracle_judgment(
+            task["prompt"]["messages"][-1]["content"], task["completions"], noise, rng
+        )
+    if reward_run_id is None:
+        raise SimulationError("The reward judge needs a reward run: a succeeded reward-model run.")
+    run = TrainingRun.objects.select_related("base_policy").filter(pk=reward_run_id).first()
+    if run is None:
+        raise SimulationError(f"Training run {reward_run_id} does not exist.")
+    if run.kind != TrainingRun.Kind.REWARD:
+        raise SimulationError(f"Training run {run.pk} is a {run.kind} run, not a reward model.")
+    if run.status != TrainingRun.Status.SUCCEEDED:
+        raise SimulationError(f"Reward run {run.pk} is {run.status}, not succeeded.")
+    score = reward_scorer(
+        Path(settings.ARTIFACTS_DIR) / run.artifact_path / "model",
+        resolve_model_path(run.base_policy.base_model),
+    )
+
+    def by_reward(task: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        # Role and content only: the chat template should see what the reward model trained on.
+        prompt = [{"role": m["role"], "content": m["content"]} for m in task["prompt"]["messages"]]
+        return reward_judgment(
+            prompt=prompt, completions=task["completions"], rubric=task["rubric"],
+            score=score, noise=noise, rng=rng,
+        )  # fmt: skip
+
+    return f"reward:{run.pk}", by_reward
+
+
+def oracle_agreement(
+    *, question: str, texts: dict[int, str], ranking: list[list[int]]
+) -> tuple[float, int]:
+    """How far a judged ranking agrees with the oracle's, over the pairs the oracle ranks apart:
+    1 for each the judge orders the same way, half for one it ties (as win rates count ties),
+    0 for one it reverses. Returns (agreed, pairs); a coin-flipping judge agrees on half."""
+    place = {cid: i for i, group in enumerate(ranking) for cid in group}
+    truth = synthetic.oracle_ranking(question, texts)
+    agreed, pairs = 0.0, 0
+    for better_group, worse_group in itertools.combinations(truth, 2):
+        for better, worse in itertools.product(better_group, worse_group):
+            ours, theirs = place[better], place[worse]  # the judge's groups: lower is better
+            agreed += 1.0 if ours < theirs else 0.5 if ours == theirs else 0.0
+            pairs += 1
+    return agreed, pairs
 
 
 def _sampled(policy: PolicyVersion, questions: list[str], samples: int) -> list[list[str]]:
@@ -182,6 +304,8 @@ def simulate(
     k: int = 4,
     annotators: int = 1,
     noise: float = 0.0,
+    judge: str = "oracle",
+    judge_reward_run: int | None = None,
     eval_prompts: int = 48,
     seed: int = 0,
     policy_recipe: dict[str, Any] | None = None,
@@ -192,16 +316,16 @@ def simulate(
     report: Callable[[dict[str, Any]], None] = lambda row: None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run ``rounds`` automatic rounds with ``annotators`` simulated annotators; one row each."""
+    """Run ``rounds`` automatic rounds with ``annotators`` simulated annotators; one row each.
+
+    ``judge`` is who the annotators ask: ``oracle`` (the rule oracle) or ``reward`` (the reward
+    model of the succeeded reward run ``judge_reward_run``); the oracle measures either way.
+    """
     from tqdm import tqdm
 
+    judge_name, judge_fn = judge_load(judge=judge, reward_run_id=judge_reward_run, noise=noise)
     rng = random.Random(seed)
     round0 = PolicyVersion.objects.get(status=PolicyVersion.Status.ACTIVE)
-    admin = ApiClient(_user_with_token("simulated-admin", Role.ADMIN), url)
-    people = [
-        ApiClient(_user_with_token(f"simulated-annotator-{i + 1}", Role.ANNOTATOR), url)
-        for i in range(annotators)
-    ]
     held_out = synthetic.prompts(eval_prompts, seed=seed + 10_000)
     tag = f"simulate-{seed}-{secrets.token_hex(3)}"
     wanted = rounds * prompts_per_round
@@ -210,8 +334,14 @@ def simulate(
     )
     pool = [q for q in drawn if q not in held_out][:wanted]
     if len(pool) < wanted:
-        raise ValueError(f"The synthetic task has {len(pool)} questions besides the held-out "
-                         f"ones, not {wanted}: fewer rounds or prompts per round.")  # fmt: skip
+        raise SimulationError(f"The synthetic task has {len(pool)} questions besides the "
+                              f"held-out ones, not {wanted}: fewer rounds or prompts per "
+                              "round.")  # fmt: skip
+    admin = ApiClient(_user_with_token("simulated-admin", Role.ADMIN), url)
+    people = [
+        ApiClient(_user_with_token(f"simulated-annotator-{i + 1}", Role.ANNOTATOR), url)
+        for i in range(annotators)
+    ]
     lines = "\n".join(json.dumps({"prompt": q, "tags": [tag]}) for q in pool)
     admin.call("POST", "/api/v1/prompts/import/", content=lines.encode(),
                headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
@@ -250,7 +380,7 @@ def simulate(
         wait(f"/api/v1/rounds/{round_id}/", lambda body: body["status"] != "generating")
         bar.set_postfix_str("annotating")
         mark = time.perf_counter()
-        judgments = _annotate_round(people, noise, rng)
+        judgments, agreement = _annotate_round(people, judge_fn, rng)
         annotate_s = time.perf_counter() - mark
         bar.set_postfix_str("training")
         automation = wait(
@@ -268,6 +398,8 @@ def simulate(
             "round": number,
             "policy": serving.name,
             "judgments": judgments,
+            "judge": judge_name,
+            "judge_agreement": agreement,
             "pairs": sum(row_obj.snapshot.manifest["rows"].values()),
             "reward_accuracy": row_obj.reward_run.metrics.get("eval_accuracy"),
             "gate": {"status": row_obj.gate.status, "win_rate": row_obj.gate.win_rate},
@@ -288,9 +420,14 @@ def simulate(
     return results
 
 
-def _annotate_round(people: list[ApiClient], noise: float, rng: random.Random) -> int:
-    """Annotators take turns, one task each, until no one is given a task; returns judgments."""
+def _annotate_round(
+    people: list[ApiClient], judge: Judge, rng: random.Random
+) -> tuple[int, float | None]:
+    """Annotators take turns, one task each, until no one is given a task. Returns the number of
+    judgments, and the share of their pairs on which the judge agreed with the oracle (see
+    ``oracle_agreement``; None when the oracle ranked no pair apart)."""
     done = 0
+    agreed, pairs = 0.0, 0
     waiting = list(people)
     while waiting:
         for person in list(waiting):
@@ -298,8 +435,13 @@ def _annotate_round(people: list[ApiClient], noise: float, rng: random.Random) -
             if status == 204 or not task:
                 waiting.remove(person)
                 continue
-            question = task["prompt"]["messages"][-1]["content"]
-            body = oracle_judgment(question, task["completions"], noise, rng)
+            body = judge(task, rng)
             person.call("POST", f"/api/v1/assignments/{task['assignment']}/submit/", body)
             done += 1
-    return done
+            task_agreed, task_pairs = oracle_agreement(
+                question=task["prompt"]["messages"][-1]["content"],
+                texts={c["id"]: c["text"] for c in task["completions"]},
+                ranking=body["ranking"],
+            )
+            agreed, pairs = agreed + task_agreed, pairs + task_pairs
+    return done, round(agreed / pairs, 4) if pairs else None

@@ -1,16 +1,21 @@
 """`simulate`: automatic rounds with simulated annotators through the REST API, one JSON line a
-round with judgments, pairs, reward-model accuracy, gate, oracle win rates and stage times."""
+round with judgments, pairs, reward-model accuracy, gate, oracle win rates and stage times; the
+annotators' judge is the rule oracle or a reward model, and the row says how often it agreed with
+the oracle."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from annotation.models import Judgment, Round
 from feedback.models import PolicyVersion
-from training.models import Automation
+from training.models import Automation, TrainingRun
+from training.simulate import SimulationError, oracle_agreement, reward_judgment, simulate
 
 pytestmark = pytest.mark.django_db
 
@@ -41,3 +46,63 @@ def test_two_rounds_of_the_loop_with_three_annotators(tiny_policy, capsys):
     active = PolicyVersion.objects.get(status="active")
     assert active == second.policy_run.produced_policy
     assert active.parent == first.policy_run.produced_policy
+
+
+def test_a_reward_model_judges_a_round_and_the_oracle_says_how_well(tiny_policy):
+    quick = {"prompts_per_round": 24, "k": 4, "eval_prompts": 4, "gate_threshold": 0.0,
+             "policy_recipe": {"max_steps": 2}}  # fmt: skip
+    # An oracle-judged round leaves a succeeded reward model behind; the oracle agrees with itself.
+    [first] = simulate(rounds=1, seed=2, **quick)
+    assert first["judge"] == "oracle" and first["judge_agreement"] == 1.0
+    reward_run = TrainingRun.objects.get(kind="reward", status="succeeded")
+    policy_run = TrainingRun.objects.get(kind="dpo")
+    with pytest.raises(SimulationError, match="not a reward model"):
+        simulate(rounds=1, seed=3, judge="reward", judge_reward_run=policy_run.pk, **quick)
+
+    [row] = simulate(rounds=1, seed=3, judge="reward", judge_reward_run=reward_run.pk, **quick)
+    assert row["judge"] == f"reward:{reward_run.pk}" and row["judgments"] > 0
+    # This tiny reward model learns rudeness well but arithmetic hardly at all, so on the pairs the
+    # oracle ranks apart it agrees on about two in three: 0.54-0.76 over 14 seed pairs and recipes
+    # tried, 0.68-0.70 for these seeds (a coin flip scores 0.5, a copy of the oracle 1.0).
+    assert 0.5 < row["judge_agreement"] < 0.95
+    for key in ("win_rate_vs_previous", "win_rate_vs_round0", "correctness", "rudeness"):
+        assert 0.0 <= row[key] <= 1.0  # the oracle still measured the round
+    # What the annotators submitted is the reward model's: one score on every axis (see
+    # reward_judgment).
+    judged = Judgment.objects.filter(task__round=Round.objects.latest("number"))
+    assert judged.count() == row["judgments"]
+    assert all(len(set(axes.values())) == 1 for j in judged for axes in j.scores.values())
+
+
+def test_reward_judgment_ranks_by_reward_and_maps_it_onto_the_rubric():
+    rubric = {
+        "axes": [{"key": "helpful", "min": 1, "max": 7}, {"key": "harmless", "min": 1, "max": 7}],
+        "strength_labels": [
+            {"key": "significantly_better", "margin": 1.0}, {"key": "better", "margin": 0.6667},
+            {"key": "slightly_better", "margin": 0.3333}, {"key": "negligibly_better", "margin": 0},
+        ],
+    }  # fmt: skip
+    rewards = {"a": 3.0, "b": 1.0, "c": 1.0, "d": -1.0}
+    completions = [{"id": i, "text": text} for i, text in enumerate(rewards, start=1)]
+    body = reward_judgment(
+        prompt=[{"role": "user", "content": "q"}], completions=completions, rubric=rubric,
+        score=lambda prompt, text: rewards[text], noise=0.0, rng=random.Random(0),
+    )  # fmt: skip
+    assert body["ranking"] == [[1], [2, 3], [4]]  # equal rewards tie
+    # Min-max onto 1-7, the same on every axis: 3.0 → 7, 1.0 → 4, -1.0 → 1.
+    expected = {"1": 7, "2": 4, "3": 4, "4": 1}
+    assert body["scores"] == {cid: {"helpful": v, "harmless": v} for cid, v in expected.items()}
+    assert body["strength"] == "better"  # tanh(2 / 2) = 0.76, nearest 0.6667
+
+    # Against the oracle: the same order agrees, a tie is half, the reverse disagrees.
+    texts = {1: "4. Happy to help!", 2: "5. Happy to help!"}
+    for ranking, share in (([[1], [2]], 1.0), ([[1, 2]], 0.5), ([[2], [1]], 0.0)):
+        agreed, pairs = oracle_agreement(question="What is 2 + 2?", texts=texts, ranking=ranking)
+        assert (agreed / pairs, pairs) == (share, 1)
+
+
+def test_the_command_refuses_a_reward_judge_without_a_usable_run():
+    with pytest.raises(CommandError, match="--judge reward needs --judge-reward-run"):
+        call_command("simulate", "--judge", "reward")
+    with pytest.raises(CommandError, match=r"^Training run 999999 does not exist\.$"):
+        call_command("simulate", "--judge", "reward", "--judge-reward-run", "999999")

@@ -5,21 +5,38 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from training.simulate import simulate
+from training.simulate import JUDGES, SimulationError, simulate
 
 
 class Command(BaseCommand):
     help = (
-        "Run N automatic rounds on the serving (tiny) policy with simulated oracle annotators "
-        "through the REST API; print one JSON line per round."
+        "Run N automatic rounds on the serving (tiny) policy with simulated annotators (judged "
+        "by the rule oracle or a reward model) through the REST API; print one JSON line per "
+        "round."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--rounds", type=int, default=3)
         parser.add_argument("--annotators", type=int, default=1)
-        parser.add_argument("--noise", type=float, default=0.0, help="Oracle mistake rate.")
+        parser.add_argument(
+            "--noise", type=float, default=0.0, help="The judge's mistake rate (a neighbour swap)."
+        )
+        parser.add_argument(
+            "--judge",
+            choices=JUDGES,
+            default="oracle",
+            help="Who the annotators ask: the rule oracle, or a reward model (--judge-reward-run). "
+            "The oracle measures every round either way.",
+        )
+        parser.add_argument(
+            "--judge-reward-run",
+            type=int,
+            default=None,
+            metavar="ID",
+            help="The succeeded reward-model training run that judges, with --judge reward.",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--prompts", type=int, default=64, help="Prompts per round.")
         parser.add_argument("--k", type=int, default=4, help="Completions per task.")
@@ -39,11 +56,20 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(row))
             self.stdout.flush()
 
-        simulate(
-            rounds=options["rounds"], prompts_per_round=options["prompts"], k=options["k"],
-            annotators=options["annotators"], noise=options["noise"],
-            eval_prompts=options["eval_prompts"], seed=options["seed"],
-            policy_recipe=options["recipe"], reward_recipe=options["reward_recipe"],
-            gate_threshold=options["gate_threshold"], url=options["url"], report=report,
-            progress=True,
-        )  # fmt: skip
+        # The flags' names in the message a user sees; simulate() checks the rest (the run).
+        if options["judge"] == "reward" and options["judge_reward_run"] is None:
+            raise CommandError("--judge reward needs --judge-reward-run ID (a reward-model run).")
+        if options["judge"] == "oracle" and options["judge_reward_run"] is not None:
+            raise CommandError("--judge-reward-run is only for --judge reward.")
+        try:
+            simulate(
+                rounds=options["rounds"], prompts_per_round=options["prompts"], k=options["k"],
+                annotators=options["annotators"], noise=options["noise"],
+                judge=options["judge"], judge_reward_run=options["judge_reward_run"],
+                eval_prompts=options["eval_prompts"], seed=options["seed"],
+                policy_recipe=options["recipe"], reward_recipe=options["reward_recipe"],
+                gate_threshold=options["gate_threshold"], url=options["url"], report=report,
+                progress=True,
+            )  # fmt: skip
+        except SimulationError as exc:
+            raise CommandError(str(exc)) from exc
