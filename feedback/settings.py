@@ -206,6 +206,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several choice sets share the field name "kind": name each one.
+    "ENUM_NAME_OVERRIDES": {
+        "TrainingRunKindEnum": "training.models.TrainingRun.Kind",
+        "SnapshotKindEnum": "training.models.DatasetSnapshot.Kind",
+        "SnapshotRequestKindEnum": "training.snapshot_api.SNAPSHOT_REQUEST_KINDS",
+    },
 }
 
 # Memory of the serving or training device, for the registry's fit warnings (0: unknown).

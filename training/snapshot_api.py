@@ -31,6 +31,15 @@ from .snapshots import (
 )
 
 ERROR = error_schema()
+# What POST snapshots/ cuts from judgments; a text corpus is uploaded at snapshots/text/.
+SNAPSHOT_REQUEST_KINDS = [
+    (kind.value, kind.label)
+    for kind in (
+        DatasetSnapshot.Kind.PREFERENCE,
+        DatasetSnapshot.Kind.SFT,
+        DatasetSnapshot.Kind.KTO,
+    )
+]
 
 
 def _too_large() -> DomainError:
@@ -73,9 +82,7 @@ class SnapshotListApi(APIView):
 
     class SnapshotInputSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(
-            choices=[
-                DatasetSnapshot.Kind.PREFERENCE, DatasetSnapshot.Kind.SFT, DatasetSnapshot.Kind.KTO
-            ],
+            choices=SNAPSHOT_REQUEST_KINDS,
             help_text="preference pairs, SFT prompt-completion rows, or KTO unpaired rows; a "
             "text corpus is uploaded at snapshots/text/.",
         )  # fmt: skip

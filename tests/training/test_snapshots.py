@@ -101,6 +101,10 @@ def test_kto_rows_label_the_best_desirable_and_the_worst_not(api, admin, annotat
     assert snapshot["manifest"]["columns"] == ["prompt", "completion", "label"]
     rows = rows_of(snapshot)
     assert len(rows) == 6 * 2  # the middle answer of three says nothing on its own
+    folder = Path(settings.ARTIFACTS_DIR) / snapshot["path"]
+    for split in ("train", "eval"):  # a prompt's hash decides its split: never in both
+        for line in (folder / f"{split}.jsonl").read_text().splitlines():
+            assert is_eval(json.loads(line)["prompt"], 0.1) == (split == "eval")
     for row in rows:
         question = row["prompt"][-1]["content"]
         scores = synthetic.oracle_scores(question, row["completion"][0]["content"])
@@ -152,6 +156,12 @@ def test_a_corpus_uploads_as_documents_split_by_hash_and_is_never_rewritten(api,
     assert again["id"] != body["id"] and again["path"] != body["path"]
     assert again["sha256"] == body["sha256"] and again["filters"]["corpus"] == "zorblats.txt"
     assert DatasetSnapshot.objects.get(pk=body["id"]).sha256 == digest
+    assert (
+        digest
+        == hashlib.sha256(
+            (folder / "train.jsonl").read_bytes() + (folder / "eval.jsonl").read_bytes()
+        ).hexdigest()
+    )
 
 
 def _upload(name: str, data: bytes):
