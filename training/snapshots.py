@@ -84,7 +84,10 @@ def _snapshot_write(
             digest.update((staging / f"{split}.jsonl").read_bytes())
         manifest = {
             "rows": counts,
-            "prompts": {split: len(p) for split, p in prompts.items()},
+            # distinct prompts (or documents) per split
+            {"prompt": "prompts", "text": "documents"}[split_on]: {
+                split: len(p) for split, p in prompts.items()
+            },
             "sha256": digest.hexdigest(),
             "rubric_versions": sorted(rubrics),
             "source_rounds": sorted(source_rounds),

@@ -282,7 +282,7 @@ def test_admin_uploads_a_corpus_and_starts_continued_pretraining_on_it(
     snapshot = DatasetSnapshot.objects.get()
     rows = snapshot.manifest["rows"]
     page.get_by_text(f"Snapshot {snapshot.pk}: {rows['train']} documents to train on").wait_for()
-    assert rows["train"] + rows["eval"] == 30
+    assert rows["train"] + rows["eval"] == 30 == sum(snapshot.manifest["documents"].values())
 
     page.get_by_label("continued pre-training on a plain-text corpus", exact=True).check()
     page.get_by_label("Data").select_option(str(snapshot.pk))
