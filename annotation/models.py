@@ -103,9 +103,20 @@ class Round(models.Model):
         default=0, help_text="Prompts left out: no K valid, distinct completions after retries."
     )
     generation_error = models.TextField(blank=True, help_text="Why generation stopped, if it did.")
+    # Gold tasks (annotation/gold.py): a share of each annotator's leases goes to this round's
+    # gold tasks, which look like any other task on the page.
+    gold_rate = models.FloatField(
+        default=0.1, help_text="Share of an annotator's tasks drawn from the round's gold tasks."
+    )
+    gold_count = models.PositiveIntegerField(
+        default=0, help_text="Gold tasks in this round (kept by the gold service)."
+    )
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0, gold_rate__lte=1), name="round_gold_rate_range"
+            ),
             models.CheckConstraint(condition=Q(k__gte=2, k__lte=16), name="round_k_range"),
             models.CheckConstraint(
                 condition=Q(overlap__gte=1, overlap__lte=50), name="round_overlap_range"
@@ -132,6 +143,16 @@ class ComparisonTask(models.Model):
     submitted_count = models.PositiveSmallIntegerField(default=0)
     leased_count = models.PositiveSmallIntegerField(default=0)
     leases_expire_at = models.DateTimeField(null=True, blank=True)
+    gold_ranking = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Gold tasks only: the reference ranking, groups of completion ids best first.",
+    )
+    gold_scores = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Gold tasks only, optional: reference {completion id: {axis: score}}.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -160,6 +181,10 @@ class ComparisonTask(models.Model):
     @property
     def is_complete(self) -> bool:
         return self.submitted_count >= self.overlap
+
+    @property
+    def is_gold(self) -> bool:
+        return self.gold_ranking is not None
 
 
 class TaskCompletion(models.Model):
@@ -251,7 +276,11 @@ class Judgment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["task"], name="judgment_task")]
+        indexes = [
+            models.Index(fields=["task"], name="judgment_task"),
+            # Exports stream judgments in this order, and filter on the date range.
+            models.Index(fields=["created_at", "id"], name="judgment_created"),
+        ]
 
     def __str__(self) -> str:
         return f"Judgment {self.pk}"
@@ -277,3 +306,38 @@ class Demonstration(models.Model):
 
     def __str__(self) -> str:
         return f"Demonstration {self.pk}"
+
+
+class ExportJob(models.Model):
+    """An export written to a file by a worker, for exports too large for one request."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    format = models.CharField(max_length=32, help_text="Export format (annotation/exports.py).")
+    file_format = models.CharField(max_length=16, help_text="jsonl or parquet.")
+    filters = models.JSONField(default=dict, help_text="The filters, as the API received them.")
+    pseudonymous = models.BooleanField(
+        default=True, help_text="Annotators as keyed hashes (false only on an admin's request)."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress_done = models.PositiveBigIntegerField(default=0, help_text="Judgments read so far.")
+    progress_total = models.PositiveBigIntegerField(default=0, help_text="Judgments to read.")
+    rows = models.PositiveBigIntegerField(default=0, help_text="Rows written.")
+    path = models.CharField(max_length=500, blank=True, help_text="File under ARTIFACTS_DIR.")
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Export {self.pk} ({self.format}, {self.file_format})"

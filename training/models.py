@@ -17,6 +17,7 @@ class DatasetSnapshot(models.Model):
         SFT = "sft", "prompt-completion (SFT)"
         KTO = "kto", "unpaired desirable / undesirable completions (KTO)"
         TEXT = "text", "plain-text corpus (continued pre-training)"
+        EXPORT = "export", "a frozen export in one of the research formats"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     filters = models.JSONField(default=dict, help_text="The filters it was cut with (rounds, …).")
