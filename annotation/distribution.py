@@ -22,6 +22,9 @@ How ``task_next_for_annotator`` decides, step by step::
     free slot now? ── no ─► try the next candidate (bounded)
       │ yes
       ▼
+    a gold task of that round due for this annotator (``gold_due``)? ─► lease
+      │                                          that one instead (gold tasks are never candidates
+      ▼                                          above, and are served only among real work)
     lease it: reuse this annotator's old (expired) assignment row if there is one, else insert;
     leased_count += 1; commit. The row lock plus the check constraint
     ``submitted_count + leased_count ≤ overlap`` make over-assignment impossible.
@@ -33,13 +36,14 @@ so the counters on the task row are exact for whoever holds it. On SQLite (the e
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from feedback.errors import DomainError
@@ -47,6 +51,21 @@ from feedback.errors import DomainError
 from .models import Assignment, ComparisonTask, Round, TaskCompletion
 
 MAX_CANDIDATES_TRIED = 20
+
+
+def gold_due(*, annotator_id: int, judged: int, gold_judged: int, rate: float) -> bool:
+    """Whether an annotator's next task should be a gold one.
+
+    The draw is pseudo-random, seeded by the annotator and how many tasks they have judged, so
+    gold tasks come at no pattern an annotator could learn, yet the same state always gives the
+    same answer (a retried lease request is served the same kind of task). A guard keeps the
+    share near ``rate`` whatever the draws: never more than ``rate`` of the tasks so far plus one.
+    """
+    if rate <= 0:
+        return False
+    if gold_judged + 1 > rate * (judged + 1) + 1:
+        return False
+    return random.Random(f"gold:{annotator_id}:{judged}").random() < rate
 
 
 @dataclass(frozen=True)
@@ -109,10 +128,11 @@ def task_next_for_annotator(
             return LeasedTask(assignment=held, task=held.task, slots=_slots(held.task))
 
         mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+        open_tasks = ComparisonTask.objects.filter(
+            round__status=Round.Status.OPEN, submitted_count__lt=F("overlap")
+        )
         candidates = (
-            ComparisonTask.objects.filter(
-                round__status=Round.Status.OPEN, submitted_count__lt=F("overlap")
-            )
+            open_tasks.filter(gold_ranking__isnull=True)
             .filter(
                 Q(submitted_count__lt=F("overlap") - F("leased_count"))
                 | Q(leases_expire_at__lte=now)
@@ -135,11 +155,46 @@ def task_next_for_annotator(
             if task.leases_expire_at is not None and task.leases_expire_at <= now:
                 task_reclaim_expired_leases(task=task, now=now)
             if task.submitted_count + task.leased_count < task.overlap:
-                return _lease(task=task, annotator=annotator, now=now)
+                gold = _gold_instead(task=task, annotator=annotator, open_tasks=open_tasks)
+                return _lease(task=gold or task, annotator=annotator, now=now)
             # A stale lower bound with no lapsed lease behind it: store the exact one and move on.
             task.save(update_fields=["leased_count", "leases_expire_at"])
             tried.append(task.pk)
     return None
+
+
+def _gold_instead(
+    *, task: ComparisonTask, annotator: AbstractBaseUser, open_tasks: QuerySet[ComparisonTask]
+) -> ComparisonTask | None:
+    """A gold task of ``task``'s round for this annotator, if one is due (``annotation.gold``).
+
+    Gold is mixed only into real work: when no ordinary task is left, none is served, so a
+    queue never ends in a run of tasks that would give gold away. Rounds without gold tasks
+    (``gold_count`` 0) cost no query.
+    """
+    round_ = task.round
+    if round_.gold_count == 0 or round_.gold_rate <= 0:
+        return None
+    done = Assignment.objects.filter(
+        annotator=annotator, task__round=round_, status=Assignment.Status.SUBMITTED
+    ).aggregate(all=Count("pk"), gold=Count("pk", filter=Q(task__gold_ranking__isnull=False)))
+    if not gold_due(
+        annotator_id=annotator.pk, judged=done["all"], gold_judged=done["gold"],
+        rate=round_.gold_rate,
+    ):  # fmt: skip
+        return None
+    mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+    gold = (
+        open_tasks.filter(round=round_, gold_ranking__isnull=False)
+        .filter(submitted_count__lt=F("overlap") - F("leased_count"))
+        .exclude(Exists(mine.exclude(status=Assignment.Status.EXPIRED)))
+        .annotate(my_assignment_id=Subquery(mine.values("pk")[:1]))
+        .select_related("prompt", "round__rubric")
+        .order_by("id")
+        .select_for_update(skip_locked=True, of=("self",))
+        .first()
+    )
+    return gold
 
 
 def _lease(*, task: ComparisonTask, annotator: AbstractBaseUser, now: datetime) -> LeasedTask:

@@ -148,12 +148,18 @@ def round_close(*, round_id: int) -> Round:
 
 
 def round_progress(*, round_: Round) -> dict[str, int]:
-    """Task and judgment counts for one round (one query for tasks, one for live leases)."""
+    """Task and judgment counts for one round (one query for tasks, one for live leases).
+
+    Gold tasks (judged by everyone, ``annotation.gold``) are counted apart: they are not work
+    the round has to finish."""
+    ordinary = Q(gold_ranking__isnull=True)
     tasks = ComparisonTask.objects.filter(round=round_).aggregate(
-        tasks=Count("pk"),
-        complete=Count("pk", filter=Q(submitted_count__gte=F("overlap"))),
-        judgments=Sum("submitted_count", default=0),
-        target=Sum("overlap", default=0),
+        tasks=Count("pk", filter=ordinary),
+        complete=Count("pk", filter=ordinary & Q(submitted_count__gte=F("overlap"))),
+        judgments=Sum("submitted_count", default=0, filter=ordinary),
+        target=Sum("overlap", default=0, filter=ordinary),
+        gold_tasks=Count("pk", filter=~ordinary),
+        gold_judgments=Sum("submitted_count", default=0, filter=~ordinary),
     )
     leased = Assignment.objects.filter(
         task__round=round_, status=Assignment.Status.LEASED, lease_expires_at__gt=timezone.now()
@@ -167,7 +173,9 @@ def round_stats(*, round_: Round, hours: int = 24) -> dict[str, Any]:
     live = Assignment.objects.filter(
         task=OuterRef("pk"), status=Assignment.Status.LEASED, lease_expires_at__gt=now
     )
-    tasks = ComparisonTask.objects.filter(round=round_).annotate(leased_now=Exists(live))
+    tasks = ComparisonTask.objects.filter(round=round_, gold_ranking__isnull=True).annotate(
+        leased_now=Exists(live)
+    )
     by_state = tasks.aggregate(
         complete=Count("pk", filter=Q(submitted_count__gte=F("overlap"))),
         in_progress=Count("pk", filter=Q(submitted_count__gt=0, submitted_count__lt=F("overlap"))),

@@ -235,6 +235,14 @@ TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
 # Task distribution (DESIGN §4).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30 * 60)
 
+# Annotation quality (annotation/quality.py): trust is a share of agreeing pairs in [0, 1]; an
+# annotator below TRUST_REVIEW_BELOW with at least TRUST_MIN_PAIRS pairs of evidence is flagged.
+TRUST_REVIEW_BELOW = float(env_str("TRUST_REVIEW_BELOW", "0.6"))
+TRUST_MIN_PAIRS = env_int("TRUST_MIN_PAIRS", 10)
+
+# Exports (annotation/exports.py): files written by export jobs live under ARTIFACTS_DIR/exports.
+EXPORT_BATCH_ROWS = env_int("EXPORT_BATCH_ROWS", 5000)
+
 # Celery: Redis or RabbitMQ through CELERY_BROKER_URL; otherwise a broker on the filesystem under
 # var/, which needs no server and suits one machine with one worker.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from annotation.api import demonstrations, exports, imports, rounds, tasks
+from annotation.api import demonstrations, exports, gold, imports, rounds, tasks
 from training import api as training_api
 from training import snapshot_api
 
@@ -47,6 +47,7 @@ api_v1 = [
         name="demonstration-create",
     ),
     path("me/stats/", tasks.MeStatsApi.as_view(), name="me-stats"),
+    path("tasks/<int:task_id>/gold/", gold.TaskGoldApi.as_view(), name="task-gold"),
     path("prompts/import/", imports.PromptImportApi.as_view(), name="prompt-import"),
     path("rounds/", rounds.RoundListApi.as_view(), name="round-list"),
     path("rounds/<int:round_id>/", rounds.RoundDetailApi.as_view(), name="round-detail"),

@@ -13,9 +13,14 @@ from feedback.generation import Sampling
 from feedback.roles import IsAdmin
 
 from ..generation import round_open_for_policy
+from ..gold import round_set_gold_rate
 from ..models import Round, Rubric
 from ..rounds import round_close, round_open_from_imported, round_progress
 from .common import ERROR, StrictIntegerField
+
+PROGRESS_FIELDS = (
+    "tasks", "complete", "judgments", "target", "leased", "gold_tasks", "gold_judgments",
+)  # fmt: skip
 
 
 class RoundOutputSerializer(serializers.ModelSerializer):
@@ -45,15 +50,14 @@ class RoundOutputSerializer(serializers.ModelSerializer):
             "progress_done",
             "prompts_skipped",
             "generation_error",
+            "gold_rate",
+            "gold_count",
         ]
 
     @extend_schema_field(
         inline_serializer(
             "RoundProgress",
-            {
-                name: serializers.IntegerField()
-                for name in ("tasks", "complete", "judgments", "target", "leased")
-            },
+            {name: serializers.IntegerField() for name in PROGRESS_FIELDS},
         )
     )
     def get_progress(self, round_: Round) -> dict[str, int]:
@@ -103,6 +107,11 @@ class RoundListApi(APIView):
         temperature = serializers.FloatField(min_value=0, max_value=2, default=1.0)
         top_p = serializers.FloatField(min_value=0.01, max_value=1, default=1.0)
         max_new_tokens = StrictIntegerField(min_value=1, max_value=4096, default=64)
+        gold_rate = serializers.FloatField(
+            min_value=0, max_value=1, default=0.1,
+            help_text="Share of each annotator's tasks drawn from the round's gold tasks (once "
+            "an admin marks some: PUT /api/v1/tasks/{id}/gold/).",
+        )  # fmt: skip
 
     @extend_schema(responses=RoundOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -129,10 +138,12 @@ class RoundListApi(APIView):
             max_new_tokens=values.pop("max_new_tokens"),
         )
         backend = values.pop("backend", None)
+        gold_rate = values.pop("gold_rate")
         if values.pop("source") == "policy":
             values.pop("rubric", None)
             values["backend"] = backend
             round_ = round_open_for_policy(**values, sampling=sampling, created_by=request.user)
+            round_ = round_set_gold_rate(round_id=round_.pk, rate=gold_rate)
             return Response(
                 {"round": RoundOutputSerializer(round_).data, "prompts_left_out": 0}, status=202
             )
@@ -142,22 +153,42 @@ class RoundListApi(APIView):
                 fields={"limit": ["Only for source 'policy'; an imported round takes them all."]},
             )
         round_, left_out = round_open_from_imported(**values, created_by=request.user)
+        round_ = round_set_gold_rate(round_id=round_.pk, rate=gold_rate)
         return Response(
             {"round": RoundOutputSerializer(round_).data, "prompts_left_out": left_out}, status=201
         )
 
 
 class RoundDetailApi(APIView):
+    """Read a round; PATCH changes what can change while it runs (its gold rate)."""
+
     permission_classes = [IsAdmin]
 
-    @extend_schema(responses={200: RoundOutputSerializer, 404: ERROR})
-    def get(self, request: Request, round_id: int) -> Response:
+    class RoundPatchSerializer(serializers.Serializer):
+        gold_rate = serializers.FloatField(min_value=0, max_value=1)
+
+    def _round(self, round_id: int) -> Round:
         round_ = (
             Round.objects.select_related("rubric", "policy_version").filter(pk=round_id).first()
         )
         if round_ is None:
             raise DomainError("No such round.", code="not_found", status=404)
-        return Response(RoundOutputSerializer(round_).data)
+        return round_
+
+    @extend_schema(responses={200: RoundOutputSerializer, 404: ERROR})
+    def get(self, request: Request, round_id: int) -> Response:
+        return Response(RoundOutputSerializer(self._round(round_id)).data)
+
+    @extend_schema(
+        request=RoundPatchSerializer,
+        responses={200: RoundOutputSerializer, 400: ERROR, 404: ERROR},
+    )
+    def patch(self, request: Request, round_id: int) -> Response:
+        data = self.RoundPatchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        self._round(round_id)
+        round_set_gold_rate(round_id=round_id, rate=data.validated_data["gold_rate"])
+        return Response(RoundOutputSerializer(self._round(round_id)).data)
 
 
 class RoundCloseApi(APIView):

@@ -180,5 +180,8 @@ def test_round_state_visible_in_progress(api, admin, annotator):
     task = lease(api(annotator))
     api(annotator).post(submit_url(task["assignment"]), valid_body(task), format="json")
     progress = api(admin).get(f"/api/v1/rounds/{round_.pk}/").json()["progress"]
-    assert progress == {"tasks": 2, "complete": 1, "judgments": 1, "target": 2, "leased": 0}
+    assert progress == {
+        "tasks": 2, "complete": 1, "judgments": 1, "target": 2, "leased": 0, "gold_tasks": 0,
+        "gold_judgments": 0,
+    }  # fmt: skip
     assert Round.objects.get().status == "open"
