@@ -29,3 +29,20 @@ def round_generate(round_id: int) -> dict[str, int]:
         "tasks": round_.tasks.count(),
         "skipped": round_.prompts_skipped,
     }
+
+
+@shared_task(name="annotation.tasks.export_job_run", acks_late=True)
+def export_job_run(job_id: str) -> dict[str, object]:
+    """Write one export job's file (claims it; a second delivery does nothing)."""
+    from .export_jobs import export_job_run as run
+
+    job = run(job_id=job_id)
+    return {"job": str(job.pk), "status": job.status, "rows": job.rows}
+
+
+@shared_task(name="annotation.tasks.export_jobs_recover")
+def export_jobs_recover() -> list[str]:
+    """Queue again the export jobs whose worker died (stale heartbeat)."""
+    from .export_jobs import export_jobs_recover as recover
+
+    return recover()

@@ -280,6 +280,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "annotation.tasks.leases_expire", "schedule": 60.0},
     "recover-training-runs": {"task": "training.tasks.training_runs_recover", "schedule": 60.0},
+    "recover-export-jobs": {"task": "annotation.tasks.export_jobs_recover", "schedule": 60.0},
     "advance-automations": {"task": "training.tasks.automations_advance_all", "schedule": 15.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

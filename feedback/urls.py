@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from annotation.api import demonstrations, exports, gold, imports, rounds, tasks
+from annotation.api import demonstrations, exports, gold, imports, quality, rounds, tasks
 from training import api as training_api
 from training import snapshot_api
 
@@ -48,6 +48,9 @@ api_v1 = [
     ),
     path("me/stats/", tasks.MeStatsApi.as_view(), name="me-stats"),
     path("tasks/<int:task_id>/gold/", gold.TaskGoldApi.as_view(), name="task-gold"),
+    path("quality/agreement/", quality.AgreementApi.as_view(), name="quality-agreement"),
+    path("quality/annotators/", quality.AnnotatorQualityApi.as_view(), name="quality-annotators"),
+    path("quality/disagreements/", quality.DisagreementApi.as_view(), name="quality-disagreements"),
     path("prompts/import/", imports.PromptImportApi.as_view(), name="prompt-import"),
     path("rounds/", rounds.RoundListApi.as_view(), name="round-list"),
     path("rounds/<int:round_id>/", rounds.RoundDetailApi.as_view(), name="round-detail"),
@@ -73,6 +76,11 @@ api_v1 = [
         "snapshots/<int:snapshot_id>/",
         snapshot_api.SnapshotDetailApi.as_view(),
         name="snapshot-detail",
+    ),
+    path(
+        "snapshots/<int:snapshot_id>/datasheet/",
+        snapshot_api.SnapshotDatasheetApi.as_view(),
+        name="snapshot-datasheet",
     ),
     path(
         "training-runs/<int:run_id>/",

@@ -8,8 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.permissions import BasePermission
@@ -19,15 +25,17 @@ from rest_framework.views import APIView
 
 from annotation.rounds import rubric_current
 from feedback.errors import DomainError, error_schema
-from feedback.roles import IsAdmin, IsResearcherOrAdmin
+from feedback.roles import IsAdmin, IsResearcherOrAdmin, Role, user_has_role
 
 from .models import DatasetSnapshot
 from .snapshots import (
     CONSENSUS_RULES,
+    snapshot_create_export,
     snapshot_create_kto,
     snapshot_create_preference,
     snapshot_create_sft,
     snapshot_create_text,
+    snapshot_datasheet_path,
 )
 
 ERROR = error_schema()
@@ -38,6 +46,7 @@ SNAPSHOT_REQUEST_KINDS = [
         DatasetSnapshot.Kind.PREFERENCE,
         DatasetSnapshot.Kind.SFT,
         DatasetSnapshot.Kind.KTO,
+        DatasetSnapshot.Kind.EXPORT,
     )
 ]
 
@@ -68,23 +77,27 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class _ReadOrAdmin(BasePermission):
-    """Researchers and admins read; only admins write."""
+    """Researchers and admins read; only admins write (researchers may freeze exports, which
+    the view checks)."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        check = IsResearcherOrAdmin if request.method in ("GET", "HEAD", "OPTIONS") else IsAdmin
-        return check().has_permission(request, view)
+        if request.method in ("GET", "HEAD", "OPTIONS") or getattr(view, "researchers_post", False):
+            return IsResearcherOrAdmin().has_permission(request, view)
+        return IsAdmin().has_permission(request, view)
 
 
 class SnapshotListApi(APIView):
     """Freeze judgments (or demonstrations) as an immutable snapshot, or list snapshots."""
 
     permission_classes = [_ReadOrAdmin]
+    researchers_post = True
 
     class SnapshotInputSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(
             choices=SNAPSHOT_REQUEST_KINDS,
-            help_text="preference pairs, SFT prompt-completion rows, or KTO unpaired rows; a "
-            "text corpus is uploaded at snapshots/text/.",
+            help_text="preference pairs, SFT prompt-completion rows, or KTO unpaired rows (the "
+            "training kinds, admins); or export: any research export format frozen with its "
+            "filters (researchers too). A text corpus is uploaded at snapshots/text/.",
         )  # fmt: skip
         rounds = serializers.ListField(
             child=serializers.IntegerField(min_value=1), required=False,
@@ -101,6 +114,18 @@ class SnapshotListApi(APIView):
             default=False, help_text="sft: also each judgment's single best completion."
         )
         eval_fraction = serializers.FloatField(min_value=0, max_value=0.9, default=0.1)
+        format = serializers.CharField(
+            required=False, help_text="export: the format (GET /api/v1/exports/preferences/)."
+        )
+        file_format = serializers.ChoiceField(
+            choices=["jsonl", "parquet"], default="jsonl", help_text="export: the file format."
+        )
+        filters = serializers.DictField(
+            default=dict, help_text="export: the export filters (rounds, min_trust, …)."
+        )
+        pseudonymous = serializers.BooleanField(
+            default=True, help_text="export: false (admins only) keeps annotators' names."
+        )
 
     @extend_schema(responses=SnapshotSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -112,6 +137,24 @@ class SnapshotListApi(APIView):
         data = self.SnapshotInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         given = data.validated_data
+        admin = user_has_role(request.user, Role.ADMIN)
+        if given["kind"] == DatasetSnapshot.Kind.EXPORT:
+            if not given["pseudonymous"] and not admin:
+                raise DomainError(
+                    "Only an admin can export annotators' names.", code="permission_denied",
+                    status=403, fields={"pseudonymous": ["Only admins may set this to false."]},
+                )  # fmt: skip
+            snapshot = snapshot_create_export(
+                fmt=given.get("format") or "trl", file_format=given["file_format"],
+                filters=given["filters"], pseudonymous=given["pseudonymous"],
+                created_by=request.user,
+            )  # fmt: skip
+            return Response(SnapshotSerializer(snapshot).data, status=201)
+        if not admin:
+            raise DomainError(
+                "Only admins cut training snapshots; researchers may freeze exports (kind "
+                "'export').", code="permission_denied", status=403,
+            )  # fmt: skip
         common = {
             "rounds": given.get("rounds"),
             "eval_fraction": given["eval_fraction"],
@@ -187,3 +230,23 @@ class SnapshotDetailApi(APIView):
         if snapshot is None:
             raise DomainError("No such snapshot.", code="not_found", status=404)
         return Response(SnapshotSerializer(snapshot).data)
+
+
+class SnapshotDatasheetApi(APIView):
+    """The snapshot's datasheet (its README.md: what the data is, rubric, counts, agreement,
+    annotators, known limits, the exact filters and a load_dataset snippet), as Markdown."""
+
+    permission_classes = [IsResearcherOrAdmin]
+
+    @extend_schema(
+        responses={
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR, description="Markdown."),
+            404: ERROR,
+        }
+    )
+    def get(self, request: Request, snapshot_id: int) -> HttpResponse:
+        snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
+        sheet = snapshot_datasheet_path(snapshot) if snapshot is not None else None
+        if sheet is None or not sheet.exists():
+            raise DomainError("No such snapshot datasheet.", code="not_found", status=404)
+        return HttpResponse(sheet.read_bytes(), content_type="text/markdown; charset=utf-8")

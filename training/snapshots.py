@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from annotation.exports import (
     axis_pair_rows,
@@ -27,6 +28,7 @@ from annotation.exports import (
 from annotation.models import Demonstration
 from feedback.errors import DomainError
 
+from .datasheet import datasheet_write
 from .models import DatasetSnapshot
 
 # The columns TRL's RewardTrainer and DPOTrainer read; the rest of an export row is provenance.
@@ -96,6 +98,14 @@ def _snapshot_write(
             "filters": filters,
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        datasheet_write(
+            folder=staging, final_folder=root / name, kind=kind,
+            title=f"{DatasetSnapshot.Kind(kind).label.capitalize()}: snapshot of "
+            f"{timezone.now():%Y-%m-%d %H:%M} UTC",
+            data_files={s: f"{s}.jsonl" for s in ("train", "eval") if counts[s]},
+            file_format="jsonl", manifest=manifest,
+            filters={**filters, "eval_fraction": eval_fraction}, columns=list(columns),
+        )  # fmt: skip
         staging.rename(root / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -225,3 +235,71 @@ def snapshot_create_text(
         filters={"corpus": name[:200]}, eval_fraction=eval_fraction, created_by=created_by,
         empty="The corpus has no text.", split_on="text", empty_field="file",
     )  # fmt: skip
+
+
+def snapshot_create_export(
+    *, fmt: str, file_format: str = "jsonl", filters: dict[str, Any] | None = None,
+    pseudonymous: bool = True, created_by: Any = None,
+) -> DatasetSnapshot:  # fmt: skip
+    """Freeze a research export (any format of ``annotation.exports.FORMATS``, JSONL or
+    Parquet, with its filters) as a snapshot: one ``data`` file, the manifest and a datasheet,
+    in a folder renamed into place only when complete."""
+    from annotation.export_files import export_write
+
+    from annotation.exports import FILE_FORMATS, FORMATS, export_filters_parse
+
+    if fmt not in FORMATS:
+        raise DomainError(
+            f"Unknown format {fmt!r}.", fields={"format": [f"One of: {', '.join(FORMATS)}."]}
+        )
+    if file_format not in FILE_FORMATS:
+        raise DomainError(
+            f"Unknown file format {file_format!r}.",
+            fields={"file_format": [f"One of: {', '.join(FILE_FORMATS)}."]},
+        )
+    filters = dict(filters or {})
+    parsed = export_filters_parse(filters)
+    root = Path(settings.ARTIFACTS_DIR)
+    name = f"snapshots/{uuid.uuid4().hex}"
+    staging = root / f"{name}.partial"
+    staging.mkdir(parents=True)
+    data_name = f"data.{file_format}"
+    try:
+        result = export_write(
+            fmt=fmt, file_format=file_format, filters=parsed, out=staging / data_name,
+            pseudonymous=pseudonymous,
+        )  # fmt: skip
+        if result.rows == 0:
+            why = "No rows match these filters."
+            raise DomainError(why, fields={"filters": [why]})
+        manifest = {
+            "rows": {"train": result.rows},
+            "sha256": result.sha256,
+            "format": fmt,
+            "file_format": file_format,
+            "files": [data_name],
+            "size_bytes": result.size_bytes,
+            "pseudonymous": pseudonymous,
+            "filters": filters,
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        datasheet_write(
+            folder=staging, final_folder=root / name, kind=DatasetSnapshot.Kind.EXPORT,
+            title=f"Export ({fmt}, {file_format}): snapshot of {timezone.now():%Y-%m-%d %H:%M} UTC",
+            data_files={"train": data_name}, file_format=file_format, manifest=manifest,
+            filters=filters, description=FORMATS[fmt].description,
+        )  # fmt: skip
+        staging.rename(root / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return DatasetSnapshot.objects.create(
+        kind=DatasetSnapshot.Kind.EXPORT, path=name, manifest=manifest, sha256=result.sha256,
+        filters={"format": fmt, "file_format": file_format, "pseudonymous": pseudonymous,
+                 **filters}, created_by=created_by,
+    )  # fmt: skip
+
+
+def snapshot_datasheet_path(snapshot: DatasetSnapshot) -> Path:
+    """Where a snapshot's datasheet is (snapshots made before datasheets have none)."""
+    return Path(settings.ARTIFACTS_DIR) / snapshot.path / "README.md"

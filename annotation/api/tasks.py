@@ -18,6 +18,7 @@ from feedback.roles import IsAnnotator
 from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
 from ..judgments import judgment_submit
 from ..models import Assignment, Judgment
+from ..quality import annotator_quality
 from .common import ERROR, RubricSerializer
 
 
@@ -189,6 +190,14 @@ class MeStatsApi(APIView):
                 "judgments_today": serializers.IntegerField(),
                 "skipped": serializers.IntegerField(),
                 "mean_time_spent_ms": serializers.FloatField(allow_null=True),
+                "gold_judgments": serializers.IntegerField(),
+                "gold_accuracy": serializers.FloatField(
+                    allow_null=True, help_text="Share of reference pairs you ordered the same way."
+                ),
+                "agreement": serializers.FloatField(
+                    allow_null=True,
+                    help_text="Share of pairs you ordered as the other annotators' consensus did.",
+                ),
             },
         )
     )
@@ -202,11 +211,15 @@ class MeStatsApi(APIView):
         skipped = Assignment.objects.filter(
             annotator=request.user, status=Assignment.Status.SKIPPED
         ).count()
+        quality = annotator_quality(annotator_id=request.user.pk).get(request.user.pk)
         return Response(
             {
                 "judgments_total": judged["total"],
                 "judgments_today": judged["today"],
                 "skipped": skipped,
                 "mean_time_spent_ms": judged["mean"],
+                "gold_judgments": quality.gold_judgments if quality else 0,
+                "gold_accuracy": quality.gold_accuracy.value if quality else None,
+                "agreement": quality.agreement.value if quality else None,
             }
         )

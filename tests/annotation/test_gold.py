@@ -101,6 +101,9 @@ def test_gold_tasks_are_served_to_every_annotator_once_and_look_ordinary(
         assert set(first) == set(ordinary)
         assert set(first["completions"][0]) == set(ordinary["completions"][0])
         assert "gold" not in str(first).lower()
+        # valid_body ranks in shown order, the reference is the reverse: every pair is wrong.
+        stats = client.get("/api/v1/me/stats/").json()
+        assert stats["gold_judgments"] == 1 and stats["gold_accuracy"] == 0.0
     gold.refresh_from_db()
     assert gold.submitted_count == 2
 
