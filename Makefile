@@ -60,12 +60,13 @@ test: lint browser
 
 # Refresh the screenshots in docs/ from the browser tests.
 screenshots: install browser
-	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews or advances_by_itself"
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews or advances_by_itself or follows_a_disagreement"
 
 # Benchmarks print ratios against a baseline measured in the same run (more arrive with issue 8).
 bench: install
 	$(BIN)/python benchmarks/generation_overhead.py
 	$(BIN)/python benchmarks/training_overhead.py
+	$(BIN)/python benchmarks/export.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

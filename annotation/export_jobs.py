@@ -54,7 +54,8 @@ def export_job_create(
     parsed = export_filters_parse(filters)
     with transaction.atomic():
         job = ExportJob.objects.create(
-            format=fmt, file_format=file_format, filters=filters, pseudonymous=pseudonymous,
+            format=fmt, file_format=file_format, filters=parsed.to_params(),
+            pseudonymous=pseudonymous,
             progress_total=export_source_count(fmt=fmt, filters=parsed), created_by=created_by,
         )  # fmt: skip
         transaction.on_commit(lambda: _enqueue(job.pk))

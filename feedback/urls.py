@@ -5,7 +5,16 @@ from __future__ import annotations
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from annotation.api import demonstrations, exports, gold, imports, quality, rounds, tasks
+from annotation.api import (
+    demonstrations,
+    export_jobs,
+    exports,
+    gold,
+    imports,
+    quality,
+    rounds,
+    tasks,
+)
 from training import api as training_api
 from training import snapshot_api
 
@@ -96,6 +105,15 @@ api_v1 = [
         "exports/preferences/",
         exports.PreferenceExportApi.as_view(),
         name="export-preferences",
+    ),
+    path("exports/", export_jobs.ExportJobListApi.as_view(), name="export-job-list"),
+    path(
+        "exports/<uuid:job_id>/", export_jobs.ExportJobDetailApi.as_view(), name="export-job-detail"
+    ),
+    path(
+        "exports/<uuid:job_id>/download/",
+        export_jobs.ExportJobDownloadApi.as_view(),
+        name="export-job-download",
     ),
 ]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import views
+from . import research, views
 
 app_name = "frontend"
 
@@ -35,5 +35,14 @@ urlpatterns = [
     ),
     path("manage/training/", views.manage_training, name="manage-training"),
     path("manage/training/<int:run_id>/", views.manage_training_run, name="manage-training-run"),
-    path("research/", views.research, name="research"),
+    path("research/", research.research, name="research"),
+    path("research/tasks/<int:task_id>/", research.research_task, name="research-task"),
+    path(
+        "research/tasks/<int:task_id>/gold/", research.research_task_gold, name="research-task-gold"
+    ),
+    path(
+        "research/snapshots/<int:snapshot_id>/",
+        research.research_snapshot,
+        name="research-snapshot",
+    ),
 ]

@@ -6,7 +6,7 @@ JSON API, so the page and a script see the same rules and the same errors.
 
 from __future__ import annotations
 
-import itertools
+import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -17,15 +17,8 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotation.exports import (
-    FORMATS,
-    judgments_for_export,
-    preference_pair_count,
-    preference_rows,
-)
 from annotation.generation import round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import Round
@@ -39,8 +32,6 @@ from training.automation import automation_create, automation_stop, automation_v
 from training.models import Automation, DatasetSnapshot, GateEvaluation, TrainingRun
 from training.runs import training_run_cancel, training_run_create
 from training.snapshots import snapshot_create_text
-
-PREVIEW_ROWS = 5
 
 
 def role_required(
@@ -133,7 +124,6 @@ def _int(value: str | None, default: int) -> int:
 
 
 def _json_field(request: HttpRequest, name: str) -> dict[str, Any]:
-    import json
 
     text = request.POST.get(name, "").strip()
     if not text:
@@ -451,32 +441,6 @@ def manage_training_run(request: HttpRequest, run_id: int) -> HttpResponse:
         request,
         "frontend/training_run.html",
         {"run": run, "chart": _loss_chart(run.metrics_history), "percent": percent},
-    )
-
-
-@role_required(Role.RESEARCHER, Role.ADMIN)
-def research(request: HttpRequest) -> HttpResponse:
-    all_rounds = list(Round.objects.order_by("number").values_list("number", flat=True))
-    chosen = [int(r) for r in request.GET.getlist("round") if r.isdigit() and int(r) in all_rounds]
-    fmt = request.GET.get("format", "trl")
-    if fmt not in FORMATS:
-        fmt = "trl"
-    rows = list(
-        itertools.islice(preference_rows(judgments_for_export(rounds=chosen or None)), PREVIEW_ROWS)
-    )
-    query = "&".join([f"format={fmt}"] + [f"round={r}" for r in chosen])
-    return render(
-        request,
-        "frontend/research.html",
-        {
-            "formats": FORMATS,
-            "format": fmt,
-            "all_rounds": all_rounds,
-            "chosen": chosen,
-            "preview": rows,
-            "row_count": preference_pair_count(rounds=chosen or None),
-            "download_url": f"{reverse('api:export-preferences')}?{query}",
-        },
     )
 
 

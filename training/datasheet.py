@@ -155,7 +155,13 @@ def datasheet_write(
     rounds = [int(r) for r in filters.get("rounds") or []]
     facts = None if kind == "text" else _judgment_facts(rounds)
     loader = "parquet" if file_format == "parquet" else "json"
-    files = {split: str(final_folder / name) for split, name in data_files.items()}
+    # The folder as the project's processes see it: relative to the working directory (the
+    # repository) when it lies inside it, as it does by default.
+    try:
+        shown = final_folder.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = final_folder
+    files = {split: str(shown / name) for split, name in data_files.items()}
     lines = [
         _yaml_configs(data_files),
         f"# {title}",
@@ -183,7 +189,7 @@ def datasheet_write(
         "```python",
         "from datasets import load_dataset",
         "",
-        f"dataset = load_dataset({str(final_folder)!r})  # the splits named in this card",
+        f"dataset = load_dataset({str(shown)!r})  # the splits named in this card",
         f"# or: load_dataset({loader!r}, data_files={json.dumps(files)})",
         "```",
         "",

@@ -17,10 +17,14 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from annotation.export_files import export_write
 from annotation.exports import (
+    FILE_FORMATS,
+    FORMATS,
     axis_pair_rows,
     consensus_axis_pair_rows,
     consensus_preference_rows,
+    export_filters_parse,
     judgments_for_export,
     kto_rows,
     preference_rows,
@@ -244,10 +248,6 @@ def snapshot_create_export(
     """Freeze a research export (any format of ``annotation.exports.FORMATS``, JSONL or
     Parquet, with its filters) as a snapshot: one ``data`` file, the manifest and a datasheet,
     in a folder renamed into place only when complete."""
-    from annotation.export_files import export_write
-
-    from annotation.exports import FILE_FORMATS, FORMATS, export_filters_parse
-
     if fmt not in FORMATS:
         raise DomainError(
             f"Unknown format {fmt!r}.", fields={"format": [f"One of: {', '.join(FORMATS)}."]}
@@ -257,8 +257,8 @@ def snapshot_create_export(
             f"Unknown file format {file_format!r}.",
             fields={"file_format": [f"One of: {', '.join(FILE_FORMATS)}."]},
         )
-    filters = dict(filters or {})
-    parsed = export_filters_parse(filters)
+    parsed = export_filters_parse(dict(filters or {}))
+    filters = parsed.to_params()
     root = Path(settings.ARTIFACTS_DIR)
     name = f"snapshots/{uuid.uuid4().hex}"
     staging = root / f"{name}.partial"

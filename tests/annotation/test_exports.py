@@ -6,16 +6,20 @@ import json
 import re
 import tracemalloc
 from math import comb
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.test import override_settings
 from django.utils import timezone
 
+from annotation import exports
+from annotation.export_files import export_write
 from annotation.exports import (
+    ExportFilters,
     annotator_pseudonym,
+    export_rows,
     jsonl_lines,
-    judgments_for_export,
-    preference_rows,
 )
 from annotation.models import Assignment, ComparisonTask, Judgment, TaskCompletion
 
@@ -71,7 +75,15 @@ def test_round_filter_and_download_name(api, annotator, admin):
 @pytest.mark.parametrize(
     ("params", "fields"),
     [
-        ({"format": "csv"}, {"format": ["Must be one of: trl."]}),
+        (
+            {"format": "csv"},
+            {
+                "format": [
+                    "Must be one of: trl, trl_implicit, hh_rlhf, ultrafeedback, kto, sft, "
+                    "judgments."
+                ]
+            },
+        ),
         ({"round": "x"}, {"round": ["'x' is not a round number."]}),
         ({"round": "99"}, {"round": ["No round number 99."]}),
     ],
@@ -136,19 +148,30 @@ def bulk_judgments(n_tasks: int) -> None:
     )
 
 
-def peak_bytes_of_export() -> tuple[int, int]:
+def peak_bytes_of_export(tmp_path: Path) -> tuple[int, int]:
+    import pyarrow.parquet  # noqa: F401  (imported before tracing: its import is not the export)
+
     tracemalloc.start()
-    rows = sum(1 for _ in jsonl_lines(preference_rows(judgments_for_export())))
+    rows = sum(1 for _ in jsonl_lines(export_rows(fmt="trl", filters=ExportFilters())))
+    result = export_write(
+        fmt="trl", file_format="parquet", filters=ExportFilters(), out=tmp_path / "p.parquet"
+    )
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    assert result.rows == rows
     return rows, peak
 
 
-def test_export_memory_stays_flat_as_the_table_grows():
-    bulk_judgments(1500)
-    rows_small, peak_small = peak_bytes_of_export()
-    bulk_judgments(4500)
-    rows_large, peak_large = peak_bytes_of_export()
-    assert (rows_small, rows_large) == (4500, 18000)
+@override_settings(EXPORT_BATCH_ROWS=150)
+def test_export_memory_stays_flat_as_the_table_grows(monkeypatch, tmp_path):
+    # Judgments are read CHUNK_SIZE at a time and Parquet rows written EXPORT_BATCH_ROWS at a
+    # time; both are small here so that a few thousand rows span many chunks and stay quick
+    # under tracemalloc.
+    monkeypatch.setattr(exports, "CHUNK_SIZE", 50)
+    bulk_judgments(150)
+    rows_small, peak_small = peak_bytes_of_export(tmp_path)
+    bulk_judgments(450)
+    rows_large, peak_large = peak_bytes_of_export(tmp_path)
+    assert (rows_small, rows_large) == (450, 1800)
     # Four times the rows, fetched a chunk at a time: the peak must not grow with them.
     assert peak_large < 1.5 * peak_small, (peak_small, peak_large)

@@ -60,7 +60,7 @@ def test_bad_gold_references_are_400s_naming_the_field(api, admin):
     client = api(admin)
     cases = [
         ({"ranking": [[999999]]}, "ranking"),
-        ({"ranking": [sum(ids, [])]}, "ranking"),  # everything tied: nothing to measure against
+        ({"ranking": [[c for (c,) in ids]]}, "ranking"),  # all tied: nothing to measure against
         ({"ranking": ids, "scores": {str(ids[0][0]): {"helpful": 9}}}, "scores."),
         ({}, "ranking"),
     ]
@@ -128,7 +128,7 @@ def test_gold_is_mixed_in_at_the_rate_and_never_served_alone(api, admin, annotat
     gold_ids = {task.pk for task in golds}
     gold_served = [t for t in served if t in gold_ids]
     # All 16 ordinary tasks, and gold among them at about a quarter: the guard allows at most
-    # rate × (tasks so far + 1) + 1, and the draws put it near the rate.
+    # rate * (tasks so far + 1) + 1, and the draws put it near the rate.
     assert len(served) - len(gold_served) == 16
     assert 2 <= len(gold_served) <= 0.25 * len(served) + 1
     # Gold only ever stands in for an ordinary task that stays in the queue, so the queue ends

@@ -1,49 +1,105 @@
-"""``manage.py export_preferences [--round N] [-o FILE]``: TRL preference pairs as JSONL."""
+"""``manage.py export_preferences --format trl --out FILE [filters]``: any export, JSONL or
+Parquet, with the streamed API's filters; ``--out -`` streams JSONL to stdout."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from annotation.exports import FORMATS, jsonl_lines, judgments_for_export, preference_rows
-from annotation.models import Judgment, Round
+from annotation.export_files import export_write, file_format_for
+from annotation.exports import (
+    FILE_FORMATS,
+    FORMATS,
+    export_filters_parse,
+    export_format,
+    export_rows,
+    export_source_count,
+    jsonl_lines,
+)
+from feedback.errors import DomainError
+
+# Options named after ExportFilters' fields; the repeatable ones collect a list.
+FILTER_OPTIONS = (
+    "rounds", "policies", "rubric", "min_agreement", "min_trust", "flags", "exclude_flags",
+    "axis", "since", "until", "consensus", "weighting",
+)  # fmt: skip
+
+
+def _command_error(exc: DomainError) -> CommandError:
+    reasons = "; ".join(f"{field}: {' '.join(why)}" for field, why in exc.fields.items())
+    return CommandError(reasons or exc.detail)
 
 
 class Command(BaseCommand):
-    help = "Export preference pairs (TRL explicit-prompt conversational format) as JSONL."
+    help = "Export a dataset (any format of annotation.exports.FORMATS) as JSONL or Parquet."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--format", default="trl", choices=FORMATS)
-        parser.add_argument("--round", type=int, action="append", dest="rounds", default=[])
-        parser.add_argument("-o", "--output", default="-", help="File to write; '-' is stdout.")
+        parser.add_argument("--format", default="trl", choices=list(FORMATS))
+        parser.add_argument(
+            "-o", "--out", "--output", dest="out", default="-",
+            help="File to write ('-', the default, streams JSONL to stdout).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--file-format", choices=FILE_FORMATS, help="Default: from --out's extension."
+        )
+        parser.add_argument("--round", action="append", dest="rounds", default=[])
+        parser.add_argument("--policy", action="append", dest="policies", default=[])
+        parser.add_argument("--rubric", help="Rubric label, e.g. 3H@1.")
+        parser.add_argument("--min-agreement", help="0..1: tasks whose annotators agree this much.")
+        parser.add_argument("--min-trust", help="0..1: annotators with at least this trust.")
+        parser.add_argument("--flag", action="append", dest="flags", default=[])
+        parser.add_argument("--exclude-flag", action="append", dest="exclude_flags", default=[])
+        parser.add_argument("--axis", help="Pairs from this rubric axis's scores.")
+        parser.add_argument("--since", help="ISO date or datetime, from (inclusive).")
+        parser.add_argument("--until", help="ISO date or datetime, before (exclusive).")
+        parser.add_argument("--consensus", help="none (default) or bradley_terry.")
+        parser.add_argument("--weighting", help="equal (default) or trust.")
+        parser.add_argument(
+            "--names", action="store_true",
+            help="Usernames instead of pseudonyms in the annotator columns.",
+        )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        rounds = options["rounds"]
-        known = set(Round.objects.filter(number__in=rounds).values_list("number", flat=True))
-        if set(rounds) - known:
-            raise CommandError(f"No round number {sorted(set(rounds) - known)[0]}.")
-        judgments = Judgment.objects.all()
-        if rounds:
-            judgments = judgments.filter(task__round__number__in=rounds)
+        fmt, out = options["format"], options["out"]
+        given = {name: options[name] for name in FILTER_OPTIONS if options[name] not in (None, [])}
+        try:
+            spec = export_format(fmt)
+            filters = export_filters_parse(given)
+            total = export_source_count(fmt=fmt, filters=filters)
+        except DomainError as exc:
+            raise _command_error(exc) from None
+        pseudonymous = not options["names"]
         bar = tqdm(
-            judgments_for_export(rounds=rounds or None),
-            total=judgments.count(),
-            unit="judgment",
-            disable=options["output"] == "-" or not sys.stderr.isatty(),
-            file=sys.stderr,
-        )
-        rows = 0
-        with contextlib.ExitStack() as stack:
-            out = (
-                sys.stdout
-                if options["output"] == "-"
-                else stack.enter_context(open(options["output"], "w", encoding="utf-8"))
-            )
-            for line in jsonl_lines(preference_rows(bar)):
-                out.write(line)
-                rows += 1
-        self.stderr.write(f"{rows} pairs")
+            total=total, unit=spec.reads, file=sys.stderr,
+            disable=out == "-" or not sys.stderr.isatty(),
+        )  # fmt: skip
+
+        def progress(read: int) -> None:
+            bar.update(read - bar.n)
+
+        try:
+            if out == "-":
+                if options["file_format"] == "parquet":
+                    raise CommandError("Parquet cannot be streamed to stdout: give --out FILE.")
+                rows = 0
+                for line in jsonl_lines(
+                    export_rows(fmt=fmt, filters=filters, pseudonymous=pseudonymous)
+                ):
+                    self.stdout.write(line, ending="")
+                    rows += 1
+                self.stderr.write(f"{rows} {spec.unit}s")
+                return
+            path = Path(out)
+            result = export_write(
+                fmt=fmt, file_format=options["file_format"] or file_format_for(path),
+                filters=filters, out=path, pseudonymous=pseudonymous, progress=progress,
+            )  # fmt: skip
+        except DomainError as exc:
+            raise _command_error(exc) from None
+        finally:
+            bar.close()
+        self.stdout.write(f"{result.rows} {spec.unit}s written to {path} (sha256 {result.sha256})")

@@ -1,0 +1,262 @@
+"""Chart geometry for server-drawn SVG: the view computes coordinates here, the template draws them.
+
+No script and no inline style (the pages' CSP allows neither), so a chart is plain SVG shapes
+with CSS classes. A chart is for people who would rather look than read: every one of them has a
+table beside it that carries the same numbers, and an ``aria-label`` that says what it shows.
+Coordinates are rounded to a tenth of a unit so the markup stays short.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Room for the y tick labels on the left and the x labels underneath.
+LEFT, BOTTOM, TOP, RIGHT = 34, 18, 6, 6
+# A day's bar stays a bar, not a slab, when only a few days are shown.
+MAX_BAR = 40.0
+
+Interval = tuple[float | None, float | None, float | None]  # value, low, high
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One value of a series: a dot at ``y``, a whisker from ``low_y`` to ``high_y`` if known."""
+
+    x: float
+    y: float
+    low_y: float | None
+    high_y: float | None
+    title: str
+
+
+@dataclass(frozen=True)
+class Line:
+    key: str
+    label: str
+    index: int  # picks the colour class series-<index>
+    segments: list[str]  # polyline points; a missing value breaks the line
+    marks: list[Mark]
+
+
+@dataclass(frozen=True)
+class LineChart:
+    width: int
+    height: int
+    lines: list[Line]
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    baseline: float  # y of the value 0 (or of the bottom when 0 is out of range)
+    plot_left: int
+    plot_right: int
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    cx: float  # the middle, for its label
+    y: float
+    width: float
+    height: float
+    label: str
+    value: int
+    title: str
+
+
+@dataclass(frozen=True)
+class BarChart:
+    width: int
+    height: int
+    bars: list[Bar]
+    baseline: float
+    peak: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    x: float
+    y: float
+    width: float
+    height: float
+    index: int
+    title: str
+
+
+@dataclass(frozen=True)
+class StackedBarChart:
+    width: int
+    height: int
+    segments: list[Segment]
+    x_ticks: list[Tick]
+    baseline: float
+    peak: int
+    legend: list[tuple[int, str]]
+
+
+def _r(value: float) -> float:
+    return round(value, 1)
+
+
+def _number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value % 1 else str(int(value))
+
+
+def _every(count: int, most: int) -> int:
+    """Label every n-th of ``count`` positions so that at most ``most`` labels show."""
+    return max(1, math.ceil(count / most))
+
+
+def interval_line_chart(
+    *,
+    x_labels: Sequence[str],
+    series: Sequence[tuple[str, str, Sequence[Interval]]],
+    low: float = 0.0,
+    high: float = 1.0,
+    width: int = 600,
+    height: int = 200,
+) -> LineChart:
+    """Lines of estimates with their confidence intervals as whiskers, one point per x label.
+
+    ``series`` is ``(key, label, [(value, low, high) per x label])``; a None value leaves a gap.
+    The y range is ``low..high``, widened downward to the lowest interval end (an alpha can be
+    negative) in steps of a tenth. Series are dodged sideways a little so that whiskers of
+    several series on the same x do not hide one another."""
+    ends = [v for _, _, values in series for e in values for v in e if v is not None]
+    low = min([low, *[math.floor(v * 10) / 10 for v in ends]])
+    high = max([high, *[math.ceil(v * 10) / 10 for v in ends]])
+    span = (high - low) or 1.0
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    slot = plot_w / max(1, len(x_labels))
+    dodge = min(6.0, slot / (len(series) + 1))
+
+    def y_of(value: float) -> float:
+        return _r(TOP + (high - value) / span * plot_h)
+
+    lines = []
+    for index, (key, label, values) in enumerate(series):
+        shift = (index - (len(series) - 1) / 2) * dodge
+        segments: list[list[str]] = [[]]
+        marks = []
+        for i, (value, lo, hi) in enumerate(values):
+            if value is None:
+                segments.append([])
+                continue
+            x = _r(LEFT + (i + 0.5) * slot + shift)
+            segments[-1].append(f"{x},{y_of(value)}")
+            interval = f" ({lo:.2f} to {hi:.2f})" if lo is not None and hi is not None else ""
+            marks.append(
+                Mark(
+                    x=x,
+                    y=y_of(value),
+                    low_y=y_of(lo) if lo is not None else None,
+                    high_y=y_of(hi) if hi is not None else None,
+                    title=f"{label}, {x_labels[i]}: {value:.2f}{interval}",
+                )
+            )
+        lines.append(
+            Line(
+                key=key,
+                label=label,
+                index=index,
+                segments=[" ".join(s) for s in segments if len(s) > 1],
+                marks=marks,
+            )
+        )
+    step = 0.25 if span <= 1.0 else 0.5
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+    every = _every(len(x_labels), 12)
+    return LineChart(
+        width=width,
+        height=height,
+        lines=lines,
+        x_ticks=[
+            Tick(at=_r(LEFT + (i + 0.5) * slot), label=label)
+            for i, label in enumerate(x_labels)
+            if i % every == 0
+        ],
+        y_ticks=[Tick(at=y_of(t), label=_number(round(t, 2))) for t in ticks],
+        baseline=y_of(min(max(0.0, low), high)),
+        plot_left=LEFT,
+        plot_right=width - RIGHT,
+    )
+
+
+def bar_chart(
+    *, labels: Sequence[str], values: Sequence[int], width: int = 280, height: int = 120
+) -> BarChart:
+    """Vertical bars of counts (a histogram when the labels are the values of a scale)."""
+    peak = max([*values, 1])
+    plot_w, plot_h = width - 2 * RIGHT, height - TOP - BOTTOM
+    slot = plot_w / max(1, len(labels))
+    bars = []
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        h = plot_h * value / peak
+        bars.append(
+            Bar(
+                x=_r(RIGHT + i * slot + slot * 0.1),
+                cx=_r(RIGHT + (i + 0.5) * slot),
+                y=_r(TOP + plot_h - h),
+                width=_r(slot * 0.8),
+                height=_r(h),
+                label=label,
+                value=value,
+                title=f"{label}: {value}",
+            )
+        )
+    return BarChart(width=width, height=height, bars=bars, baseline=_r(TOP + plot_h), peak=peak)
+
+
+def stacked_bar_chart(
+    *,
+    labels: Sequence[str],
+    stacks: Sequence[tuple[str, Sequence[int]]],
+    width: int = 600,
+    height: int = 140,
+) -> StackedBarChart:
+    """One bar per label, each split into the ``stacks`` (``(name, count per label)``), bottom up
+    in the order given; empty segments are left out."""
+    totals = [sum(values[i] for _, values in stacks) for i in range(len(labels))]
+    peak = max([*totals, 1])
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    slot = plot_w / max(1, len(labels))
+    segments = []
+    for i, label in enumerate(labels):
+        bottom = float(TOP + plot_h)
+        bar = min(max(slot * 0.8, 1.0), MAX_BAR)
+        for index, (name, values) in enumerate(stacks):
+            if not values[i]:
+                continue
+            h = plot_h * values[i] / peak
+            bottom -= h
+            segments.append(
+                Segment(
+                    x=_r(LEFT + (i + 0.5) * slot - bar / 2),
+                    y=_r(bottom),
+                    width=_r(bar),
+                    height=_r(h),
+                    index=index,
+                    title=f"{label}, {name}: {values[i]}",
+                )
+            )
+    every = _every(len(labels), 8)
+    return StackedBarChart(
+        width=width,
+        height=height,
+        segments=segments,
+        x_ticks=[
+            Tick(at=_r(LEFT + (i + 0.5) * slot), label=label)
+            for i, label in enumerate(labels)
+            if i % every == 0
+        ],
+        baseline=_r(TOP + plot_h),
+        peak=peak,
+        legend=[(index, name) for index, (name, _) in enumerate(stacks)],
+    )

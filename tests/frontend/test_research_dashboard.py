@@ -1,0 +1,322 @@
+"""The researcher dashboard, a task's page (with the admin's gold form) and a snapshot's datasheet.
+
+Judgments go in through the API as annotators make them; the pages are read with Django's test
+client, and one browser test follows a disagreement from the dashboard to its task.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pytest_django.asserts import assertContains, assertNotContains
+
+from annotation.exports import annotator_pseudonym
+from annotation.gold import task_mark_gold
+from annotation.models import ComparisonTask, Judgment
+from feedback.models import Completion
+from feedback.roles import Role
+from training.models import DatasetSnapshot
+from training.snapshots import snapshot_create_preference
+
+from ..annotation.helpers import lease, submit_url, valid_body
+from ..factories import open_round
+
+RESEARCH = "/research/"
+
+
+def judge_all(
+    api: Any,
+    user: Any,
+    *,
+    reverse: bool = False,
+    flags: list[str] | None = None,
+    swap: bool = False,
+    only: Callable[[int], bool] = lambda task_id: True,
+) -> int:
+    """Judge every task the user is offered: ranked in shown order and scored 7, 6, 5 by
+    position; on the tasks ``only`` picks, reversed (ranking and scores), with the top two
+    swapped, and raising ``flags``. Returns how many."""
+    client, count = api(user), 0
+    while (task := lease(client)) is not None:
+        body = valid_body(task)
+        if only(task["task"]):
+            ids = [c["id"] for c in task["completions"]]
+            if reverse:
+                body["ranking"] = body["ranking"][::-1]
+                body["scores"] = {
+                    str(a): body["scores"][str(b)] for a, b in zip(ids, ids[::-1], strict=True)
+                }
+            if swap:
+                body["ranking"][:2] = body["ranking"][1::-1]
+                body["scores"][str(ids[0])] = {
+                    k: v - 2 for k, v in body["scores"][str(ids[0])].items()
+                }
+            body["flags"] = flags or []
+        response = client.post(submit_url(task["assignment"]), body, format="json")
+        assert response.status_code == 200, response.content
+        count += 1
+    return count
+
+
+@pytest.fixture
+def split_round(api: Any, annotator: Any, annotator2: Any) -> list[ComparisonTask]:
+    """Three tasks judged by two annotators who rank every one in opposite orders (annotator2
+    also flags personal data on each); then the first task becomes gold with annotator's
+    ranking, so annotator is right on gold and annotator2 wrong."""
+    open_round(n=3, k=3, overlap=2)
+    assert judge_all(api, annotator) == 3
+    assert judge_all(api, annotator2, reverse=True, flags=["pii"]) == 3
+    tasks = list(ComparisonTask.objects.order_by("id"))
+    gold = Judgment.objects.get(task=tasks[0], annotator=annotator).ranking
+    task_mark_gold(task_id=tasks[0].pk, ranking=gold)
+    return tasks
+
+
+def test_dashboard_charts_agreement_scores_flags_trust_and_disagreements(
+    client, postgres, researcher, annotator, annotator2, split_round
+):
+    client.force_login(researcher)
+    response = client.get(RESEARCH)
+    assert response.status_code == 200
+    html = response.content.decode()
+    # Charts: agreement, one histogram per 3H axis, flags; each an image with a name.
+    charts = re.findall(r'<svg class="chart[^"]*"[^>]*role="img" aria-label="([^"]+)"', html)
+    assert len(charts) == 1 + 3 + 1, charts
+    assert charts[0].startswith("Line chart of Krippendorff's alpha")
+    assert html.count("<polyline points=") == 0  # one round: points, no lines
+    assert html.count("<circle ") == 5  # ranking, three axes and pairwise, for round 1
+    # Two opposite rankings on the two ordinary tasks: every pair direction disagrees; the
+    # Wilson upper bound for 0 of 6 is z²/(n + z²) = 3.84 / 9.84 = 0.39.
+    assertContains(
+        response,
+        '<td>0.00 <span class="hint">(0.00 to 0.39; 6 pairs)</span></td>',
+        html=True,
+    )
+    # Scores 7, 6 and 5 by position from both annotators on 3 tasks: six of each on each axis.
+    assertContains(
+        response,
+        '<tr><th scope="row">Helpful</th><td>0</td><td>0</td><td>0</td><td>0</td>'
+        "<td>6</td><td>6</td><td>6</td></tr>",
+        html=True,
+    )
+    today = Judgment.objects.first().created_at.strftime("%Y-%m-%d")
+    assertContains(response, f'<tr><th scope="row">{today}</th><td>3</td></tr>', html=True)
+    assert "Personal data" in html
+    # Trust: researchers see pseudonyms, never usernames; annotator2 is lowest, listed first.
+    first, second = annotator_pseudonym(annotator2.pk), annotator_pseudonym(annotator.pk)
+    assert html.index(first) < html.index(second)
+    assert ">ann1<" not in html and ">ann2<" not in html
+    assertContains(response, '<td>3 <span class="hint">(1 gold)</span></td>', count=2, html=True)
+    # The ordinary tasks are disagreements, linked; the gold one is not.
+    for task in split_round[1:]:
+        assertContains(response, f'<a href="/research/tasks/{task.pk}/">Task {task.pk}</a>')
+    assertNotContains(response, f'href="/research/tasks/{split_round[0].pk}/"')
+    # The export preview keeps working.
+    assert re.search(r'<strong id="row-count">18</strong>', html)
+    assert 'href="/api/v1/exports/preferences/?format=trl"' in html
+
+
+def test_admins_see_usernames_and_researchers_flagged_annotators(
+    client, postgres, admin, annotator, annotator2, split_round, settings
+):
+    settings.TRUST_MIN_PAIRS, settings.TRUST_REVIEW_BELOW = 1, 0.3
+    client.force_login(admin)
+    response = client.get(RESEARCH)
+    assertContains(response, "<td><code>ann2</code></td>", html=True)
+    assertNotContains(response, annotator_pseudonym(annotator2.pk))
+    # annotator2: gold 0 of 3 pairs, agreement 0 of 6: trust (0 + 0 + 2) / (6 + 6 + 4) = 0.125;
+    # annotator: (2 * 3 + 0 + 2) / 16 = 0.5, above the review line.
+    assertContains(response, '<span class="badge warn">flagged for review</span>', count=1)
+    assertContains(response, "<td>0.13</td>", html=True)
+    assertContains(response, "<td>0.50</td>", html=True)
+
+
+def test_export_section_lists_every_format_and_passes_the_filters_on(
+    client, postgres, researcher, annotator, annotator2, split_round
+):
+    from annotation.exports import FORMATS
+
+    client.force_login(researcher)
+    page = client.get(RESEARCH)
+    for name, spec in FORMATS.items():
+        assertContains(page, f'<option value="{name}"', count=1)
+        assertContains(page, spec.description)
+    # Per-axis ratings of the judgments that raised "pii": the flag is checked as the six
+    # judgments stream by, and annotator2's three rows come out.
+    response = client.get(RESEARCH, {"format": "ultrafeedback", "round": "1", "flag": "pii"})
+    assertContains(response, '<strong id="row-count">6</strong> judgments to read (one row per')
+    assertContains(response, '<th scope="col">instruction</th>', html=True)
+    html = response.content.decode()
+    assert html.count("<tr><td>What is") == 3
+    assert html.count(f"<td>{annotator_pseudonym(annotator2.pk)}</td>") == 3
+    assertContains(
+        response,
+        'href="/api/v1/exports/preferences/?format=ultrafeedback&amp;round=1&amp;flag=pii"',
+    )
+    assertContains(response, '<input type="checkbox" name="flag" value="pii" checked>', html=True)
+    bad = client.get(RESEARCH, {"min_trust": "2"})
+    assert bad.status_code == 200
+    assertContains(bad, "Must be a number from 0 to 1, got &#x27;2&#x27;.", count=2)
+    assertContains(bad, 'aria-invalid="true"', count=1)
+
+
+@pytest.mark.parametrize("persona", ["annotator", "outsider"])
+def test_annotators_and_outsiders_are_refused(client, db, request, persona):
+    task = open_round(n=1, k=3).tasks.get()
+    snapshot = DatasetSnapshot.objects.create(kind="export", path="snapshots/x", sha256="0" * 64)
+    client.force_login(request.getfixturevalue(persona))
+    for path in (
+        RESEARCH,
+        f"/research/tasks/{task.pk}/",
+        f"/research/snapshots/{snapshot.pk}/",
+    ):
+        assert client.get(path).status_code == 403, path
+    client.logout()
+    assert client.get(RESEARCH)["Location"].startswith("/login/")
+
+
+def test_task_page_shows_the_answers_safely_and_every_judgment(
+    client, postgres, researcher, annotator, annotator2, split_round
+):
+    task = split_round[1]
+    first = task.slots.order_by("position").first()
+    Completion.objects.filter(pk=first.completion_id).update(
+        text="<script>alert(1)</script> **sure**"
+    )
+    client.force_login(researcher)
+    response = client.get(f"/research/tasks/{task.pk}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; <strong>sure</strong>" in html
+    assert html.index("Answer A") < html.index("Answer B") < html.index("Answer C")
+    for user in (annotator, annotator2):
+        assert annotator_pseudonym(user.pk) in html
+    assertContains(response, '<strong class="ranking">A &gt; B &gt; C</strong>', html=True)
+    assertContains(response, '<strong class="ranking">C &gt; B &gt; A</strong>', html=True)
+    assertContains(response, '<span class="badge warn">Personal data</span>', count=1, html=True)
+    assertContains(response, "first is clearly right", count=2)
+    assertContains(response, '<span class="big" id="task-agreement">0.00</span>', html=True)
+    # Opposite rankings, equal weights: the consensus ties all three.
+    assertContains(response, '<strong id="consensus">A = B = C</strong>', html=True)
+    assertNotContains(response, 'id="gold-title"')  # the gold form is for admins
+
+
+def test_admin_marks_a_task_gold_and_unmarks_it_through_the_form(
+    client, postgres, admin, researcher, split_round
+):
+    task = split_round[1]
+    ids = list(task.slots.order_by("position").values_list("completion_id", flat=True))
+    url = f"/research/tasks/{task.pk}/gold/"
+    client.force_login(researcher)
+    assert client.post(url, {"ranking": "A > B > C"}).status_code == 403
+    client.force_login(admin)
+    page = client.get(f"/research/tasks/{task.pk}/")
+    assertContains(page, "Mark as gold")
+
+    bad = client.post(url, {"ranking": "A > Z"})
+    assert bad.status_code == 400
+    assertContains(
+        bad, "&#x27;Z&#x27; is neither a completion id nor an answer letter.", status_code=400
+    )
+    assertContains(bad, 'value="A &gt; Z"', status_code=400)
+    missing = client.post(url, {"ranking": f"{ids[0]} > {ids[1]}"})
+    assertContains(
+        missing, f"Every completion must be ranked; missing: [{ids[2]}].", status_code=400
+    )
+
+    response = client.post(url, {"ranking": f"C > {ids[1]} = A"}, follow=True)
+    assertContains(response, f"Task {task.pk} is gold: C &gt; A = B.")
+    assertContains(response, '<strong id="gold-ranking">C &gt; A = B</strong>', html=True)
+    task.refresh_from_db()
+    assert task.gold_ranking == [[ids[2]], sorted(ids[:2])]
+
+    response = client.post(url, {"action": "unmark"}, follow=True)
+    assertContains(response, f"Task {task.pk} is an ordinary task again.")
+    task.refresh_from_db()
+    assert task.gold_ranking is None
+
+
+def test_datasheet_page_renders_the_readme_or_else_the_manifest(
+    client, researcher, settings, tmp_path
+):
+    settings.ARTIFACTS_DIR = tmp_path
+    folder = tmp_path / "snapshots" / "abc"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n---\n# Preference pairs, rounds 1 to 2\n\n"
+        "| split | rows |\n|---|---|\n| train | 40 |\n\nA prompt said <script>x()</script>.\n"
+    )
+    manifest = {"rows": {"train": 40, "eval": 4}, "source_rounds": [1, 2]}
+    with_sheet = DatasetSnapshot.objects.create(
+        kind="preference", path="snapshots/abc", manifest=manifest, sha256="a" * 64
+    )
+    without = DatasetSnapshot.objects.create(
+        kind="export", path="../../outside", manifest=manifest, sha256="b" * 64
+    )
+    client.force_login(researcher)
+    response = client.get(f"/research/snapshots/{with_sheet.pk}/")
+    assertContains(response, "<h1>Preference pairs, rounds 1 to 2</h1>", html=True)
+    assertContains(response, "<td>40</td>", html=True)
+    assertContains(response, "&lt;script&gt;x()&lt;/script&gt;")
+    assertNotContains(response, "config_name")
+
+    response = client.get(f"/research/snapshots/{without.pk}/")
+    assertContains(response, '<th scope="row">source_rounds</th>', html=True)
+    assertContains(response, "<code>[1, 2]</code>", html=True)
+    assert client.get("/research/snapshots/999999/").status_code == 404
+
+    listing = client.get(RESEARCH)
+    assertContains(listing, f'<a href="/research/snapshots/{with_sheet.pk}/">')
+    assertContains(listing, f'<a href="/research/snapshots/{without.pk}/">')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_researcher_follows_a_disagreement_to_its_task(
+    sign_in, page, researcher, annotator, annotator2, make_user, api, screenshot, settings, tmp_path
+):
+    annotator3 = make_user(Role.ANNOTATOR, username="ann3")
+    first, second = open_round(n=4, k=3, overlap=3), open_round(n=4, k=3, overlap=3)
+    # Which tasks an annotator departs on goes by the task's place (ids differ run to run).
+    place = {
+        pk: i
+        for i, pk in enumerate(ComparisonTask.objects.order_by("pk").values_list("pk", flat=True))
+    }
+    judge_all(api, annotator)
+    # Round 1 is noisy, round 2 less so: the chart should show agreement rising.
+    judge_all(api, annotator2, swap=True, only=lambda t: place[t] in (1, 3))
+    judge_all(
+        api, annotator3, reverse=True, flags=["prompt_issue"], only=lambda t: place[t] in (0, 3, 6)
+    )
+    gold = first.tasks.order_by("pk").first()
+    task_mark_gold(
+        task_id=gold.pk, ranking=Judgment.objects.get(task=gold, annotator=annotator).ranking
+    )
+    sign_in(researcher.username)
+    assert page.locator("svg.agreement polyline").count() == 5
+    assert page.locator("table.trust tbody tr").count() == 3
+    screenshot("research-dashboard", full_page=True)
+
+    row = page.locator("table.disagreements tbody tr").first
+    agreement = row.locator("td").nth(4).inner_text()
+    link = row.get_by_role("link")
+    task_id = link.inner_text().removeprefix("Task ")
+    link.click()
+    page.wait_for_url(f"**/research/tasks/{task_id}/")
+    assert page.locator("h1").inner_text().startswith(f"Task {task_id}")
+    assert page.locator("article.judgment").count() == 3
+    assert page.locator("#task-agreement").inner_text() == agreement
+    assert page.locator("#consensus").inner_text() != ""
+
+    # A real snapshot with the datasheet the snapshot service writes, listed on the dashboard.
+    settings.ARTIFACTS_DIR = tmp_path
+    snapshot = snapshot_create_preference(rounds=[first.number, second.number])
+    page.goto(RESEARCH)
+    page.get_by_role("link", name=f"Snapshot {snapshot.pk}").click()
+    sheet = page.locator("article.datasheet")
+    assert sheet.locator("h1").count() == 1 and sheet.locator("h2").count() >= 3
+    assert "config_name" not in sheet.inner_text()
+    screenshot("datasheet", full_page=True)
