@@ -204,7 +204,7 @@ def test_the_gate_deploys_a_better_candidate_and_rejects_a_worse_one(
     from feedback.models import Deployment, PolicyVersion
     from training.gate import gate_evaluate
 
-    honest = judged_round(api, annotator, n=24, seed=8)
+    honest = judged_round(api, annotator, n=48, seed=8)
     reward = (
         api(admin)
         .post(URL, {"kind": "reward", "rounds": [honest], "recipe": FAST}, format="json")
