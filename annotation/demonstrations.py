@@ -36,7 +36,10 @@ def demonstration_create(
     source_completion_id: int | None = None,
 ) -> Demonstration:
     errors: dict[str, list[str]] = {}
-    prompt = Prompt.objects.filter(pk=prompt_id).first()
+    # Only a prompt an open round offers: others (never served, or in a closed round) answer
+    # as if they did not exist, so demonstrations cannot be planted nor ids probed.
+    offered = ComparisonTask.objects.filter(prompt=OuterRef("pk"), round__status=Round.Status.OPEN)
+    prompt = Prompt.objects.filter(Exists(offered), pk=prompt_id).first()
     if prompt is None:
         errors["prompt"] = [f"No prompt {prompt_id}."]
     clean = text.strip()

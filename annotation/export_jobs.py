@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import DomainError
+from feedback.outbox import outbox_enqueue
 
 from .export_files import export_write
 from .exports import FILE_FORMATS, FORMATS, export_filters_parse, export_source_count
@@ -58,14 +59,12 @@ def export_job_create(
             pseudonymous=pseudonymous,
             progress_total=export_source_count(fmt=fmt, filters=parsed), created_by=created_by,
         )  # fmt: skip
-        transaction.on_commit(lambda: _enqueue(job.pk))
+        _enqueue(job.pk)
     return job
 
 
 def _enqueue(job_id: Any) -> None:
-    from .tasks import export_job_run
-
-    export_job_run.apply_async(args=[str(job_id)], queue="default")
+    outbox_enqueue(task="annotation.tasks.export_job_run", args=[str(job_id)], queue="default")
 
 
 def export_job_path(job: ExportJob) -> Path:

@@ -29,6 +29,7 @@ from django.db.models import Max
 from feedback.errors import DomainError
 from feedback.generation import BackendUnavailable, Generated, Sampling, get_backend, target_for
 from feedback.models import Completion, PolicyVersion, Prompt
+from feedback.outbox import outbox_enqueue
 
 from .models import ComparisonTask, Round, TaskCompletion
 from .rounds import rubric_current
@@ -94,14 +95,13 @@ def round_open_for_policy(
         except IntegrityError:
             raise DomainError("Another round was opened at the same moment.", status=409) from None
         if enqueue:  # `simulate` generates in its own process instead
-            transaction.on_commit(lambda: round_generate_enqueue(round_.pk))
+            round_generate_enqueue(round_.pk)
     return round_
 
 
 def round_generate_enqueue(round_id: int) -> None:
-    from .tasks import round_generate as task
-
-    task.apply_async(args=[round_id], queue="generation")
+    """Queue the round's generation through the outbox (sent once the caller commits)."""
+    outbox_enqueue(task="annotation.tasks.round_generate", args=[round_id], queue="generation")
 
 
 def _valid_distinct(completions: list[Completion], k: int) -> list[Completion] | None:

@@ -14,12 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .audit import audit_event_dict, audit_events
 from .errors import DomainError, error_schema
 from .middleware import API_DOCS_CONTENT_SECURITY_POLICY
 from .models import Deployment, PolicyVersion
 from .policies import deployment_request, rollback_request
 from .registry import policy_registry_info
 from .roles import IsAdmin, IsResearcherOrAdmin, user_roles
+from .throttle import LoginThrottle
 
 ERROR = error_schema()
 
@@ -29,6 +31,7 @@ class AuthTokenApi(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes: list[type] = []
+    throttle_classes = [LoginThrottle]
 
     class AuthTokenInputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=150)
@@ -82,7 +85,7 @@ class PolicyListApi(APIView):
     permission_classes = [IsResearcherOrAdmin]
 
     class PolicySerializer(serializers.ModelSerializer):
-        parent = serializers.PrimaryKeyRelatedField(read_only=True)
+        parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
         registry = serializers.SerializerMethodField(
             help_text="What the model's name says (family, version, size, chat or base, "
             "quantization), memory estimates to serve and fine-tune, and warnings."
@@ -152,3 +155,68 @@ class DeploymentDetailApi(APIView):
         if deployment is None:
             raise DomainError("No such deployment.", code="not_found", status=404)
         return Response(DeploymentSerializer(deployment).data)
+
+
+AUDIT_EVENT_FIELDS = {
+    "id": serializers.IntegerField(),
+    "at": serializers.DateTimeField(),
+    "actor": serializers.CharField(),
+    "action": serializers.CharField(),
+    "method": serializers.CharField(),
+    "path": serializers.CharField(),
+    "target": serializers.DictField(child=serializers.CharField()),
+    "status_code": serializers.IntegerField(),
+    "ip": serializers.IPAddressField(allow_null=True),
+}
+
+
+class AuditEventListApi(APIView):
+    """The audit log (admins only): every state-changing request an admin account made, newest
+    first; ``before`` (an event id) pages back through older ones."""
+
+    permission_classes = [IsAdmin]
+
+    class AuditQuerySerializer(serializers.Serializer):
+        actor = serializers.CharField(required=False, max_length=150, help_text="A username.")
+        action = serializers.CharField(
+            required=False, max_length=100, help_text="A route name, e.g. api:round-close."
+        )
+        since = serializers.DateTimeField(required=False)
+        before = serializers.IntegerField(required=False, min_value=1)
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+
+    @extend_schema(
+        parameters=[AuditQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "AuditEventPage",
+                {
+                    "results": inline_serializer(
+                        "AuditEvent",
+                        AUDIT_EVENT_FIELDS,
+                        many=True,
+                    ),
+                    "next_before": serializers.IntegerField(allow_null=True),
+                },
+            ),
+            400: error_schema(),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = self.AuditQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        values = query.validated_data
+        events = audit_events(
+            actor=values.get("actor"), action=values.get("action"), since=values.get("since")
+        )
+        if "before" in values:
+            events = events.filter(pk__lt=values["before"])
+        page = list(events.order_by("-id")[: values["limit"] + 1])
+        more = len(page) > values["limit"]
+        page = page[: values["limit"]]
+        return Response(
+            {
+                "results": [audit_event_dict(event) for event in page],
+                "next_before": page[-1].pk if more else None,
+            }
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -151,3 +152,68 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.policy_version} ({self.status})"
+
+
+class OutboxMessage(models.Model):
+    """A Celery task a request asked for, written in the request's own transaction (the
+    transactional outbox). It is published after the commit and marked; one the broker refused
+    stays unpublished until ``outbox_publish`` (the beat task ``outbox_relay``) sends it. The id
+    is the Celery task id, so a message sent twice (published, then the mark lost) is one task
+    id delivered twice, and every task is safe to run twice (DESIGN §7)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task = models.CharField(max_length=200, help_text="The Celery task name.")
+    args = models.JSONField(default=list)
+    queue = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=Q(published_at=None), name="outbox_pending"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task}{self.args} ({'sent' if self.published_at else 'pending'})"
+
+
+class AuditEvent(models.Model):
+    """One admin action: who, what (the route and its ids), when, and how it ended."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, help_text="Kept if the account is deleted.")
+    action = models.CharField(max_length=100, help_text="The route's name, e.g. api:round-close.")
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=500)
+    target = models.JSONField(default=dict, help_text="The ids named in the URL.")
+    status_code = models.PositiveSmallIntegerField()
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.method} {self.path}"
+
+
+class ThrottleWindow(models.Model):
+    """Requests counted per key (scope and client) and fixed window; see feedback/throttle.py."""
+
+    key = models.CharField(max_length=200)
+    bucket = models.BigIntegerField(help_text="The window's number: epoch seconds // its length.")
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "bucket"], name="throttle_window_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} @{self.bucket}: {self.count}"

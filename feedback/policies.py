@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from .errors import DomainError
 from .models import Deployment, PolicyVersion
+from .outbox import outbox_enqueue
 
 DEPLOYABLE = {PolicyVersion.Status.CANDIDATE, PolicyVersion.Status.RETIRED}
 
@@ -71,7 +72,7 @@ def deployment_request(
             requested_by=requested_by,
         )
         if enqueue:  # `simulate` runs the deployment in its own process instead
-            transaction.on_commit(lambda: _enqueue(deployment.pk))
+            _enqueue(deployment.pk)
     return deployment
 
 
@@ -98,9 +99,7 @@ def rollback_request(*, policy_id: int, requested_by: Any = None) -> Deployment:
 
 
 def _enqueue(deployment_id: int) -> None:
-    from .tasks import deployment_run
-
-    deployment_run.apply_async(args=[deployment_id], queue="generation")
+    outbox_enqueue(task="feedback.tasks.deployment_run", args=[deployment_id], queue="generation")
 
 
 def deployment_run(*, deployment_id: int) -> Deployment:

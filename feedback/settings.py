@@ -91,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "feedback.middleware.DatabaseUnavailableMiddleware",
+    "feedback.audit.AuditLogMiddleware",
 ]
 
 ROOT_URLCONF = "feedback.urls"
@@ -128,6 +130,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory, so a worker process can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+else:
+    # An unreachable server fails a request in seconds (a fast 503), not after the kernel's TCP
+    # timeout; keepalives notice a connection that died silently.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=env_int("DB_CONNECT_TIMEOUT", 3),
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -226,11 +238,27 @@ GENERATION_READ_TIMEOUT = float(env_str("GENERATION_READ_TIMEOUT", "120"))
 GENERATION_RETRIES = env_int("GENERATION_RETRIES", 2)
 VLLM_TENSOR_PARALLEL = env_int("VLLM_TENSOR_PARALLEL", 1)
 VLLM_QUANTIZATION = env_str("VLLM_QUANTIZATION", "")
+# Folders besides ARTIFACTS_DIR that policies' weights may be read from (absolute paths).
+MODEL_DIRS = env_list("MODEL_DIRS", "")
+# Model servers a generation backend may be pointed at, as host or host:port; the host of
+# OPENAI_BASE_URL is always allowed.
+MODEL_SERVER_HOSTS = env_list("MODEL_SERVER_HOSTS", "127.0.0.1,localhost")
 # The tiny model `build_tiny_model` makes, relative to ARTIFACTS_DIR.
 TINY_MODEL_DIR = env_str("TINY_MODEL_DIR", "models/tiny-llama")
 
 # A running training run with no heartbeat for this long lost its worker; it is retried once.
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
+
+# Rate limits (feedback/throttle.py), "count/period" with period s, min, h or d; "" turns one
+# off. A lease is per annotator (a person takes one every few seconds at most); sign-in is per
+# account and address, and per address across accounts.
+THROTTLE_RATES = {
+    "lease": env_str("THROTTLE_LEASE", "300/min"),
+    "login": env_str("THROTTLE_LOGIN", "10/min"),
+    "login_address": env_str("THROTTLE_LOGIN_ADDRESS", "100/min"),
+}
+# Proxies in front of the app that append to X-Forwarded-For (0: use the peer address).
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 
 # Task distribution (DESIGN §4).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30 * 60)
@@ -279,6 +307,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "annotation.tasks.leases_expire", "schedule": 60.0},
+    "relay-outbox": {"task": "feedback.tasks.outbox_relay", "schedule": 10.0},
+    "prune-throttle-windows": {"task": "feedback.tasks.throttle_windows_prune", "schedule": 600.0},
     "recover-training-runs": {"task": "training.tasks.training_runs_recover", "schedule": 60.0},
     "recover-export-jobs": {"task": "annotation.tasks.export_jobs_recover", "schedule": 60.0},
     "advance-automations": {"task": "training.tasks.automations_advance_all", "schedule": 15.0},

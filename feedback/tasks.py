@@ -15,3 +15,19 @@ def deployment_run(deployment_id: int) -> str:
         return run(deployment_id=deployment_id).status
     finally:
         job_finished.send(sender=deployment_run, kind="deployment", object_id=deployment_id)
+
+
+@shared_task(name="feedback.tasks.outbox_relay")
+def outbox_relay() -> int:
+    """Publish what the outbox holds (work recorded while the broker was down)."""
+    from .outbox import outbox_publish
+
+    return outbox_publish()
+
+
+@shared_task(name="feedback.tasks.throttle_windows_prune")
+def throttle_windows_prune() -> int:
+    """Drop the rate-limit counters of windows that ended."""
+    from .throttle import throttle_windows_prune as prune
+
+    return prune()

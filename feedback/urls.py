@@ -22,6 +22,7 @@ from . import api
 
 api_v1 = [
     path("auth/token/", api.AuthTokenApi.as_view(), name="auth-token"),
+    path("audit/", api.AuditEventListApi.as_view(), name="audit-list"),
     path("policies/", api.PolicyListApi.as_view(), name="policy-list"),
     path("policies/<int:policy_id>/deploy/", api.PolicyDeployApi.as_view(), name="policy-deploy"),
     path(

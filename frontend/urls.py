@@ -9,13 +9,7 @@ app_name = "frontend"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(
-            template_name="frontend/login.html", redirect_authenticated_user=True
-        ),
-        name="login",
-    ),
+    path("login/", views.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/", views.workspace, name="workspace"),
     path("demonstrate/", views.demonstrate, name="demonstrate"),
@@ -34,6 +28,7 @@ urlpatterns = [
         name="manage-policy-action",
     ),
     path("manage/training/", views.manage_training, name="manage-training"),
+    path("manage/audit/", views.manage_audit, name="manage-audit"),
     path("manage/training/<int:run_id>/", views.manage_training_run, name="manage-training-run"),
     path("research/", research.research, name="research"),
     path("research/tasks/<int:task_id>/", research.research_task, name="research-task"),

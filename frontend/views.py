@@ -7,12 +7,15 @@ JSON API, so the page and a script see the same rules and the same errors.
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,11 +26,14 @@ from annotation.generation import round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import Round
 from annotation.rounds import round_close, round_open_from_imported, round_progress, round_stats
+from feedback.audit import audit_events
 from feedback.errors import DomainError
+from feedback.middleware import database_unavailable, is_database_outage
 from feedback.models import Deployment, PolicyVersion
 from feedback.policies import deployment_request, rollback_request
 from feedback.registry import policy_registry_info
 from feedback.roles import Role, user_roles
+from feedback.throttle import login_rate_exceeded
 from training.automation import automation_create, automation_stop, automation_validate
 from training.models import Automation, DatasetSnapshot, GateEvaluation, TrainingRun
 from training.runs import training_run_cancel, training_run_create
@@ -456,6 +462,8 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    if is_database_outage(sys.exc_info()[1]):  # raised outside a view (see the middleware)
+        return database_unavailable(request)
     if _is_api(request):
         body = {
             "code": "server_error",
@@ -464,3 +472,35 @@ def server_error(request: HttpRequest) -> HttpResponse:
         }
         return JsonResponse(body, status=500)
     return render(request, "frontend/error.html", {"message": "Something went wrong."}, status=500)
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """Django's sign-in page, with the sign-in rate limits (feedback/throttle.py): past them the
+    form says when to try again and answers 429, whether or not the password was right."""
+
+    template_name = "frontend/login.html"
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        wait = login_rate_exceeded(request, username=request.POST.get("username", ""))
+        if wait is None:
+            return super().post(request, *args, **kwargs)
+        # The form is not validated: that would check the password, which is what is limited.
+        seconds = math.ceil(wait)
+        context = self.get_context_data(
+            throttled=f"Too many sign-in attempts. Try again in {seconds} s."
+        )
+        response = self.render_to_response(context, status=429)
+        response["Retry-After"] = str(seconds)
+        return response
+
+
+@role_required(Role.ADMIN)
+def manage_audit(request: HttpRequest) -> HttpResponse:
+    """The audit log, newest first; ?actor= narrows it to one account."""
+    actor = request.GET.get("actor", "")[:150] or None
+    return render(
+        request,
+        "frontend/audit.html",
+        {"events": audit_events(actor=actor)[:200], "actor": actor or ""},
+    )

@@ -28,6 +28,7 @@ from annotation.rounds import round_close, round_progress
 from feedback.errors import DomainError
 from feedback.generation import Sampling
 from feedback.models import Deployment
+from feedback.outbox import outbox_enqueue
 
 from .gate import gate_request
 from .models import Automation, GateEvaluation, TrainingRun
@@ -85,14 +86,12 @@ def automation_create(*, round_: Round, created_by: Any = None, **settings: Any)
         round=round_, created_by=created_by, **settings,
         history=[{"stage": Automation.Stage.WAITING, "at": timezone.now().isoformat()}],
     )  # fmt: skip
-    transaction.on_commit(lambda: automation_enqueue(automation.pk))
+    automation_enqueue(automation.pk)
     return automation
 
 
 def automation_enqueue(automation_id: int) -> None:
-    from .tasks import automation_advance as task
-
-    task.apply_async(args=[automation_id], queue="default")
+    outbox_enqueue(task="training.tasks.automation_advance", args=[automation_id], queue="default")
 
 
 def automation_stop(*, automation_id: int) -> Automation:

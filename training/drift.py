@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from feedback.generation import Generated, Messages, Target
+from feedback.generation import Generated, Messages, Target, require_safetensors
 
 Sample = tuple[Messages, Generated]
 
@@ -86,12 +86,12 @@ def _load(target: Target) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(target.model, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            target.model, dtype=dtype, local_files_only=True
+            target.model, dtype=dtype, local_files_only=True, use_safetensors=True
         )
         if target.adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, target.adapter)
+            model = PeftModel.from_pretrained(model, require_safetensors(target.adapter))
     except (OSError, ValueError) as exc:
         raise DriftUnavailable(f"cannot load {target.model} here: {exc}"[:1000]) from exc
     model.to("cuda" if gpu else "cpu")

@@ -27,6 +27,7 @@ from django.utils import timezone
 from feedback.errors import DomainError
 from feedback.generation import Generated, Sampling, get_backend, resolve_model_path, target_for
 from feedback.models import PolicyVersion, Prompt, messages_hash
+from feedback.outbox import outbox_enqueue
 from feedback.policies import deployment_request
 
 from .drift import DriftUnavailable, kl_drift
@@ -73,14 +74,12 @@ def gate_request(
             candidate=candidate, baseline=baseline, reward_run=reward_run, prompt_count=prompts,
             threshold=threshold, max_kl_drift=max_kl_drift,
         )  # fmt: skip
-        transaction.on_commit(lambda: _enqueue(gate.pk))
+        _enqueue(gate.pk)
     return gate
 
 
 def _enqueue(gate_id: int) -> None:
-    from .tasks import gate_evaluate as task
-
-    task.apply_async(args=[gate_id], queue="generation")
+    outbox_enqueue(task="training.tasks.gate_evaluate", args=[gate_id], queue="generation")
 
 
 def _gate_prompts(reward_run: TrainingRun, count: int) -> tuple[list[list[dict[str, str]]], int]:

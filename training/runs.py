@@ -32,6 +32,7 @@ from annotation.rounds import rubric_current
 from feedback.errors import DomainError
 from feedback.generation import resolve_model_path
 from feedback.models import PolicyVersion, Prompt
+from feedback.outbox import outbox_enqueue
 
 from .launch import needs_launch, train_launched
 from .models import DatasetSnapshot, TrainingRun
@@ -185,7 +186,7 @@ def training_run_create(
                 created_by=created_by,
             )
             if enqueue:  # `simulate` runs the job in its own process instead
-                transaction.on_commit(lambda: _enqueue(run.pk))
+                _enqueue(run.pk)
     except IntegrityError:
         active = TrainingRun.objects.filter(base_policy=base, status__in=TrainingRun.ACTIVE).first()
         raise DomainError(
@@ -238,9 +239,7 @@ def _online_rl_recipe(recipe: online_rl.OnlineRLRecipe) -> online_rl.OnlineRLRec
 
 
 def _enqueue(run_id: int) -> None:
-    from .tasks import training_run_execute
-
-    training_run_execute.apply_async(args=[run_id], queue="training")
+    outbox_enqueue(task="training.tasks.training_run_execute", args=[run_id], queue="training")
 
 
 def training_run_cancel(*, run_id: int) -> TrainingRun:

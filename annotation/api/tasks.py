@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from feedback.rendering import render_untrusted
 from feedback.roles import IsAnnotator
+from feedback.throttle import LeaseThrottle
 
 from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
 from ..judgments import judgment_submit
@@ -62,9 +63,11 @@ class ShownCompletionSerializer(serializers.Serializer):
 
 
 class TaskNextApi(APIView):
-    """Lease the next task (or get back the one you hold). 204 when there is no work left."""
+    """Lease the next task (or get back the one you hold). 204 when there is no work left;
+    429 with Retry-After past the lease rate (``THROTTLE_RATES["lease"]``)."""
 
     permission_classes = [IsAnnotator]
+    throttle_classes = [LeaseThrottle]
 
     class LeasedTaskSerializer(serializers.Serializer):
         assignment = serializers.UUIDField()

@@ -11,6 +11,7 @@ generates never loads torch. Each backend answers ``ready()`` by generating one 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,13 +76,79 @@ class Backend(Protocol):
         ...
 
 
+# A hub id: "name" or "org/name", letters, digits and . _ - (no "..", no leading separator).
+_HUB_ID = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def model_roots() -> list[Path]:
+    """Folders weights may be read from: the artifacts root, then settings.MODEL_DIRS."""
+    return [Path(settings.ARTIFACTS_DIR).resolve()] + [
+        Path(folder).resolve() for folder in settings.MODEL_DIRS
+    ]
+
+
 def resolve_model_path(model: str) -> str:
-    """A folder under the artifacts root if ``model`` names one; else the hub id or path."""
-    candidate = (Path(settings.ARTIFACTS_DIR) / model).resolve()
+    """Where to load ``model`` from: a folder under the artifacts root when it names one, an
+    absolute path only inside a folder of ``MODEL_DIRS``, else a hub id. Anything else (a path
+    that climbs out with "..", an absolute path elsewhere, a link out of the root) is refused,
+    so a stored reference cannot make a worker read an arbitrary file."""
+    if not model.strip():
+        raise BackendUnavailable("No model named.")
     root = Path(settings.ARTIFACTS_DIR).resolve()
-    if candidate.is_relative_to(root) and candidate.exists():
+    if not Path(model).is_absolute():
+        candidate = root / model
+        if candidate.exists() or candidate.is_symlink():
+            resolved = candidate.resolve()  # follows links: one that leads out is caught here
+            if any(resolved.is_relative_to(folder) for folder in model_roots()):
+                return str(resolved)
+            raise BackendUnavailable(f"{model!r} leads out of the artifacts root.")
+        if _HUB_ID.match(model):
+            return model
+        raise BackendUnavailable(
+            f"{model!r} is neither a folder under the artifacts root nor a hub id."
+        )
+    candidate = Path(model).resolve()
+    if any(candidate.is_relative_to(folder) for folder in model_roots()):
         return str(candidate)
-    return model
+    raise BackendUnavailable(
+        f"{model} is outside the artifacts root and every folder of MODEL_DIRS; weights are "
+        "read only from there."
+    )
+
+
+def require_safetensors(folder: str) -> str:
+    """``folder``, once its weights are known to be safetensors. A ``.bin``/``.pt`` checkpoint is
+    a pickle, and loading one runs whatever code it carries, so it is refused (hub ids are
+    fetched with ``use_safetensors=True``, which refuses them the same way)."""
+    path = Path(folder)
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        raise BackendUnavailable(
+            f"{folder} has no .safetensors weights; pickled checkpoints (.bin, .pt) are not "
+            "loaded. Convert them: model.save_pretrained(out, safe_serialization=True)."
+        )
+    return folder
+
+
+def model_server_check(url: str) -> str:
+    """``url``, if it is http(s) on an allowed host (settings.MODEL_SERVER_HOSTS, and the host of
+    OPENAI_BASE_URL); otherwise refused, so a stored or passed URL cannot aim a worker's
+    requests at an arbitrary address (SSRF)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    configured = urlsplit(settings.OPENAI_BASE_URL)
+    allowed = {host.lower() for host in settings.MODEL_SERVER_HOSTS} | {
+        (configured.hostname or "").lower(),
+        configured.netloc.lower(),
+    }
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise BackendUnavailable(f"{url!r} is not an http(s) URL of a model server.")
+    if host not in allowed and parts.netloc.lower() not in allowed:
+        raise BackendUnavailable(
+            f"{host} is not an allowed model server; add it to MODEL_SERVER_HOSTS to use it."
+        )
+    return url
 
 
 def get_backend(name: str | None = None, **options: Any) -> Backend:

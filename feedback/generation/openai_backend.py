@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from . import BackendUnavailable, Generated, Messages, Sampling, Target
+from . import BackendUnavailable, Generated, Messages, Sampling, Target, model_server_check
 
 RETRYABLE = {429, 500, 502, 503, 504}
 
@@ -25,7 +25,7 @@ class OpenAIBackend:
         retries: int | None = None,
         backoff: float = 0.5,
     ) -> None:
-        self.base_url = (base_url or settings.OPENAI_BASE_URL).rstrip("/")
+        self.base_url = model_server_check(base_url or settings.OPENAI_BASE_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else settings.OPENAI_API_KEY
         self.timeout = httpx.Timeout(
             read_timeout if read_timeout is not None else settings.GENERATION_READ_TIMEOUT,

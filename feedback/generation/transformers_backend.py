@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from . import BackendUnavailable, Generated, Messages, Sampling, Target
+from . import BackendUnavailable, Generated, Messages, Sampling, Target, require_safetensors
 
 _CACHE: dict[tuple[str, str | None], tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
@@ -24,11 +24,13 @@ def _load(target: Target) -> tuple[Any, Any]:
                 raise BackendUnavailable(f"transformers is not installed: {exc}") from exc
             try:
                 tokenizer = AutoTokenizer.from_pretrained(target.model)
-                model = AutoModelForCausalLM.from_pretrained(target.model, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(
+                    target.model, dtype=torch.float32, use_safetensors=True
+                )
                 if target.adapter:
                     from peft import PeftModel
 
-                    model = PeftModel.from_pretrained(model, target.adapter)
+                    model = PeftModel.from_pretrained(model, require_safetensors(target.adapter))
             except (OSError, ValueError) as exc:
                 raise BackendUnavailable(f"Cannot load {target.model}: {exc}") from exc
             tokenizer.padding_side = "left"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feedback.generation import require_safetensors
+
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -164,11 +166,13 @@ def reward_scorer(path: Path, base_model: str) -> Callable[[list[dict[str, str]]
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+        base = AutoModelForSequenceClassification.from_pretrained(
+            base_model, num_labels=1, use_safetensors=True
+        )
         base.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(base, path)
+        model = PeftModel.from_pretrained(base, require_safetensors(path))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
     model.eval()
 
     def score(prompt: list[dict[str, str]], answer: str) -> float:

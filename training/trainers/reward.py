@@ -65,7 +65,9 @@ def train(
     # The reward model starts from the base weights; a policy adapter (base_adapter) is not
     # folded in, since a reward model need not share the policy's latest tune.
     set_seed(recipe.seed)  # the scalar head is initialised at random: seed it
-    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, num_labels=1, use_safetensors=True
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
 
     config = RewardConfig(

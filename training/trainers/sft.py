@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from feedback.generation import require_safetensors
+
 from .common import (
     RecipeBase,
     lora_config,
@@ -55,11 +57,13 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model, use_safetensors=True)
     if base_adapter:  # the policy being tuned is the base plus its adapter: fold it in
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, base_adapter).merge_and_unload()
+        model = PeftModel.from_pretrained(
+            model, require_safetensors(base_adapter)
+        ).merge_and_unload()
 
     config = SFTConfig(
         **trainer_arguments(recipe, output_dir),

@@ -1,0 +1,76 @@
+"""Artifacts: weights come only from the artifacts root (or a folder the operator allows), only as
+safetensors, and a model server URL only from an allowed host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from feedback.generation import (
+    BackendUnavailable,
+    Target,
+    model_server_check,
+    require_safetensors,
+    resolve_model_path,
+)
+from feedback.generation.openai_backend import OpenAIBackend
+
+
+def test_model_references_stay_under_the_allowed_roots(settings, tmp_path):
+    root = tmp_path / "artifacts"
+    (root / "models" / "mine").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (root / "models" / "escape").symlink_to(outside)
+    settings.ARTIFACTS_DIR = str(root)
+    settings.MODEL_DIRS = []
+
+    assert resolve_model_path("models/mine") == str(root / "models" / "mine")
+    assert resolve_model_path(str(root / "models" / "mine")) == str(root / "models" / "mine")
+    assert resolve_model_path("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    for hostile in ["../elsewhere", "models/../../elsewhere", str(outside), "/etc", "models/escape",
+                    "org/name/../../x", "~/.ssh", ""]:  # fmt: skip
+        with pytest.raises(BackendUnavailable):
+            resolve_model_path(hostile)
+
+    settings.MODEL_DIRS = [str(outside)]  # the operator allows a folder of weights
+    assert resolve_model_path(str(outside)) == str(outside)
+
+
+def test_pickled_weights_are_refused_and_safetensors_load(tiny_model_path, settings, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from feedback.generation.transformers_backend import TransformersBackend
+
+    tiny = Path(settings.ARTIFACTS_DIR) / tiny_model_path
+    assert require_safetensors(str(tiny)) == str(tiny)
+
+    pickled = tmp_path / "pickled"
+    AutoModelForCausalLM.from_pretrained(tiny).save_pretrained(pickled, safe_serialization=False)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tiny / name).exists():
+            (pickled / name).write_bytes((tiny / name).read_bytes())
+    assert list(pickled.glob("*.bin")) and not list(pickled.glob("*.safetensors"))
+
+    with pytest.raises(BackendUnavailable, match="safetensors"):
+        require_safetensors(str(pickled))
+    with pytest.raises(BackendUnavailable, match="Cannot load"):
+        TransformersBackend().ready(Target(model=str(pickled)))
+
+
+def test_model_server_urls_come_from_allowed_hosts_only(settings):
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:8001"
+    settings.MODEL_SERVER_HOSTS = ["127.0.0.1", "localhost"]
+    assert model_server_check("http://localhost:9000/v1") == "http://localhost:9000/v1"
+    for hostile in ["http://169.254.169.254/latest/meta-data/", "file:///etc/passwd",
+                    "gopher://127.0.0.1:6379/", "http://intranet.example:80/", "http://"]:  # fmt: skip
+        with pytest.raises(BackendUnavailable):
+            model_server_check(hostile)
+    with pytest.raises(BackendUnavailable, match="MODEL_SERVER_HOSTS"):
+        OpenAIBackend(base_url="http://10.0.0.8:8000")
+
+    settings.OPENAI_BASE_URL = "https://vllm.internal:8443"  # the configured server is allowed
+    assert OpenAIBackend().base_url == "https://vllm.internal:8443"
+    settings.MODEL_SERVER_HOSTS = ["10.0.0.8:8000"]
+    assert OpenAIBackend(base_url="http://10.0.0.8:8000").base_url == "http://10.0.0.8:8000"
