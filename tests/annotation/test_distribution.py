@@ -156,11 +156,11 @@ def test_periodic_sweep_reclaims_lapsed_leases(api, annotator):
 def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
     open_round(n=5)
     client = api(annotator)
-    # token, roles, held lease, candidate lock, insert assignment, update task, completions;
-    # plus the savepoint pair of the service's transaction.
-    with django_assert_num_queries(9):
+    # token, roles, the rate-limit counter, held lease, candidate lock, insert assignment,
+    # update task, completions; plus the savepoint pair of the service's transaction.
+    with django_assert_num_queries(10):
         task = lease(client)
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         assert lease(client)["assignment"] == task["assignment"]
 
 
