@@ -164,8 +164,12 @@ def round_generate(
     if round_.status != Round.Status.GENERATING:
         return round_
     policy = round_.policy_version
-    backend = get_backend(round_.backend or None)
-    target = target_for(policy)
+    try:  # a refused model reference is recorded on the round like any backend failure
+        backend = get_backend(round_.backend or None)
+        target = target_for(policy)
+    except BackendUnavailable as exc:
+        Round.objects.filter(pk=round_.pk).update(generation_error=str(exc)[:2000])
+        raise
     sampling_params = dict(round_.sampling)
     base = Sampling(
         temperature=float(sampling_params.get("temperature", 1.0)),

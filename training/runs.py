@@ -333,16 +333,16 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     def heartbeat() -> None:
         TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
 
-    base_model = resolve_model_path(run.base_policy.base_model or run.base_policy.name)
-    inputs = {
-        "base_model": base_model,
-        "snapshot_dir": root / run.snapshot.path,
-        "base_adapter": resolve_model_path(run.base_policy.adapter_path)
-        if run.base_policy.adapter_path
-        else None,
-        **_reward_model_inputs(run),
-    }
     try:
+        base_model = resolve_model_path(run.base_policy.base_model or run.base_policy.name)
+        inputs = {
+            "base_model": base_model,
+            "snapshot_dir": root / run.snapshot.path,
+            "base_adapter": resolve_model_path(run.base_policy.adapter_path)
+            if run.base_policy.adapter_path
+            else None,
+            **_reward_model_inputs(run),
+        }
         if needs_launch(recipe):  # several processes: accelerate launch, relayed back here
             metrics = train_launched(
                 kind=run.kind, recipe=recipe, output_dir=staging, on_log=on_log,
