@@ -215,7 +215,7 @@ def export_filters_parse(params: Mapping[str, Any]) -> ExportFilters:
     for item in round_items:
         if isinstance(item, int) and not isinstance(item, bool):
             rounds.append(item)
-        elif isinstance(item, str) and item.isdigit():
+        elif isinstance(item, str) and item.isascii() and item.isdigit():
             rounds.append(int(item))
         else:
             bad("rounds", f"{item!r} is not a round number.")

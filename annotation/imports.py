@@ -114,7 +114,9 @@ def parse_line(number: int, raw: str, default_source: str) -> ParsedLine:
         raise _LineError("", "Must be a JSON object.")
     unknown = [key for key in data if key not in LINE_KEYS]
     if unknown:
-        raise _LineError(unknown[0], f"Unknown field; allowed: {', '.join(LINE_KEYS)}.")
+        # The name is echoed back, so its unencodable characters (lone surrogates) are escaped.
+        name = unknown[0].encode("utf-8", "backslashreplace").decode("utf-8")
+        raise _LineError(name, f"Unknown field; allowed: {', '.join(LINE_KEYS)}.")
     if ("messages" in data) == ("prompt" in data):
         raise _LineError("messages", "Give exactly one of 'messages' or 'prompt'.")
     if "prompt" in data:

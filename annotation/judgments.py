@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -39,7 +40,9 @@ def _describe(value: object) -> str:
     if isinstance(value, str):
         return "a string"
     if isinstance(value, float):
-        return "a number with a fraction part" if value != int(value) else "a float"
+        if not math.isfinite(value):
+            return "a non-finite number"
+        return "a float" if value.is_integer() else "a number with a fraction part"
     if value is None:
         return "null"
     if isinstance(value, int):
@@ -49,6 +52,12 @@ def _describe(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def _shown(key: object) -> str:
+    """A client's key as it can appear in an error path: lone surrogates (no UTF-8 encoding)
+    escaped, so rendering the error cannot fail."""
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _validate_ranking(
@@ -96,7 +105,7 @@ def _validate_scores(
     expected = {str(cid) for cid in completion_ids}
     for key in scores:
         if key not in expected:
-            errors[f"scores.{key}"] = [f"{key} is not a completion of this task."]
+            errors[f"scores.{_shown(key)}"] = [f"{_shown(key)} is not a completion of this task."]
     for cid in completion_ids:
         key = str(cid)
         if key not in scores:
@@ -110,7 +119,7 @@ def _validate_scores(
             continue
         for axis_key in per_axis:
             if axis_key not in rubric.axis_keys:
-                errors[f"scores.{key}.{axis_key}"] = [
+                errors[f"scores.{key}.{_shown(axis_key)}"] = [
                     f"Unknown axis; this rubric has {', '.join(rubric.axis_keys)}."
                 ]
         clean_axes: dict[str, int] = {}
@@ -143,7 +152,7 @@ def judgment_validate(
         return {}, {"body": [f"Must be a JSON object, got {_describe(body)}."]}
     for key in body:
         if key not in ALLOWED_KEYS:
-            errors[str(key)] = [f"Unknown field; allowed: {', '.join(ALLOWED_KEYS)}."]
+            errors[_shown(key)] = [f"Unknown field; allowed: {', '.join(ALLOWED_KEYS)}."]
     for key in ("ranking", "scores", "time_spent_ms"):
         if key not in body:
             errors[key] = ["This field is required."]
@@ -191,6 +200,8 @@ def judgment_validate(
         errors["rationale"] = [f"At most {RATIONALE_MAX_CHARS} characters, got {len(rationale)}."]
     elif "\x00" in rationale:
         errors["rationale"] = ["Must not contain NUL characters."]
+    elif _shown(rationale) != rationale:
+        errors["rationale"] = ["Must be valid Unicode (it holds a lone surrogate)."]
 
     time_spent = body.get("time_spent_ms")
     if "time_spent_ms" in body and (

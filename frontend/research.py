@@ -68,7 +68,11 @@ ALPHA = "\N{GREEK SMALL LETTER ALPHA}"
 
 def _chosen_rounds(request: HttpRequest) -> tuple[list[int], list[int]]:
     all_rounds = list(Round.objects.order_by("number").values_list("number", flat=True))
-    chosen = [int(r) for r in request.GET.getlist("round") if r.isdigit() and int(r) in all_rounds]
+    chosen = [
+        int(r)
+        for r in request.GET.getlist("round")
+        if r.isascii() and r.isdigit() and int(r) in all_rounds
+    ]
     return all_rounds, chosen
 
 
@@ -425,7 +429,7 @@ def _parse_ranking(text: str, completion_ids: list[int]) -> list[list[int]]:
     for part in text.split(">"):
         group = []
         for token in (t.strip() for t in part.split("=")):
-            if token.isdigit():
+            if token.isascii() and token.isdigit():
                 group.append(int(token))
             elif token.upper() in letters:
                 group.append(letters[token.upper()])

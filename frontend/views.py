@@ -360,13 +360,13 @@ def manage_training(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and request.POST.get("action") == "corpus":
         return _upload_corpus(request)
     if request.method == "POST":
-        rounds = [int(r) for r in request.POST.getlist("round") if r.isdigit()]
+        rounds = [int(r) for r in request.POST.getlist("round") if r.isascii() and r.isdigit()]
         snapshot = request.POST.get("snapshot", "")
         try:
             run = training_run_create(
                 kind=request.POST.get("kind", ""), rounds=rounds or None,
                 recipe=_json_field(request, "recipe"),
-                snapshot_id=int(snapshot) if snapshot.isdigit() else None,
+                snapshot_id=int(snapshot) if snapshot.isascii() and snapshot.isdigit() else None,
                 consensus=request.POST.get("consensus", "bradley_terry"),
                 top_ranked=request.POST.get("top_ranked") == "on", created_by=request.user,
             )  # fmt: skip

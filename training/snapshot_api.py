@@ -17,14 +17,16 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.common import query_params_checked
 from annotation.rounds import rubric_current
 from feedback.errors import DomainError, error_schema
+from feedback.parsers import MultiPartParser
 from feedback.roles import IsAdmin, IsResearcherOrAdmin, Role, user_has_role
 
 from .models import DatasetSnapshot
@@ -196,6 +198,7 @@ class TextSnapshotApi(APIView):
         responses={201: SnapshotSerializer, 400: ERROR, 413: ERROR},
     )
     def post(self, request: Request) -> Response:
+        query_params_checked(request)
         try:
             eval_fraction = float(request.query_params.get("eval_fraction", "0.1"))
         except ValueError:

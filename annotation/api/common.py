@@ -5,12 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.request import Request
 
-from feedback.errors import error_schema
+from feedback.errors import DomainError, error_schema
 
 from ..models import Rubric
 
 ERROR = error_schema()
+
+
+def query_params_checked(request: Request) -> None:
+    """Refuse a query string holding NUL: PostgreSQL cannot compare or store it, so it would
+    fail deep in a query. (Django has already decoded bad UTF-8 to U+FFFD.)"""
+    for name, values in request.query_params.lists():
+        if "\x00" in name or any("\x00" in value for value in values):
+            key = name.replace("\x00", "\\u0000")
+            raise DomainError(
+                f"{key}: Must not contain NUL characters.",
+                fields={key: ["Must not contain NUL characters."]},
+            )
 
 
 class StrictIntegerField(serializers.IntegerField):

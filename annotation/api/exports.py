@@ -24,7 +24,7 @@ from ..exports import (
     export_rows,
     jsonl_lines,
 )
-from .common import ERROR
+from .common import ERROR, query_params_checked
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 REPEAT = " Repeat or comma-separate."
@@ -117,6 +117,7 @@ class PreferenceExportApi(APIView):
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse:
+        query_params_checked(request)
         fmt = request.query_params.get("format", "trl")
         export_format(fmt)
         pseudonymous = _pseudonymous(request)

@@ -8,16 +8,17 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.errors import DomainError
+from feedback.parsers import MultiPartParser
 from feedback.roles import IsAdmin
 
 from ..imports import prompts_import
-from .common import ERROR
+from .common import ERROR, query_params_checked
 
 
 class JsonLinesParser(BaseParser):
@@ -76,6 +77,7 @@ class PromptImportApi(APIView):
         responses={201: IMPORT_REPORT, 400: ERROR, 413: ERROR},
     )
     def post(self, request: Request) -> Response:
+        query_params_checked(request)
         skip_invalid = request.query_params.get("skip_invalid", "false").lower() in {
             "1",
             "true",

@@ -22,7 +22,7 @@ from feedback.roles import IsResearcherOrAdmin, Role, user_has_role
 from ..exports import annotator_pseudonym
 from ..models import Round
 from ..quality import agreement_by_round, annotator_quality, disagreements
-from .common import ERROR
+from .common import ERROR, query_params_checked
 
 
 def _estimate_field(name: str) -> serializers.Serializer:
@@ -43,10 +43,12 @@ ROUNDS_PARAMETER = OpenApiParameter(
 
 
 def _rounds(request: Request) -> list[int] | None:
+    query_params_checked(request)
     numbers: list[int] = []
     for value in request.query_params.getlist("round"):
         for part in value.split(","):
-            if not part.strip().isdigit():
+            # isdigit() alone accepts '²', which int() refuses.
+            if not (part.strip().isascii() and part.strip().isdigit()):
                 raise DomainError(
                     "Bad round filter.", fields={"round": [f"{part!r} is not a round number."]}
                 )

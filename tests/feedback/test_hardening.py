@@ -138,8 +138,11 @@ def test_admin_actions_are_audited_and_only_admins_read_the_log(api, admin, anno
 
 
 def test_check_deploy_is_clean_under_production_settings(tmp_path):
+    # A production process has no DJANGO_ALLOW_ASYNC_UNSAFE; the browser tests set it in this
+    # one (tests/frontend/conftest.py), so it is not inherited.
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env = {
-        **os.environ,
+        **inherited,
         "FEEDBACK_ENV": "production",
         "SECRET_KEY": "a-long-random-production-key-" + "x" * 40,
         "ALLOWED_HOSTS": "feedback.example.org",
