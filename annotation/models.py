@@ -103,6 +103,15 @@ class Round(models.Model):
         default=0, help_text="Prompts left out: no K valid, distinct completions after retries."
     )
     generation_error = models.TextField(blank=True, help_text="Why generation stopped, if it did.")
+    generation_heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Written when a generation job starts and after each batch; a stale one means "
+        "its worker died (annotation.generation.rounds_generation_recover).",
+    )
+    generation_attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Generation jobs started for this round (a dead worker's included)."
+    )
     # Gold tasks (annotation/gold.py): a share of each annotator's leases goes to this round's
     # gold tasks, which look like any other task on the page.
     gold_rate = models.FloatField(

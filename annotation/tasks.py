@@ -31,6 +31,14 @@ def round_generate(round_id: int) -> dict[str, int]:
     }
 
 
+@shared_task(name="annotation.tasks.rounds_generation_recover")
+def rounds_generation_recover() -> list[int]:
+    """Queue again the generating rounds whose worker died (stale heartbeat)."""
+    from .generation import rounds_generation_recover as recover
+
+    return recover()
+
+
 @shared_task(name="annotation.tasks.export_job_run", acks_late=True)
 def export_job_run(job_id: str) -> dict[str, object]:
     """Write one export job's file (claims it; a second delivery does nothing)."""

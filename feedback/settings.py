@@ -249,6 +249,8 @@ TINY_MODEL_DIR = env_str("TINY_MODEL_DIR", "models/tiny-llama")
 
 # A running training run with no heartbeat for this long lost its worker; it is retried once.
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
+# A generating round whose job wrote no heartbeat for this long lost its worker.
+GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 600)
 
 # Rate limits (feedback/throttle.py), "count/period" with period s, min, h or d; "" turns one
 # off. A lease is per annotator (a person takes one every few seconds at most); sign-in is per
@@ -312,6 +314,10 @@ CELERY_BEAT_SCHEDULE = {
     "prune-throttle-windows": {"task": "feedback.tasks.throttle_windows_prune", "schedule": 600.0},
     "recover-training-runs": {"task": "training.tasks.training_runs_recover", "schedule": 60.0},
     "recover-export-jobs": {"task": "annotation.tasks.export_jobs_recover", "schedule": 60.0},
+    "recover-round-generation": {
+        "task": "annotation.tasks.rounds_generation_recover",
+        "schedule": 60.0,
+    },
     "advance-automations": {"task": "training.tasks.automations_advance_all", "schedule": 15.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

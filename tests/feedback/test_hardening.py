@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connection
 from django.test import Client
 
 from feedback.models import AuditEvent
@@ -18,28 +16,9 @@ from feedback.roles import Role
 
 from ..conftest import ROOT, client_for
 from ..factories import open_round
+from ..racing import race
 
 NEXT = "/api/v1/tasks/next/"
-
-
-def race(count: int, call) -> Counter:
-    """``count`` threads make one call each, released together; their status codes."""
-    statuses: Counter = Counter()
-    gate = threading.Barrier(count)
-
-    def one() -> None:
-        try:
-            gate.wait()
-            statuses[call()] += 1
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return statuses
 
 
 @pytest.mark.postgres
