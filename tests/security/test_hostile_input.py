@@ -284,12 +284,6 @@ J = "application/json"
 NDJSON = "application/x-ndjson"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """The personas' passwords are never typed here; hashing them properly costs seconds."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def world(api: Any, admin: Any, researcher: Any, annotator: Any) -> dict[str, Any]:
     """A round with a task the annotator holds, a policy, and a client for each persona."""

@@ -205,12 +205,6 @@ def demonstrate(client: APIClient, text: str) -> None:
     assert response.status_code == 201, response.content
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """Six accounts per world: hash their passwords cheaply (no test here signs in by password)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def world(admin: Any, researcher: Any, annotator: Any, annotator2: Any, outsider: Any) -> World:
     """Two annotators with judgments, skips, leases and demonstrations in an automated round; a

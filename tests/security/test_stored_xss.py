@@ -69,11 +69,6 @@ def assert_shown_inert(html: str) -> None:
     assert ESCAPED in html, "the payload should be on this page, escaped"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def hostile(api: Any, admin: Any, annotator: Any, make_user: Any) -> dict[str, Any]:
     """A round of two prompts whose text and answers carry the payload, judged twice with
