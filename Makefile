@@ -62,11 +62,18 @@ test: lint browser
 screenshots: install browser
 	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews or advances_by_itself or follows_a_disagreement"
 
-# Benchmarks print ratios against a baseline measured in the same run (more arrive with issue 8).
+# Every benchmark measures the platform against a baseline in the same run, alternating, and
+# writes benchmarks/results/<name>.json and .png; the last step writes docs/benchmarks.md.
+# They need the local PostgreSQL (127.0.0.1:5432, databases bench_* of their own).
+# `make bench QUICK=1` is the short version (under 10 minutes on 2 cores).
+QUICK ?=
+BENCHMARKS := annotation_api export training_overhead generation_overhead loop scaling
 bench: install
-	$(BIN)/python benchmarks/generation_overhead.py
-	$(BIN)/python benchmarks/training_overhead.py
-	$(BIN)/python benchmarks/export.py
+	@for name in $(BENCHMARKS); do \
+	  echo "== benchmarks/$$name.py"; \
+	  QUICK=$(QUICK) $(BIN)/python benchmarks/$$name.py || exit 1; \
+	done
+	$(BIN)/python benchmarks/results_page.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

@@ -192,12 +192,13 @@ def _seed_people_and_rounds(cur: psycopg.Cursor, *, rubric_id: int, now: datetim
     with cur.copy(
         "COPY annotation_round (id, number, source, k, overlap, seed, status, created_at, "
         "closed_at, policy_version_id, rubric_id, backend, generation_error, progress_done, "
-        "prompt_ids, prompts_skipped, sampling, gold_count, gold_rate) FROM STDIN"
+        "prompt_ids, prompts_skipped, sampling, gold_count, gold_rate, generation_attempts) "
+        "FROM STDIN"
     ) as copy:
         for r in range(1, ROUNDS + 1):
             copy.write_row((r, r, "policy", K, OVERLAP, r, "closed", now, now, r, rubric_id,
                             "transformers", "", 0, "[]", 0, '{"temperature": 0.7}', 0,
-                            0.0))  # fmt: skip
+                            0.0, 1))  # fmt: skip
 
 
 def _seed_chunk(

@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import importlib.util
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -45,8 +43,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedback.settings")
 os.environ["VAR_DIR"] = str(ROOT / "var" / "bench" / "export")
 
+from benchmarks.report import results_write  # noqa: E402
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_export"
-RESULTS = ROOT / "benchmarks" / "results"
 TABLE = "bench_export_rows"
 # CSV with a quote and delimiter that JSON never leaves raw (it escapes control characters), so
 # COPY neither quotes nor escapes anything: a line goes in and comes out as the same bytes.
@@ -236,31 +235,25 @@ def table_print(results: list[dict[str, Any]]) -> None:
               f"{r['rss_before_mb']:9.0f} / {r['peak_rss_mb']:<7.0f}")  # fmt: skip
 
 
-def chart_write(results: list[dict[str, Any]], path: Path) -> bool:
-    """A bar chart of platform and COPY rows/s per export, if matplotlib is there."""
-    if importlib.util.find_spec("matplotlib") is None:
-        return False
-    import matplotlib
+def chart(results: list[dict[str, Any]]) -> Any:
+    """A bar chart of platform and COPY rows/s per export (for ``results_write``)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def draw(plt: Any) -> Any:
+        measured = [r for r in results if r["rows"]]
+        labels = [f"{r['format']}\n{r['file_format']}" for r in measured]
+        xs = range(len(measured))
+        figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(measured)), 4))
+        axes.bar([x - 0.2 for x in xs], [r["platform_rows_per_s"]["median"] for r in measured],
+                 width=0.4, label="platform")  # fmt: skip
+        axes.bar([x + 0.2 for x in xs], [r["copy_rows_per_s"]["median"] for r in measured],
+                 width=0.4, label="PostgreSQL COPY, same rows")  # fmt: skip
+        axes.set_xticks(list(xs), labels)
+        axes.set_ylabel("rows per second (median)")
+        axes.set_title("Export throughput")
+        axes.legend()
+        return figure
 
-    measured = [r for r in results if r["rows"]]
-    labels = [f"{r['format']}\n{r['file_format']}" for r in measured]
-    xs = range(len(measured))
-    figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(measured)), 4))
-    axes.bar([x - 0.2 for x in xs], [r["platform_rows_per_s"]["median"] for r in measured],
-             width=0.4, label="platform")  # fmt: skip
-    axes.bar([x + 0.2 for x in xs], [r["copy_rows_per_s"]["median"] for r in measured],
-             width=0.4, label="PostgreSQL COPY, same rows")  # fmt: skip
-    axes.set_xticks(list(xs), labels)
-    axes.set_ylabel("rows per second (median)")
-    axes.set_title("Export throughput")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True
+    return draw
 
 
 def main() -> None:
@@ -273,10 +266,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, help="alternating repeats (default 3)")
     parser.add_argument("--quick", action="store_true",
                         default=os.environ.get("QUICK", "") not in ("", "0"),
-                        help="100,000 pairs, one repeat (also QUICK=1)")  # fmt: skip
+                        help="100,000 pairs, two repeats (also QUICK=1)")  # fmt: skip
     parser.add_argument("--all-formats", action="store_true", help="every export format")
     parser.add_argument("--reset", action="store_true", help="drop the database and seed anew")
-    parser.add_argument("--json", type=Path, default=RESULTS / "export.json")
     parser.add_argument("--child", nargs=3, metavar=("FORMAT", "FILE_FORMAT", "OUT"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
@@ -286,7 +278,7 @@ def main() -> None:
         print(json.dumps(child_export(fmt=fmt, file_format=file_format, out=Path(out))))
         return
     pairs = args.pairs or (100_000 if args.quick else 1_000_000)
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (2 if args.quick else 3)
 
     import psycopg
 
@@ -331,22 +323,19 @@ def main() -> None:
     if not all(r["copy_bytes_identical_to_platform_jsonl"] for r in measured):
         print("warning: a COPY output differs from the platform's JSONL it was loaded from")
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items() if k != "child"},
-        "pairs": pairs, "repeat": repeat,
-        "seed": {"pairs": seeded.pairs, "judgments": seeded.judgments, "tasks": seeded.tasks,
-                 "seconds": seeded.seconds, "reused": seeded.reused},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "postgresql": server},
-        "targets": {"ratio_at_least": TARGET_RATIO, "peak_rss_mb_below": TARGET_PEAK_MB},
-        "results": results,
-    }, indent=2))  # fmt: skip
-    chart = args.json.with_suffix(".png")
-    if chart_write(results, chart):
-        print(f"wrote {args.json} and {chart}")
-    else:
-        print(f"wrote {args.json}; matplotlib is not installed, so no chart")
+    results_write(
+        "export",
+        {"args": {k: str(v) for k, v in vars(args).items() if k != "child"},
+         "pairs": pairs, "repeat": repeat,
+         "seed": {"pairs": seeded.pairs, "judgments": seeded.judgments, "tasks": seeded.tasks,
+                  "seconds": seeded.seconds, "reused": seeded.reused},
+         "postgresql": server,
+         "targets": {"ratio_at_least": TARGET_RATIO, "peak_rss_mb_below": TARGET_PEAK_MB},
+         "results": results},
+        chart=chart(results),
+        command=f"python benchmarks/export.py --pairs {pairs} --repeat {repeat}"
+        + (" --all-formats" if args.all_formats else ""),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

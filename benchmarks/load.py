@@ -274,12 +274,30 @@ def _timed(client: httpx.Client, tally: Tally, call: str, url: str, body: Any) -
     return response
 
 
-def annotator_loop(client: httpx.Client, *, rng: random.Random, skip_rate: float) -> Tally:
-    """Lease and submit (or skip) until 204; any other answer, or a transport error, ends this
-    client with the error recorded."""
+class Budget:
+    """Loops left to share among the clients, for a run of a fixed length on a task table too
+    large to finish."""
+
+    def __init__(self, loops: int) -> None:
+        self.left = loops
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+def annotator_loop(
+    client: httpx.Client, *, rng: random.Random, skip_rate: float, budget: Budget | None = None
+) -> Tally:
+    """Lease and submit (or skip) until 204 or the shared budget is spent; any other answer, or
+    a transport error, ends this client with the error recorded."""
     tally = Tally()
     try:
-        while True:
+        while budget is None or budget.take():
             response = _timed(client, tally, "lease", NEXT, None)
             if response.status_code == 204:
                 return tally
@@ -301,13 +319,19 @@ def annotator_loop(client: httpx.Client, *, rng: random.Random, skip_rate: float
                 return tally
     except httpx.HTTPError as exc:
         tally.errors.append(f"transport: {exc!r}")
-        return tally
+    return tally
 
 
 def load_run(
-    *, base_url: str, tokens: list[str], skip_rate: float = 0.02, timeout: float = 60.0
+    *,
+    base_url: str,
+    tokens: list[str],
+    skip_rate: float = 0.02,
+    timeout: float = 60.0,
+    loops: int | None = None,
 ) -> LoadReport:
-    """Every token's client in its own thread, all at once, until each has been answered 204.
+    """Every token's client in its own thread, all at once, until each has been answered 204
+    (or, with ``loops``, until that many leases were made between them).
 
     A client that got 204 has left; if someone skips a task after every other annotator left,
     nobody would take it. So the clients run in passes, again after a pass with a skip, until a
@@ -320,8 +344,10 @@ def load_run(
     ]
     rngs = [random.Random(i) for i in range(len(tokens))]
 
+    budget = None if loops is None else Budget(loops)
+
     def run(i: int, sink: Tally) -> None:
-        tally = annotator_loop(clients[i], rng=rngs[i], skip_rate=skip_rate)
+        tally = annotator_loop(clients[i], rng=rngs[i], skip_rate=skip_rate, budget=budget)
         with lock:
             sink.merge(tally)
 
@@ -339,7 +365,11 @@ def load_run(
             report.merge(this_pass)
             report.passes += 1
             # Only a skip gives a slot back to the pool after its last taker may have left.
-            if not (this_pass.submitted and this_pass.latencies["skip"]) or this_pass.errors:
+            if (
+                budget is not None
+                or not (this_pass.submitted and this_pass.latencies["skip"])
+                or this_pass.errors
+            ):
                 break
     finally:
         report.seconds = time.perf_counter() - began

@@ -22,12 +22,18 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedback.settings")
 os.environ["VAR_DIR"] = str(ROOT / "var" / "bench" / "training")
 os.environ.pop("DATABASE_URL", None)  # its own SQLite file, whatever the shell points at
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks.report import quick, results_write, spread, verdict  # noqa: E402
+
+TARGET_RATIO = 1.10
 
 RECIPES = {
     "reward": {"use_lora": False, "learning_rate": 1e-3, "num_train_epochs": 2.0,
@@ -94,9 +100,8 @@ def bare_trl(kind: str, model_dir: Path, snapshot_dir: Path, out: Path, recipe: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pairs", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "training.json")
+    parser.add_argument("--pairs", type=int, default=150 if quick() else 300)
+    parser.add_argument("--repeats", type=int, default=2 if quick() else 3)
     args = parser.parse_args()
 
     import django
@@ -146,19 +151,41 @@ def main() -> None:
             assert run.status == "succeeded", run.error
 
     print(f"{'':20} {'seconds (median)':>17} {'spread':>14} {'ratio':>7}")
-    result = {}
+    result: dict[str, Any] = {}
     for kind in RECIPES:
         base = statistics.median(seconds[f"{kind}: bare TRL"])
         for side in ("bare TRL", "platform"):
             values = seconds[f"{kind}: {side}"]
             median = statistics.median(values)
-            result[f"{kind}: {side}"] = {"median_s": median, "runs": values, "ratio": median / base}
-            spread = f"{min(values):.2f}-{max(values):.2f}"
-            print(f"{kind + ': ' + side:20} {median:17.2f} {spread:>14} {median / base:7.3f}")
-    print(f"{len(rows)} pairs, {args.repeats} alternating repeats; target: platform <= 1.10x bare")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                     "results": result}, indent=2))  # fmt: skip
+            result[f"{kind}: {side}"] = {**spread(values), "ratio": median / base}
+            print(f"{kind + ': ' + side:20} {median:17.2f} "
+                  f"{f'{min(values):.2f}-{max(values):.2f}':>14} {median / base:7.3f}")  # fmt: skip
+    ratios = {kind: result[f"{kind}: platform"]["ratio"] for kind in RECIPES}
+    checks = {f"{kind} platform <= 1.10x bare": r <= TARGET_RATIO for kind, r in ratios.items()}
+    print(f"{len(rows)} pairs, {args.repeats} alternating repeats; targets: "
+          + "; ".join(f"{k}: {verdict(v)}" for k, v in checks.items()))  # fmt: skip
+
+    def chart(plt: Any) -> Any:
+        figure, axes = plt.subplots(figsize=(6, 4))
+        xs = list(range(len(RECIPES)))
+        for offset, side in ((-0.2, "bare TRL"), (0.2, "platform")):
+            axes.bar([x + offset for x in xs],
+                     [result[f"{kind}: {side}"]["median"] for kind in RECIPES], width=0.4,
+                     label=side)  # fmt: skip
+        axes.set_xticks(xs, [f"{kind}\n{ratios[kind]:.2f}x" for kind in RECIPES])
+        axes.set_ylabel("seconds (median)")
+        axes.set_title("Training: platform run against a bare TRL script")
+        axes.legend()
+        return figure
+
+    results_write(
+        "training_overhead",
+        {"pairs": len(rows), "repeats": args.repeats, "target_ratio_at_most": TARGET_RATIO,
+         "results": result, "ratios": ratios, "verdicts": checks},
+        chart=chart,
+        command=f"python benchmarks/training_overhead.py --pairs {args.pairs} "
+        f"--repeats {args.repeats}",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -297,6 +297,12 @@ def _stage_seconds(history: list[dict[str, str]]) -> dict[str, float]:
     }
 
 
+def _run_seconds(run: TrainingRun | None) -> float:
+    if run is None or run.started_at is None or run.finished_at is None:
+        return 0.0
+    return (run.finished_at - run.started_at).total_seconds()
+
+
 def simulate(
     *,
     rounds: int = 3,
@@ -380,6 +386,7 @@ def simulate(
         wait(f"/api/v1/rounds/{round_id}/", lambda body: body["status"] != "generating")
         bar.set_postfix_str("annotating")
         mark = time.perf_counter()
+        generate_s = mark - started  # in-process: the round's generation itself
         judgments, agreement = _annotate_round(people, judge_fn, rng)
         annotate_s = time.perf_counter() - mark
         bar.set_postfix_str("training")
@@ -389,9 +396,9 @@ def simulate(
         )
         if automation["stage"] != "done":
             raise RuntimeError(f"round {number}: {automation['stage']}: {automation['error']}")
-        row_obj = Automation.objects.select_related("reward_run", "gate", "snapshot").get(
-            pk=automation["id"]
-        )
+        row_obj = Automation.objects.select_related(
+            "reward_run", "policy_run", "gate", "snapshot"
+        ).get(pk=automation["id"])
         serving = PolicyVersion.objects.get(status=PolicyVersion.Status.ACTIVE)
         mark = time.perf_counter()
         row = {
@@ -407,7 +414,13 @@ def simulate(
             "win_rate_vs_round0": oracle_win_rate(serving, round0, held_out),
             **oracle_quality(serving, held_out),
         }
-        seconds = {"annotate": round(annotate_s, 2), **_stage_seconds(row_obj.history)}
+        seconds = {
+            "generate": round(generate_s, 2),
+            "annotate": round(annotate_s, 2),
+            **_stage_seconds(row_obj.history),
+            # The trainers' own time, inside the reward and policy stages.
+            "train": round(_run_seconds(row_obj.reward_run) + _run_seconds(row_obj.policy_run), 2),
+        }
         seconds["measure"] = round(time.perf_counter() - mark, 2)
         seconds["total"] = round(time.perf_counter() - started, 2)
         row["seconds"] = seconds

@@ -1,0 +1,208 @@
+"""Write ``docs/benchmarks.md`` from the latest ``benchmarks/results/*.json`` and copy the charts
+to ``docs/benchmarks/``. ``make bench`` runs it last; it can be run alone after any benchmark.
+
+Each section says what was measured against what, the numbers, whether each DESIGN §10 target
+was met, and the command; a benchmark with no results yet is listed as not run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import RESULTS, verdict  # noqa: E402
+
+DOCS = ROOT / "docs"
+CHARTS = DOCS / "benchmarks"
+
+
+def _verdicts(data: dict[str, Any]) -> list[str]:
+    return [f"- {name}: **{verdict(ok)}**" for name, ok in data.get("verdicts", {}).items()]
+
+
+def annotation_api(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "Lease + submit loops over HTTP against gunicorn (4 workers x 4 threads) and PostgreSQL; "
+        "the baseline is two minimal Django views in the same server that each make one indexed "
+        "query (a read and a write per loop).",
+        "",
+        "| clients | loops/s (median, range) | baseline loops/s | ratio | lease p50 / p95 / p99 ms "
+        "| submit p99 ms | CPU ms per loop | over-assigned | lost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for clients, r in data["results"].items():
+        rate, lease = r["loops_per_s"], r["lease_ms"]
+        cpu = "-" if r["cpu_ms_per_loop"] is None else f"{r['cpu_ms_per_loop']:.1f}"
+        lines.append(
+            f"| {clients} | {rate['median']:.1f} ({rate['min']:.1f}-{rate['max']:.1f}) | "
+            f"{r['baseline_loops_per_s']['median']:.1f} | {r['ratio_to_baseline']:.2f} | "
+            f"{lease['p50']:.0f} / {lease['p95']:.0f} / {lease['p99']:.0f} | "
+            f"{r['submit_ms']['p99']:.0f} | {cpu} | {r['over_assigned_tasks']} | "
+            f"{r['lost_judgments']} |"
+        )
+    return [*lines, "", "Targets at 32 clients:", *_verdicts(data)]
+
+
+def export(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{data['pairs']:,} preference pairs seeded in PostgreSQL; each export runs in a child "
+        "process (so its peak memory is its own) and alternates with `COPY … TO STDOUT` of the "
+        "same rows (byte-identical to the platform's JSONL).",
+        "",
+        "| format | file | rows | platform rows/s (range) | COPY rows/s (range) | ratio | MB/s "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ok_ratio = ok_memory = True
+    targets = data.get("targets", {"ratio_at_least": 0.5, "peak_rss_mb_below": 200})
+    for r in data["results"]:
+        if not r.get("rows"):
+            continue
+        p, c = r["platform_rows_per_s"], r["copy_rows_per_s"]
+        ok_ratio &= r["ratio"] >= targets["ratio_at_least"]
+        ok_memory &= r["peak_rss_mb"] < targets["peak_rss_mb_below"]
+        lines.append(
+            f"| {r['format']} | {r['file_format']} | {r['rows']:,} | {p['median']:,.0f} "
+            f"({p['min']:,.0f}-{p['max']:,.0f}) | {c['median']:,.0f} ({c['min']:,.0f}-"
+            f"{c['max']:,.0f}) | {r['ratio']:.2f} | {r['platform_mb_per_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"- at least {targets['ratio_at_least']}x COPY's rows/s: **{verdict(ok_ratio)}**",
+        f"- peak memory under {targets['peak_rss_mb_below']} MB: **{verdict(ok_memory)}**",
+    ]
+    return lines
+
+
+def training_overhead(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"A platform run (`training_run_execute`: claim, heartbeat, progress, checkpoints, "
+        f"provenance, rename into place) against a bare TRL script on the same {data['pairs']} "
+        f"pairs, model, recipe and seed; {data['repeats']} alternating repeats.",
+        "",
+        "| run | seconds (median, range) | ratio to bare |",
+        "|---|---|---|",
+    ]
+    for name, r in data["results"].items():
+        lines.append(
+            f"| {name} | {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f}) | {r['ratio']:.3f} |"
+        )
+    return [*lines, "", *_verdicts(data)]
+
+
+def generation_overhead(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{data['prompts']} prompts x K={data['k']}, {data['max_new_tokens']} new tokens at most, "
+        f"backend {data['backend']}; {data['repeats']} alternating repeats.",
+        "",
+        "| arm | tokens/s (median, range) | ratio to the backend |",
+        "|---|---|---|",
+    ]
+    for arm, r in data["results"].items():
+        lines.append(
+            f"| {arm} | {r['median']:.0f} ({r['min']:.0f}-{r['max']:.0f}) | "
+            f"{r['ratio_to_backend']:.3f} |"
+        )
+    lines += ["", f"Platform time over the backend's: {data['platform_time_over_backend']:.3f}."]
+    return [*lines, "", *_verdicts(data)]
+
+
+def loop(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"`simulate`: {data['rounds']} automatic rounds, {data['prompts_per_round']} prompts a "
+        "round, the rule oracle as judge; seconds per stage.",
+        "",
+        "| round | generate | annotate | train | gate | measure | machinery | total | outside "
+        "training+generation | win rate vs round 0 | rudeness |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["results"]:
+        s = r["seconds"]
+        lines.append(
+            f"| {r['round']} | {s.get('generate', 0):.1f} | {s.get('annotate', 0):.1f} | "
+            f"{s.get('train', 0):.1f} | {s.get('gate', 0):.1f} | {s.get('measure', 0):.1f} | "
+            f"{r['machinery_s']:.1f} | {s['total']:.1f} | "
+            f"{r['share_outside_training_and_generation']:.0%} | "
+            f"{r['win_rate_vs_round0']:.2f} | {r['rudeness']:.2f} |"
+        )
+    return [*lines, "", *_verdicts(data)]
+
+
+def scaling(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{data['clients']} clients make {data['loops']} lease+submit loops on a round grown to "
+        "each size; then the default export (TRL, JSONL) at growing numbers of pairs.",
+        "",
+        "| tasks | loops/s | lease p50 ms | lease p99 ms | submit p99 ms | over-assigned | lost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in data["tasks"]:
+        lines.append(
+            f"| {r['tasks']:,} | {r['loops_per_s']:.1f} | {r['lease_ms']['p50']:.0f} | "
+            f"{r['lease_ms']['p99']:.0f} | {r['submit_ms']['p99']:.0f} | "
+            f"{r['over_assigned_tasks']} | {r['lost_judgments']} |"
+        )
+    lines += ["", "| pairs | seconds | rows/s | MB/s | peak RSS MB |", "|---|---|---|---|---|"]
+    for r in data["exports"]:
+        lines.append(
+            f"| {r['pairs']:,} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
+            f"{r['mb_per_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    return lines
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
+    ("annotation_api", "Annotation API", annotation_api),
+    ("export", "Export", export),
+    ("training_overhead", "Training overhead", training_overhead),
+    ("generation_overhead", "Generation overhead", generation_overhead),
+    ("loop", "The loop", loop),
+    ("scaling", "Scaling", scaling),
+]
+
+
+def main() -> None:
+    CHARTS.mkdir(parents=True, exist_ok=True)
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `benchmarks/results_page.py` from the latest `make bench` (or `make bench "
+        "QUICK=1`) results. Every benchmark measures the platform and its baseline in the same "
+        "run, alternating, and reports the median with the range of the repetitions. Targets "
+        "are DESIGN §10's; a missed one says **MISSED**.",
+        "",
+    ]
+    for name, title, render in SECTIONS:
+        path = RESULTS / f"{name}.json"
+        out += [f"## {title}", ""]
+        if not path.exists():
+            out += ["Not run yet.", ""]
+            continue
+        data = json.loads(path.read_text())
+        mode = (
+            " (QUICK=1)" if data.get("quick") or data.get("args", {}).get("quick") == "True" else ""
+        )
+        machine = data.get("machine", {})
+        described = ", ".join(f"{k} {v}" for k, v in machine.items())
+        out += render(data)
+        command = data.get("command", f"python benchmarks/{name}.py")
+        when = f", at {data['at']}" if "at" in data else ""
+        out += ["", f"Run{mode}: `{command}`{when}; machine: {described}.", ""]
+        chart = path.with_suffix(".png")
+        if chart.exists():
+            shutil.copyfile(chart, CHARTS / chart.name)
+            out += [f"![{title}](benchmarks/{chart.name})", ""]
+    (DOCS / "benchmarks.md").write_text("\n".join(out))
+    print(f"wrote {DOCS / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()
