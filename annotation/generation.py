@@ -149,17 +149,45 @@ def _store(
     )
 
 
-def _publish(round_: Round, prompt: Prompt, completions: list[Completion]) -> None:
+def _publish(round_: Round, ready: list[tuple[Prompt, list[Completion]]]) -> None:
+    """Publish a task for each (prompt, its K chosen completions), in a fixed shuffled order.
+
+    One transaction and two bulk inserts for the batch. Should another job of the same round
+    (a redelivery) publish one of these prompts first, the batch is retried a task at a time,
+    skipping those that exist."""
+    if not ready:
+        return
+    try:
+        with transaction.atomic():
+            tasks = ComparisonTask.objects.bulk_create(
+                [ComparisonTask(round=round_, prompt=p, overlap=round_.overlap) for p, _ in ready]
+            )
+            TaskCompletion.objects.bulk_create(
+                [
+                    TaskCompletion(task=task, completion=c, position=i)
+                    for task, (prompt, chosen) in zip(tasks, ready, strict=True)
+                    for i, c in enumerate(_shuffled(round_, prompt, chosen))
+                ]
+            )
+    except IntegrityError:
+        for prompt, chosen in ready:
+            with transaction.atomic():
+                task, created = ComparisonTask.objects.get_or_create(
+                    round=round_, prompt=prompt, defaults={"overlap": round_.overlap}
+                )
+                if created:
+                    TaskCompletion.objects.bulk_create(
+                        [
+                            TaskCompletion(task=task, completion=c, position=i)
+                            for i, c in enumerate(_shuffled(round_, prompt, chosen))
+                        ]
+                    )
+
+
+def _shuffled(round_: Round, prompt: Prompt, completions: list[Completion]) -> list[Completion]:
     order = list(completions)
     random.Random(f"{round_.seed}:{prompt.pk}").shuffle(order)
-    with transaction.atomic():
-        task, created = ComparisonTask.objects.get_or_create(
-            round=round_, prompt=prompt, defaults={"overlap": round_.overlap}
-        )
-        if created:
-            TaskCompletion.objects.bulk_create(
-                [TaskCompletion(task=task, completion=c, position=i) for i, c in enumerate(order)]
-            )
+    return order
 
 
 def round_generate(
@@ -201,10 +229,12 @@ def round_generate(
                     prompt_id__in=list(pending), policy_version=policy
                 ):
                     stored[c.prompt_id].append(c)
+                ready = []
                 for pid in list(pending):
                     chosen = _valid_distinct(stored[pid], round_.k)
                     if chosen is not None:
-                        _publish(round_, pending.pop(pid), chosen)
+                        ready.append((pending.pop(pid), chosen))
+                _publish(round_, ready)
                 if not pending:
                     break
                 if attempt == max_retries:

@@ -19,6 +19,7 @@ from feedback import synthetic
 from feedback.generation import BackendUnavailable
 from feedback.models import Completion
 
+from ..factories import open_round
 from ..test_demo import free_port
 
 
@@ -89,6 +90,26 @@ def test_a_rerun_adds_nothing(tiny_policy):
         Completion.objects.count(),
         TaskCompletion.objects.count(),
     ) == counts
+
+
+@pytest.mark.django_db
+def test_a_batch_racing_another_job_publishes_only_what_is_missing():
+    from annotation.generation import _publish
+
+    round_ = open_round(n=3, k=3, seed=2)
+    tasks = list(ComparisonTask.objects.filter(round=round_).order_by("prompt_id"))
+    ready = [(t.prompt, list(t.completions.all())) for t in tasks]
+    first_slots = list(tasks[0].slots.values_list("completion_id", flat=True).order_by("position"))
+    tasks[1].delete()  # another job published the other two before this batch
+    _publish(round_, ready)
+    after = ComparisonTask.objects.filter(round=round_).order_by("prompt_id")
+    assert [t.prompt_id for t in after] == [t.prompt_id for t in tasks]
+    assert after[0].pk == tasks[0].pk and after[2].pk == tasks[2].pk  # kept, not rewritten
+    assert [TaskCompletion.objects.filter(task=t).count() for t in after] == [3, 3, 3]
+    assert (
+        list(after[0].slots.values_list("completion_id", flat=True).order_by("position"))
+        == first_slots
+    )
 
 
 @pytest.fixture
