@@ -39,6 +39,7 @@ from feedback.generation import BackendUnavailable, Generated, Sampling, get_bac
 from feedback.models import Completion, PolicyVersion, Prompt
 from feedback.outbox import outbox_enqueue
 
+from .distribution import distribution_statistics_refresh
 from .models import ComparisonTask, Round, TaskCompletion
 from .rounds import rubric_current
 
@@ -286,6 +287,7 @@ def round_generate(
     Round.objects.filter(pk=round_.pk, status=Round.Status.GENERATING).update(
         status=Round.Status.OPEN, generation_error="", prompts_skipped=skipped
     )
+    distribution_statistics_refresh()
     round_.refresh_from_db()
     return round_
 

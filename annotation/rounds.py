@@ -16,6 +16,7 @@ from django.utils import timezone
 from feedback.errors import DomainError
 from feedback.models import Completion, Prompt
 
+from .distribution import distribution_statistics_refresh
 from .models import Assignment, ComparisonTask, Judgment, Round, Rubric, TaskCompletion
 
 DEFAULT_RUBRIC = "3H"
@@ -127,6 +128,7 @@ def round_open_from_imported(
                 ],
                 batch_size=2000,
             )
+            distribution_statistics_refresh()
     except IntegrityError:
         raise DomainError(
             "Another round was opened at the same moment; try again.", code="conflict", status=409

@@ -185,3 +185,28 @@ def test_round_state_visible_in_progress(api, admin, annotator):
         "gold_judgments": 0,
     }  # fmt: skip
     assert Round.objects.get().status == "open"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_opening_a_round_refreshes_the_planner_statistics_of_the_lease_tables(postgres, api):
+    from django.db import connection
+
+    def analyzed_at() -> dict[str, object]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT relname, last_analyze FROM pg_stat_user_tables WHERE relname IN "
+                "('annotation_comparisontask', 'annotation_assignment', "
+                "'annotation_taskcompletion')"
+            )
+            return dict(cursor.fetchall())
+
+    before = timezone.now()
+    open_round(n=300, k=3, overlap=2)
+    # The bulk insert of 300 tasks and 900 slots was sampled by an ANALYZE (not autovacuum's,
+    # which sets last_autoanalyze) once it committed: the lease query is planned for the tables
+    # as they are.
+    stamps = analyzed_at()
+    assert len(stamps) == 3
+    assert all(at is not None and at >= before for at in stamps.values()), stamps
