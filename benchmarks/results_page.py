@@ -159,6 +159,37 @@ def scaling(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+# What limits each benchmark whose target is missed, from the last profile (cProfile of the same
+# work in one process); shown under its section while a target there is missed.
+LIMITS = {
+    "annotation_api": (
+        "What limits it: Python CPU in the request path, not PostgreSQL. One lease + submit loop "
+        "is about 22 SQL statements; in one process it costs 28 ms of wall time and 20 ms of "
+        "Python CPU. The profile splits that into the lease (41%: Django compiling the candidate "
+        "query with its Exists, Subquery and FOR UPDATE SKIP LOCKED each time, and the held-lease "
+        "lookup), the submit (32%: its lock, its re-reads and three writes) and DRF "
+        "authentication and role checks (14%: two queries per request). The baseline's views "
+        "cost about 3 ms a request, so the framework is not the ceiling. Next: the candidate pick "
+        "and held-lease lookup as hand-written SQL, roles loaded with the token, fewer reads in "
+        "the submit."
+    ),
+    "export": (
+        "What limits it: per-row Python work. Building each row's dicts (`ranking_to_pairs` and "
+        "the format's row) and `json.dumps` take most of the time, and reading and decoding the "
+        "judgments takes about a third. Parquet's peak comes from pyarrow's per-batch "
+        "conversion. See issue 6 for what was tried."
+    ),
+    "generation_overhead": (
+        "What limits it: the tiny model generates a batch of 16 prompts in about 0.1 s, so the "
+        "round's own work weighs as much as the generation. That work is reading the stored "
+        "completions, drawing again for prompts without K distinct answers (in smaller, less "
+        "efficient batches), and writing completions, tasks and progress. After tasks were "
+        "published a batch at a time, `generate` is 78% of a round's time in the profile (it "
+        "was 66%). With a real model, generation is seconds a batch and this share shrinks to "
+        "near zero; on a GPU the same script would measure vLLM."
+    ),
+}
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("annotation_api", "Annotation API", annotation_api),
     ("export", "Export", export),
@@ -192,7 +223,10 @@ def main() -> None:
         )
         machine = data.get("machine", {})
         described = ", ".join(f"{k} {v}" for k, v in machine.items())
-        out += render(data)
+        rendered = render(data)
+        out += rendered
+        if name in LIMITS and any("MISSED" in line for line in rendered):
+            out += ["", LIMITS[name]]
         command = data.get("command", f"python benchmarks/{name}.py")
         when = f", at {data['at']}" if "at" in data else ""
         out += ["", f"Run{mode}: `{command}`{when}; machine: {described}.", ""]
