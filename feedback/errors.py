@@ -86,7 +86,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"
-        response.data = error_body(code, str(exc.detail))
+        # A body that could not be read (bad JSON, too large, wrong media type): the field at
+        # fault is the body itself.
+        unreadable = isinstance(exc, exceptions.ParseError | exceptions.UnsupportedMediaType)
+        fields = {"body": [str(exc.detail)]} if unreadable or exc.status_code == 413 else None
+        response.data = error_body(code, str(exc.detail), fields)
     return response
 
 

@@ -356,9 +356,10 @@ def test_deep_huge_and_non_finite_json_are_4xx_on_every_json_route(
     for literal in (b"NaN", b"Infinity", b"-Infinity"):
         body = error_of(send(world, who, method, url, b'{"time_spent_ms": ' + literal + b"}"))
         assert body["code"] == "parse_error" and "not JSON compliant" in body["detail"]
+        assert body["fields"] == {"body": [body["detail"]]}  # the body itself is at fault
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
     body = error_of(send(world, who, method, url, b'{"a": "' + b"x" * 10_001 + b'"}'), 413)
-    assert body["code"] == "too_large"
+    assert body["code"] == "too_large" and body["fields"] == {"body": [body["detail"]]}
     for bad in (b'{"a": 1', b"\xff\xfe", b'{"a": "\x00"}'):  # cut short, not UTF-8, raw control
         assert error_of(send(world, who, method, url, bad))["code"] == "parse_error"
 
