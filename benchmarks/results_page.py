@@ -165,13 +165,14 @@ LIMITS = {
     "annotation_api": (
         "What limits it: Python CPU in the request path, not PostgreSQL. One lease + submit loop "
         "is about 22 SQL statements; in one process it costs 28 ms of wall time and 20 ms of "
-        "Python CPU. The profile splits that into the lease (41%: Django compiling the candidate "
-        "query with its Exists, Subquery and FOR UPDATE SKIP LOCKED each time, and the held-lease "
-        "lookup), the submit (32%: its lock, its re-reads and three writes) and DRF "
-        "authentication and role checks (14%: two queries per request). The baseline's views "
-        "cost about 3 ms a request, so the framework is not the ceiling. Next: the candidate pick "
-        "and held-lease lookup as hand-written SQL, roles loaded with the token, fewer reads in "
-        "the submit."
+        "Python CPU. A sampling profile (py-spy, 600 loops) puts 53% of the time in Django's SQL "
+        "compiler (turning querysets into SQL on every call) and 22% waiting on PostgreSQL. By "
+        "function: the lease 38% (the candidate query with its Exists, Subquery and FOR UPDATE "
+        "SKIP LOCKED about 20%, the held-lease lookup 10%, the insert and slots 8%), the submit "
+        "28% (its lock and re-reads 17%), DRF token authentication 7% and the role check 5%. "
+        "The baseline's views cost about 3 ms a request, so the framework is not the ceiling. "
+        "Next: the candidate pick and held-lease lookup as hand-written SQL (no compiling), "
+        "roles loaded with the token, fewer re-reads in the submit."
     ),
     "export": (
         "What limits it: per-row Python work. Building each row's dicts (`ranking_to_pairs` and "
