@@ -156,11 +156,12 @@ def test_periodic_sweep_reclaims_lapsed_leases(api, annotator):
 def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
     open_round(n=5)
     client = api(annotator)
-    # token, roles, the rate-limit counter, held lease, candidate lock, insert assignment,
-    # update task, completions; plus the savepoint pair of the service's transaction.
+    # token, roles, the rate-limit counter, held lease (none: one index probe), candidate lock,
+    # insert assignment, update task, completions; plus the savepoint pair of the transaction.
     with django_assert_num_queries(10):
         task = lease(client)
-    with django_assert_num_queries(7):
+    # Holding one: the probe finds it, then it is read with its task, prompt and rubric.
+    with django_assert_num_queries(8):
         assert lease(client)["assignment"] == task["assignment"]
 
 
