@@ -42,6 +42,7 @@ from benchmarks.load import (  # noqa: E402
     gunicorn_serving,
     load_problems,
     load_run,
+    percentiles_ms,
     round_seed,
 )
 from benchmarks.report import quick, results_write, spread, verdict  # noqa: E402
@@ -88,14 +89,6 @@ def baseline_run(*, base_url: str, clients: int, loops: int, task_ids: list[int]
     for thread in threads:
         thread.join()
     return total
-
-
-def percentiles_ms(values: list[float]) -> dict[str, float]:
-    import statistics
-
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"n": len(values), "p50": 1000 * cuts[49], "p95": 1000 * cuts[94],
-            "p99": 1000 * cuts[98]}  # fmt: skip
 
 
 def platform_once(*, server: Any, conn: Any, tokens: list[str], loops: int, seed: int) -> dict:

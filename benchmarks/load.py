@@ -200,6 +200,13 @@ def annotator_tokens(n: int, *, prefix: str = "load") -> list[str]:
 # --- the load --------------------------------------------------------------------------------
 
 
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    """The count and p50/p95/p99, in milliseconds, of at least two latencies in seconds."""
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return {"n": len(seconds), "p50": 1000 * cuts[49], "p95": 1000 * cuts[94],
+            "p99": 1000 * cuts[98]}  # fmt: skip
+
+
 @dataclass
 class Tally:
     """What one client saw; merged into a ``LoadReport`` when its thread ends."""
@@ -228,14 +235,8 @@ class LoadReport(Tally):
         return len(self.submitted) / self.seconds if self.seconds else 0.0
 
     def percentiles_ms(self) -> dict[str, dict[str, float]]:
-        """p50/p95/p99 per call, in milliseconds (calls that were never made are left out)."""
-        out = {}
-        for call, values in self.latencies.items():
-            if len(values) >= 2:
-                cuts = statistics.quantiles(values, n=100, method="inclusive")
-                out[call] = {"n": len(values), "p50": 1000 * cuts[49], "p95": 1000 * cuts[94],
-                             "p99": 1000 * cuts[98]}  # fmt: skip
-        return out
+        """p50/p95/p99 per call, in milliseconds (calls made fewer than twice are left out)."""
+        return {call: percentiles_ms(v) for call, v in self.latencies.items() if len(v) >= 2}
 
     def summary(self) -> str:
         statuses = dict(sorted(self.statuses.items()))
