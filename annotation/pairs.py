@@ -13,8 +13,13 @@ width, and floored at 0 when an annotator's scores disagree with their own ranki
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Rubric
 
 
 @dataclass(frozen=True)
@@ -40,22 +45,86 @@ def ranking_to_pairs(
     scores: Mapping[str, Mapping[str, int]] | None = None,
     scale_width: float = 6.0,
 ) -> list[Pair]:
-    scores = scores or {}
+    return [
+        Pair(*cut) for cut in _ranking_cuts(ranking, strength_margin, scores or {}, scale_width)
+    ]
+
+
+def _ranking_cuts(
+    ranking: Sequence[Sequence[int]],
+    strength_margin: float | None,
+    scores: Mapping[str, Mapping[str, int]],
+    scale_width: float,
+) -> list[tuple[int, int, int, int, float]]:
+    """``ranking_to_pairs`` as plain tuples, (chosen, rejected, chosen rank, rejected rank,
+    margin): an export cuts millions of pairs, and a frozen dataclass costs more to build than
+    the pair does to find."""
+    # Each completion's mean score once, not once per pair it is in.
+    means = {cid: _mean_score(scores, cid) for group in ranking for cid in group}
     top_is_single = bool(ranking) and len(ranking[0]) == 1
-    pairs: list[Pair] = []
+    cuts = []
     for i, better in enumerate(ranking):
         for j in range(i + 1, len(ranking)):
             for chosen in better:
+                high = means[chosen]
                 for rejected in ranking[j]:
                     if i == 0 and j == 1 and top_is_single and strength_margin is not None:
                         margin = strength_margin
                     else:
-                        high, low = _mean_score(scores, chosen), _mean_score(scores, rejected)
+                        low = means[rejected]
                         gap = (
                             (high - low) / scale_width
                             if high is not None and low is not None
                             else 0.0
                         )
                         margin = round(max(0.0, gap), 4)
-                    pairs.append(Pair(chosen, rejected, i + 1, j + 1, margin))
+                    cuts.append((chosen, rejected, i + 1, j + 1, margin))
+    return cuts
+
+
+# --- A judgment's pairs, as the exports cut them ------------------------------------------------
+
+PairCut = tuple[int, int, float]  # (chosen completion id, rejected completion id, margin)
+
+
+def score_pairs(scores: Mapping[int, float], width: float) -> list[PairCut]:
+    """Every two completions whose scores differ, the higher one chosen; the margin is the
+    difference over the scale's width."""
+    pairs = []
+    for a, b in itertools.combinations(sorted(scores), 2):
+        if scores[a] == scores[b]:
+            continue
+        chosen, rejected = (a, b) if scores[a] > scores[b] else (b, a)
+        pairs.append((chosen, rejected, round((scores[chosen] - scores[rejected]) / width, 4)))
     return pairs
+
+
+def axis_width(rubric: Rubric, axis: str) -> float | None:
+    """The width of a rubric axis's scale (1 for a one-point scale); None without that axis."""
+    spec = next((a for a in rubric.axes if a["key"] == axis), None)
+    return None if spec is None else float(spec["max"]) - float(spec["min"]) or 1.0
+
+
+def judgment_pairs(
+    rubric: Rubric,
+    ranking: Sequence[Sequence[int]],
+    scores: Mapping[str, Mapping[str, int]],
+    strength: str,
+    axis: str = "",
+) -> list[PairCut]:
+    """One judgment's pairs: its ranking's C(K, 2) minus ties (``ranking_to_pairs``), or with
+    ``axis`` those of that axis's scores (none when its rubric has no such axis)."""
+    if axis:
+        width = axis_width(rubric, axis)
+        if width is None:
+            return []
+        scored = {int(cid): s[axis] for cid, s in scores.items() if axis in s}
+        return score_pairs(scored, width)
+    first = rubric.axes[0]
+    cuts = _ranking_cuts(
+        ranking,
+        rubric.strength_margins.get(strength),
+        scores,
+        float(first["max"]) - float(first["min"]),
+    )
+    return [(chosen, rejected, margin) for chosen, rejected, _, _, margin in cuts]
