@@ -41,7 +41,9 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
+    TextField,
 )
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
@@ -49,20 +51,31 @@ from feedback.errors import DomainError
 from feedback.models import PolicyVersion
 
 from .consensus import task_consensus, weighted_mean_scores
+from .export_batches import (
+    ABSENT,
+    EXPLICIT,
+    IMPLICIT,
+    TRANSCRIPT,
+    PairBatch,
+    PairHead,
+    RowBatch,
+    json_encode,
+    pair_batches,
+    pair_row,
+    row_batches,
+)
 from .models import ComparisonTask, Demonstration, Judgment, Round, Rubric, TaskCompletion
-from .pairs import ranking_to_pairs
+from .pairs import PairCut, axis_width, judgment_pairs, score_pairs
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 AnyJudgment = TypeVar("AnyJudgment", "Judgment", "JudgmentRecord")
 
-CHUNK_SIZE = 1000
+CHUNK_SIZE = 500
 FILE_FORMATS = ("jsonl", "parquet")
 CONSENSUS_RULES = ("none", "bradley_terry")
 WEIGHTINGS = ("equal", "trust")
-# An id or score a row does not have (see the module docstring).
-ABSENT = 0
 # Trust of an annotator the quality module has no tally for: "not known yet".
 UNKNOWN_TRUST = 0.5
 
@@ -316,20 +329,25 @@ def judgments_selected(*, filters: ExportFilters) -> QuerySet[Judgment]:
     return judgments
 
 
+# Exports read judgments a task at a time (``EXPORT_ORDER``): a consensus needs a task's judgments
+# together, and every format reads and encodes a task's prompt and completions once for all its
+# judgments rather than once for each (a task judged three times was read three times in
+# judgment order). Within a task, judgments come in the order they were made.
+EXPORT_ORDER = ("task_id", "created_at", "id")
+
+
 def judgments_for_export(
-    *, rounds: list[int] | None = None, by_task: bool = False, filters: ExportFilters | None = None
+    *, rounds: list[int] | None = None, filters: ExportFilters | None = None
 ) -> Iterator[Judgment]:
-    """Judgments with their task, prompt and completions, fetched a chunk at a time; with
-    ``by_task``, a task's judgments come together (for consensus). ``rounds``, when given,
-    replaces ``filters.rounds``."""
+    """Judgments with their task, prompt and completions, fetched a chunk at a time, a task's
+    together (``EXPORT_ORDER``). ``rounds``, when given, replaces ``filters.rounds``."""
     filters = filters or ExportFilters()
     if rounds:
         filters = replace(filters, rounds=tuple(rounds))
-    order = ("task_id", "created_at", "id") if by_task else ("created_at", "id")
     judgments = (
         judgments_selected(filters=filters)
         .select_related("task__prompt", "task__round__policy_version", "rubric")
-        .order_by(*order)
+        .order_by(*EXPORT_ORDER)
     )
     slots = TaskCompletion.objects.select_related("completion__policy_version")
     return judgments.prefetch_related(Prefetch("task__slots", queryset=slots)).iterator(
@@ -374,7 +392,7 @@ class JudgmentRecord:
     flags: list[str]
     rationale: str
     time_spent_ms: int
-    created_at: datetime
+    created_at: datetime | None  # None unless read with ``times``
 
     @property
     def task_id(self) -> int:
@@ -390,45 +408,87 @@ def _task_record(
     )
 
 
-def _task_records(task_ids: set[int]) -> dict[int, TaskRecord]:
-    slots: dict[int, list[SlotRecord]] = {pk: [] for pk in task_ids}
-    for task_id, *slot in TaskCompletion.objects.filter(task_id__in=task_ids).values_list(
-        "task_id", "completion_id", "position", "completion__text",
-        "completion__policy_version__name",
-    ):  # fmt: skip
-        slots[task_id].append(SlotRecord(*slot))
-    tasks = (
+def _task_stream(judgments: QuerySet[Judgment]) -> Iterator[TaskRecord]:
+    """The tasks of ``judgments`` in id order, each with its prompt and completions: two
+    streamed queries (tasks, and their slots in task order) merged as they go. Reading a chunk
+    of tasks by id after each chunk of judgments cost two queries (and a long IN list) per
+    chunk, a tenth of an export's time."""
+    task_ids = judgments.values("task_id")
+    slot_rows = (
+        TaskCompletion.objects.filter(task_id__in=task_ids)
+        .order_by("task_id", "position")
+        .values_list("task_id", "completion_id", "position", "completion__text",
+                     "completion__policy_version__name")
+        .iterator(chunk_size=4 * CHUNK_SIZE)
+    )  # fmt: skip
+    task_rows = (
         ComparisonTask.objects.filter(pk__in=task_ids)
-        .annotate(gold=ExpressionWrapper(Q(gold_ranking__isnull=False), BooleanField()))
-        .values_list(
-            "pk", "prompt__messages", "round__number", "round__policy_version__name", "gold"
+        .order_by("pk")
+        .annotate(
+            gold=ExpressionWrapper(Q(gold_ranking__isnull=False), BooleanField()),
+            messages=_text("prompt__messages"),
         )
+        .values_list("pk", "messages", "round__number", "round__policy_version__name", "gold")
+        .iterator(chunk_size=CHUNK_SIZE)
     )
-    return {row[0]: _task_record(*row, slots[row[0]]) for row in tasks}
+    slots_by_task = itertools.groupby(slot_rows, key=lambda row: row[0])
+    slot_task, slot_group = next(slots_by_task, (None, iter(())))
+    for pk, messages, *rest in task_rows:
+        slots = []
+        if slot_task == pk:
+            slots = [SlotRecord(*slot) for _, *slot in slot_group]
+            slot_task, slot_group = next(slots_by_task, (None, iter(())))
+        yield _task_record(pk, _json_decode(messages), *rest, slots)
+
+
+# Django's JSONField decodes each value through a chain of Python calls (its converters); an
+# export reads a few JSON values per judgment, hundreds of thousands of them, so it reads them
+# as text and decodes them here: that was half of the time spent reading judgments. The text
+# is the database's own serialisation, with no whitespace around it, so ``raw_decode`` (which
+# skips ``decode``'s whitespace checks) reads it whole.
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _json_decode(text: str) -> Any:
+    return _raw_decode(text)[0]
+
+
+def _text(name: str) -> Cast:
+    return Cast(name, TextField())
 
 
 JUDGMENT_COLUMNS = (
-    "id", "assignment_id", "task_id", "annotator_id", "rubric_id", "ranking", "scores",
-    "strength", "flags", "rationale", "time_spent_ms", "created_at",
+    "id", "assignment_id", "task_id", "annotator_id", "rubric_id", "ranking_text", "scores_text",
+    "strength", "flags_text", "rationale", "time_spent_ms",
 )  # fmt: skip
 
 
-def judgment_records(*, filters: ExportFilters, by_task: bool = False) -> Iterator[JudgmentRecord]:
-    """``judgments_for_export`` as records, a chunk of judgments at a time with their tasks."""
-    order = ("task_id", "created_at", "id") if by_task else ("created_at", "id")
+def judgment_records(*, filters: ExportFilters, times: bool = True) -> Iterator[JudgmentRecord]:
+    """``judgments_for_export`` as records, streamed with their tasks (``_task_stream``).
+    Without ``times`` a record's ``created_at`` is None: Django reads each timestamp through a
+    Python parser, a tenth of the read, and only the raw judgments format shows it."""
+    selected = judgments_selected(filters=filters)
     rows = (
-        judgments_selected(filters=filters)
-        .order_by(*order)
-        .values_list(*JUDGMENT_COLUMNS)
+        selected.order_by(*EXPORT_ORDER)
+        .annotate(
+            ranking_text=_text("ranking"), scores_text=_text("scores"), flags_text=_text("flags")
+        )
+        .values_list(*JUDGMENT_COLUMNS, *(["created_at"] if times else []))
         .iterator(chunk_size=CHUNK_SIZE)
     )
     rubrics = {rubric.pk: rubric for rubric in Rubric.objects.all()}
-    while chunk := list(itertools.islice(rows, CHUNK_SIZE)):
-        tasks = _task_records({row[2] for row in chunk})
-        for pk, assignment, task, annotator, rubric, *rest in chunk:
-            yield JudgmentRecord(
-                str(pk), str(assignment), tasks[task], annotator, rubrics[rubric], *rest
-            )
+    tasks = _task_stream(selected)
+    task = next(tasks, None)
+    for row in rows:
+        while task is not None and task.pk < row[2]:  # both come in task id order
+            task = next(tasks, None)
+        if task is None or task.pk != row[2]:
+            continue  # its task was deleted while the export ran
+        yield JudgmentRecord(
+            str(row[0]), str(row[1]), task, row[3], rubrics[row[4]], _json_decode(row[5]),
+            _json_decode(row[6]), row[7], _json_decode(row[8]), row[9], row[10],
+            row[11] if times else None,
+        )  # fmt: skip
 
 
 def _record_of(judgment: Judgment | JudgmentRecord) -> JudgmentRecord:
@@ -471,6 +531,9 @@ def demonstrations_selected(*, filters: ExportFilters) -> QuerySet[Demonstration
 
 # An annotator's weight in a consensus: equal by default, trust with ``weighting="trust"``.
 Weights = Callable[[int], float]
+# A format's rows, and its rows in batches, from what it reads (judgments or demonstrations).
+RowsOf = Callable[[Iterable[Any], "ExportContext"], Iterator[dict[str, Any]]]
+BatchesOf = Callable[[Iterable[Any], "ExportContext"], Iterator["PairBatch | RowBatch"]]
 
 
 def _equal(annotator_id: int) -> float:
@@ -568,7 +631,7 @@ def _kept(judgments: Iterable[JudgmentRecord], context: ExportContext) -> Iterat
 
 
 def tasks_of(judgments: Iterable[AnyJudgment]) -> Iterator[list[AnyJudgment]]:
-    """Judgments (ordered by task, see ``judgments_for_export(by_task=True)``) a task at a time."""
+    """Judgments in ``EXPORT_ORDER`` a task at a time."""
     for _, group in itertools.groupby(judgments, key=lambda judgment: judgment.task_id):
         yield list(group)
 
@@ -584,93 +647,19 @@ def _agreeing(judgments: Iterable[JudgmentRecord], threshold: float) -> Iterator
 
 # --- Pairs --------------------------------------------------------------------------------------
 
-PairCut = tuple[int, int, float]  # (chosen completion id, rejected completion id, margin)
-
-
-def _score_pairs(scores: Mapping[int, float], width: float) -> list[PairCut]:
-    """Every two completions whose scores differ, the higher one chosen; the margin is the
-    difference over the scale's width."""
-    pairs = []
-    for a, b in itertools.combinations(sorted(scores), 2):
-        if scores[a] == scores[b]:
-            continue
-        chosen, rejected = (a, b) if scores[a] > scores[b] else (b, a)
-        pairs.append((chosen, rejected, round((scores[chosen] - scores[rejected]) / width, 4)))
-    return pairs
-
-
-def _axis_width(rubric: Rubric, axis: str) -> float | None:
-    spec = next((a for a in rubric.axes if a["key"] == axis), None)
-    return None if spec is None else float(spec["max"]) - float(spec["min"]) or 1.0
-
 
 def _judgment_pairs(judgment: JudgmentRecord, axis: str) -> list[PairCut]:
-    """One judgment's pairs: its ranking's C(K, 2) minus ties (``annotation.pairs``), or with
-    ``axis`` those of that axis's scores (none when its rubric has no such axis)."""
-    rubric = judgment.rubric
-    if axis:
-        width = _axis_width(rubric, axis)
-        if width is None:
-            return []
-        scored = {int(cid): s[axis] for cid, s in judgment.scores.items() if axis in s}
-        return _score_pairs(scored, width)
-    first = rubric.axes[0]
-    pairs = ranking_to_pairs(
-        judgment.ranking,
-        strength_margin=rubric.strength_margins.get(judgment.strength),
-        scores=judgment.scores,
-        scale_width=float(first["max"]) - float(first["min"]),
+    return judgment_pairs(
+        judgment.rubric, judgment.ranking, judgment.scores, judgment.strength, axis
     )
-    return [(p.chosen, p.rejected, p.margin) for p in pairs]
-
-
-def _pair_row(task: TaskRecord, pair: PairCut, axis: str) -> dict[str, Any]:
-    chosen_id, rejected_id, margin = pair
-    chosen, rejected = task.completions[chosen_id], task.completions[rejected_id]
-    return {
-        "prompt": task.messages,
-        "chosen": [{"role": "assistant", "content": chosen.text}],
-        "rejected": [{"role": "assistant", "content": rejected.text}],
-        "margin": float(margin),
-        "axis": axis,
-        "chosen_completion_id": chosen_id,
-        "rejected_completion_id": rejected_id,
-        "chosen_policy": chosen.policy,
-        "rejected_policy": rejected.policy,
-        "task_id": task.pk,
-        "round": task.round,
-    }
 
 
 def _each_judgment_pair_rows(
     judgments: Iterable[JudgmentRecord], context: ExportContext
 ) -> Iterator[dict[str, Any]]:
-    """Every judgment's own pairs, with its scores, ranks, strength and flags."""
-    axis = context.filters.axis
-    for judgment in judgments:
-        pairs = _judgment_pairs(judgment, axis)
-        if not pairs:
-            continue
-        task = judgment.task
-        ranks = {cid: i + 1 for i, group in enumerate(judgment.ranking) for cid in group}
-        scores = {cid: context.score_struct(judgment.scores.get(str(cid), {})) for cid in ranks}
-        shared: dict[str, Any] = {"strength": judgment.strength}
-        if context.flags:
-            shared["flags"] = context.flag_struct(judgment.flags)
-        shared |= {
-            "rubric": judgment.rubric.label,
-            "judgment_id": judgment.pk,
-            "annotator": context.annotator(judgment.annotator_id),
-        }
-        for pair in pairs:
-            chosen, rejected = pair[0], pair[1]
-            yield _pair_row(task, pair, axis) | {
-                "chosen_scores": scores[chosen],
-                "rejected_scores": scores[rejected],
-                "chosen_rank": ranks[chosen],
-                "rejected_rank": ranks[rejected],
-                **shared,
-            }
+    """Every judgment's own pairs, with its scores, ranks, strength and flags (``PairBatch``)."""
+    for batch in pair_batches(judgments, context, EXPLICIT, size=CHUNK_SIZE):
+        yield from batch.rows()
 
 
 def _consensus_pair_rows(
@@ -686,11 +675,11 @@ def _consensus_pair_rows(
         if len(group) == 1:
             pairs, rule = _judgment_pairs(group[0], axis), "single"
         elif axis:
-            width = _axis_width(group[-1].rubric, axis)
+            width = axis_width(group[-1].rubric, axis)
             means = weighted_mean_scores(
                 [(j.scores, context.weights(j.annotator_id)) for j in group], axis
             )
-            pairs, rule = ([] if width is None else _score_pairs(means, width)), "weighted_mean"
+            pairs, rule = ([] if width is None else score_pairs(means, width)), "weighted_mean"
         else:
             consensus = task_consensus(
                 list(task.completions),
@@ -705,50 +694,39 @@ def _consensus_pair_rows(
             "annotators": [context.annotator(j.annotator_id) for j in group],
         }
         for pair in pairs:
-            yield _pair_row(task, pair, axis) | shared
+            yield pair_row(task, pair, axis) | shared
 
 
-def _trl_rows(
-    judgments: Iterable[JudgmentRecord], context: ExportContext
-) -> Iterator[dict[str, Any]]:
+def _pair_batches(
+    judgments: Iterable[JudgmentRecord], context: ExportContext, head: PairHead
+) -> Iterator[PairBatch | RowBatch]:
+    """A pair format's batches: columnar for every judgment's own pairs, rows for consensus."""
     if context.filters.consensus == "none":
-        return _each_judgment_pair_rows(judgments, context)
-    return _consensus_pair_rows(judgments, context)
+        return pair_batches(judgments, context, head, size=CHUNK_SIZE)
+    rows = (head.row(row) for row in _consensus_pair_rows(judgments, context))
+    return row_batches(rows, size=settings.EXPORT_BATCH_ROWS)
 
 
-def _trl_implicit_rows(
-    judgments: Iterable[JudgmentRecord], context: ExportContext
-) -> Iterator[dict[str, Any]]:
-    for row in _trl_rows(judgments, context):
-        prompt = row.pop("prompt")
-        row["chosen"] = prompt + row["chosen"]
-        row["rejected"] = prompt + row["rejected"]
-        yield row
+def _pair_format(head: PairHead) -> tuple[RowsOf, BatchesOf]:
+    """A pair format's rows and batches, in the shape ``head`` gives them."""
+
+    def batches(
+        judgments: Iterable[JudgmentRecord], context: ExportContext
+    ) -> Iterator[PairBatch | RowBatch]:
+        return _pair_batches(judgments, context, head)
+
+    def rows(
+        judgments: Iterable[JudgmentRecord], context: ExportContext
+    ) -> Iterator[dict[str, Any]]:
+        for batch in batches(judgments, context):
+            yield from batch.rows()
+
+    return rows, batches
 
 
-HH_SPEAKERS = {"user": "Human", "assistant": "Assistant"}
-
-
-def hh_transcript(messages: Iterable[Mapping[str, str]]) -> str:
-    """A conversation as an HH-RLHF transcript, ``"\\n\\nHuman: …\\n\\nAssistant: …"``. HH has no
-    system speaker: as in Anthropic's text-completion prompts, a system turn's text comes
-    first, before the first ``"\\n\\nHuman:"``."""
-    return "".join(
-        message["content"]
-        if message["role"] == "system"
-        else f"\n\n{HH_SPEAKERS[message['role']]}: {message['content']}"
-        for message in messages
-    )
-
-
-def _hh_rows(
-    judgments: Iterable[JudgmentRecord], context: ExportContext
-) -> Iterator[dict[str, Any]]:
-    for row in _trl_rows(judgments, context):
-        prompt = row.pop("prompt")
-        row["chosen"] = hh_transcript(prompt + row["chosen"])
-        row["rejected"] = hh_transcript(prompt + row["rejected"])
-        yield row
+_trl_rows, _trl_batches = _pair_format(EXPLICIT)
+_trl_implicit_rows, _trl_implicit_batches = _pair_format(IMPLICIT)
+_hh_rows, _hh_batches = _pair_format(TRANSCRIPT)
 
 
 # --- One row per judgment, per example, per demonstration -----------------------------------------
@@ -1064,14 +1042,17 @@ _PER_JUDGMENT = _PAIR_FILTERS - {"consensus", "weighting"}
 @dataclass(frozen=True)
 class ExportFormat:
     """One export format: its rows, its Parquet schema, and the filters it honours (any other
-    filter set to a value of its own is refused rather than silently ignored)."""
+    filter set to a value of its own is refused rather than silently ignored). A format with
+    ``batches`` writes its files from those (``annotation.export_batches``); the others
+    batch their rows."""
 
     name: str
     description: str  # one line, for the UI
     unit: str  # what a row is: "pair", "example", "judgment" or "demonstration"
-    rows: Callable[[Iterable[Any], ExportContext], Iterator[dict[str, Any]]]
+    rows: RowsOf
     schema: Callable[[ExportContext], pa.Schema]
     honours: frozenset[str] = _PAIR_FILTERS
+    batches: BatchesOf | None = None
 
     @property
     def reads(self) -> str:
@@ -1083,15 +1064,16 @@ FORMATS: dict[str, ExportFormat] = {
     for spec in (
         ExportFormat(
             "trl", "TRL preference pairs, explicit prompt, conversational (DPO, reward models)",
-            "pair", _trl_rows, _trl_schema,
+            "pair", _trl_rows, _trl_schema, batches=_trl_batches,
         ),
         ExportFormat(
             "trl_implicit", "TRL preference pairs, implicit prompt: chosen and rejected are "
             "whole conversations", "pair", _trl_implicit_rows, _trl_implicit_schema,
+            batches=_trl_implicit_batches,
         ),
         ExportFormat(
             "hh_rlhf", "Anthropic HH-RLHF transcripts (\\n\\nHuman: … \\n\\nAssistant: …)",
-            "pair", _hh_rows, _hh_schema,
+            "pair", _hh_rows, _hh_schema, batches=_hh_batches,
         ),
         ExportFormat(
             "ultrafeedback", "Fine-grained per-axis ratings of every completion, "
@@ -1152,6 +1134,20 @@ class ExportPlan:
     def rows(self, progress: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
         return self.format.rows(self._source(progress), self.context)
 
+    def batches(
+        self, progress: Callable[[int], None] | None = None
+    ) -> Iterator[PairBatch | RowBatch]:
+        """The rows in batches, each able to give its JSONL."""
+        source = self._source(progress)
+        if self.format.batches is not None:
+            return self.format.batches(source, self.context)
+        return row_batches(self.format.rows(source, self.context), size=settings.EXPORT_BATCH_ROWS)
+
+    def jsonl(self, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+        """The export as JSONL, UTF-8, a batch at a time (what ``jsonl_lines`` gives, faster)."""
+        for batch in self.batches(progress):
+            yield batch.jsonl()
+
     def _source(self, progress: Callable[[int], None] | None) -> Iterator[Any]:
         f = self.context.filters
         if self.format.reads == "demonstration":
@@ -1162,8 +1158,7 @@ class ExportPlan:
                 .iterator(chunk_size=CHUNK_SIZE)
             )
             return self._trusted_authors(_counted(demonstrations, progress))
-        by_task = f.consensus != "none" or f.min_agreement is not None
-        judgments = judgment_records(filters=f, by_task=by_task)
+        judgments = judgment_records(filters=f, times=self.format.name == "judgments")
         judgments = _kept(_counted(judgments, progress), self.context)
         if f.min_agreement is not None:
             judgments = _agreeing(judgments, f.min_agreement)
@@ -1234,4 +1229,4 @@ def preference_pair_count(*, rounds: list[int] | None = None) -> int:
 
 def jsonl_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     for row in rows:
-        yield json.dumps(row, ensure_ascii=False) + "\n"
+        yield json_encode(row) + "\n"

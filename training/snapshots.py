@@ -141,7 +141,7 @@ def snapshot_create_preference(
         judgments = judgments_for_export(rounds=rounds)
         rows = axis_pair_rows(judgments, axis) if axis else preference_rows(judgments)
     else:
-        judgments = judgments_for_export(rounds=rounds, by_task=True)
+        judgments = judgments_for_export(rounds=rounds)
         rows = (
             consensus_axis_pair_rows(judgments, axis)
             if axis
@@ -161,7 +161,7 @@ def snapshot_create_kto(
     """Unpaired desirable / undesirable completions (TRL's KTO format) of ``rounds``: per task,
     the best-ranked completions are desirable and the worst-ranked undesirable, by the task's
     Bradley-Terry consensus when it has several judgments."""
-    judgments = judgments_for_export(rounds=rounds, by_task=True)
+    judgments = judgments_for_export(rounds=rounds)
     return _snapshot_write(
         kind=DatasetSnapshot.Kind.KTO, rows=kto_rows(judgments), columns=KTO_COLUMNS,
         filters={"rounds": rounds or [], "consensus": "bradley_terry"},

@@ -21,8 +21,7 @@ from ..exports import (
     WEIGHTINGS,
     export_filters_parse,
     export_format,
-    export_rows,
-    jsonl_lines,
+    export_prepare,
 )
 from .common import ERROR, query_params_checked
 
@@ -123,8 +122,8 @@ class PreferenceExportApi(APIView):
         pseudonymous = _pseudonymous(request)
         filters = export_filters_parse(request.query_params)
         # Everything that can fail is checked here, before the first byte goes out.
-        rows = export_rows(fmt=fmt, filters=filters, pseudonymous=pseudonymous)
-        response = StreamingHttpResponse(jsonl_lines(rows), content_type="application/x-ndjson")
+        plan = export_prepare(fmt=fmt, filters=filters, pseudonymous=pseudonymous)
+        response = StreamingHttpResponse(plan.jsonl(), content_type="application/x-ndjson")
         rounds = "-".join(map(str, filters.rounds))
         name = f"preferences-{fmt}" + (f"-round-{rounds}" if rounds else "")
         response["Content-Disposition"] = f'attachment; filename="{name}.jsonl"'

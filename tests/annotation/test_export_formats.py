@@ -19,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from annotation.export_batches import hh_transcript
 from annotation.export_files import export_write
 from annotation.exports import (
     FORMATS,
@@ -30,7 +31,6 @@ from annotation.exports import (
     export_filters_parse,
     export_rows,
     export_source_count,
-    hh_transcript,
     judgments_for_export,
     kto_rows,
     preference_rows,
@@ -530,12 +530,10 @@ def test_the_row_functions_of_earlier_callers_give_the_same_rows(data):
 
     assert list(preference_rows(judgments_for_export())) == rows()
     assert list(axis_pair_rows(judgments_for_export(), "helpful")) == rows(axis="helpful")
-    by_task = judgments_for_export(by_task=True)
+    by_task = judgments_for_export()
     assert list(consensus_preference_rows(by_task)) == rows(consensus="bradley_terry")
-    by_task = judgments_for_export(by_task=True)
+    by_task = judgments_for_export()
     assert list(consensus_axis_pair_rows(by_task, "honest")) == rows(
         axis="honest", consensus="bradley_terry"
     )
-    assert list(kto_rows(judgments_for_export(by_task=True))) == rows(
-        fmt="kto", consensus="bradley_terry"
-    )
+    assert list(kto_rows(judgments_for_export())) == rows(fmt="kto", consensus="bradley_terry")

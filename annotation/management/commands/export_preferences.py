@@ -16,9 +16,8 @@ from annotation.exports import (
     FORMATS,
     export_filters_parse,
     export_format,
-    export_rows,
+    export_prepare,
     export_source_count,
-    jsonl_lines,
 )
 from feedback.errors import DomainError
 
@@ -86,11 +85,10 @@ class Command(BaseCommand):
                 if options["file_format"] == "parquet":
                     raise CommandError("Parquet cannot be streamed to stdout: give --out FILE.")
                 rows = 0
-                for line in jsonl_lines(
-                    export_rows(fmt=fmt, filters=filters, pseudonymous=pseudonymous)
-                ):
-                    self.stdout.write(line, ending="")
-                    rows += 1
+                plan = export_prepare(fmt=fmt, filters=filters, pseudonymous=pseudonymous)
+                for batch in plan.batches():
+                    self.stdout.write(batch.jsonl().decode(), ending="")
+                    rows += len(batch)
                 self.stderr.write(f"{rows} {spec.unit}s")
                 return
             path = Path(out)
