@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .pairs import PairCut, judgment_pairs
+from .pairs import PairCut, RankedCut, judgment_ranked_pairs
 
 # An id or score a row does not have (``annotation.exports`` says why it is 0, not null).
 ABSENT = 0
@@ -131,68 +131,52 @@ def pair_row(task: TaskRecord, pair: PairCut, axis: str) -> dict[str, Any]:
 
 
 class PairBatch:
-    """Every judgment's own pairs (``annotation.pairs.judgment_pairs``) for a chunk of judgments,
-    a list per column; each row also carries both completions' scores and ranks and the
-    judgment's strength, flags, rubric, id and annotator. ``rows()`` and ``jsonl()`` give the
-    same rows two ways."""
+    """Every judgment's own pairs (``annotation.pairs.judgment_ranked_pairs``) for a chunk of
+    judgments; each row also carries both completions' scores and ranks and the judgment's
+    strength, flags, rubric, id and annotator. ``rows()`` and ``jsonl()`` give the same rows
+    two ways."""
 
-    __slots__ = ("chosen", "chosen_rank", "context", "head", "judgments", "margin", "owner",
-                 "rejected", "rejected_rank")  # fmt: skip
+    __slots__ = ("context", "head", "judgments", "size")
 
     def __init__(
         self, judgments: Iterable[JudgmentRecord], context: ExportContext, head: PairHead
     ) -> None:
         self.context, self.head = context, head
-        self.judgments: list[JudgmentRecord] = []  # those with at least one pair
-        self.owner: list[int] = []  # per row: its judgment's index in ``judgments``
-        self.chosen: list[int] = []  # completion ids
-        self.rejected: list[int] = []
-        self.margin: list[float] = []
-        self.chosen_rank: list[int] = []
-        self.rejected_rank: list[int] = []
         axis = context.filters.axis
+        # Each judgment that has pairs, with them.
+        self.judgments: list[tuple[JudgmentRecord, list[RankedCut]]] = []
+        self.size = 0
         for judgment in judgments:
-            cuts = judgment_pairs(
+            cuts = judgment_ranked_pairs(
                 judgment.rubric, judgment.ranking, judgment.scores, judgment.strength, axis
             )
-            if not cuts:
-                continue
-            index = len(self.judgments)
-            self.judgments.append(judgment)
-            ranks = {cid: i + 1 for i, group in enumerate(judgment.ranking) for cid in group}
-            for chosen, rejected, margin in cuts:
-                self.owner.append(index)
-                self.chosen.append(chosen)
-                self.rejected.append(rejected)
-                self.margin.append(float(margin))
-                self.chosen_rank.append(ranks[chosen])
-                self.rejected_rank.append(ranks[rejected])
+            if cuts:
+                self.judgments.append((judgment, cuts))
+                self.size += len(cuts)
 
     def __len__(self) -> int:
-        return len(self.owner)
+        return self.size
 
     def _scores(self, judgment: JudgmentRecord, cid: int) -> dict[str, int]:
         return self.context.score_struct(judgment.scores.get(str(cid), {}))
 
     def rows(self) -> Iterator[dict[str, Any]]:
         context, axis = self.context, self.context.filters.axis
-        for k, owner in enumerate(self.owner):
-            judgment = self.judgments[owner]
-            task = judgment.task
-            chosen_id, rejected_id = self.chosen[k], self.rejected[k]
-            row = pair_row(task, (chosen_id, rejected_id, self.margin[k]), axis) | {
-                "chosen_scores": self._scores(judgment, chosen_id),
-                "rejected_scores": self._scores(judgment, rejected_id),
-                "chosen_rank": self.chosen_rank[k],
-                "rejected_rank": self.rejected_rank[k],
-                "strength": judgment.strength,
-            }
-            if context.flags:
-                row["flags"] = context.flag_struct(judgment.flags)
-            row["rubric"] = judgment.rubric.label
-            row["judgment_id"] = judgment.pk
-            row["annotator"] = context.annotator(judgment.annotator_id)
-            yield self.head.row(row)
+        for judgment, cuts in self.judgments:
+            for chosen, rejected, chosen_rank, rejected_rank, margin in cuts:
+                row = pair_row(judgment.task, (chosen, rejected, margin), axis) | {
+                    "chosen_scores": self._scores(judgment, chosen),
+                    "rejected_scores": self._scores(judgment, rejected),
+                    "chosen_rank": chosen_rank,
+                    "rejected_rank": rejected_rank,
+                    "strength": judgment.strength,
+                }
+                if context.flags:
+                    row["flags"] = context.flag_struct(judgment.flags)
+                row["rubric"] = judgment.rubric.label
+                row["judgment_id"] = judgment.pk
+                row["annotator"] = context.annotator(judgment.annotator_id)
+                yield self.head.row(row)
 
     # JSONL: each value encoded once, each line the pieces joined (see the module docstring).
 
@@ -249,30 +233,24 @@ class PairBatch:
         encoded: dict[tuple[int, ...], bytes] = {}
         pieces: list[bytes] = []
         add = pieces.extend
-        previous = -1
-        for k, owner in enumerate(self.owner):
-            if owner != previous:
-                previous = owner
-                judgment = self.judgments[owner]
-                task = judgment.task
-                if task.pk not in tasks:
-                    tasks[task.pk] = self._task_pieces(task)
-                opening, sides, policies = tasks[task.pk]
-                scores = self._score_pieces(judgment, encoded)
-                where = f', "task_id": {task.pk}, "round": {task.round}, "chosen_scores": '
-                where_bytes = where.encode()
-                close = self._judgment_close(judgment)
-            c, r = self.chosen[k], self.rejected[k]
-            add((
-                opening, sides[c], b', "rejected": ', sides[r],
-                f', "margin": {self.margin[k]!r}, "axis": {axis}, "chosen_completion_id": {c}, '
-                f'"rejected_completion_id": {r}, "chosen_policy": '.encode(),
-                policies[c], b', "rejected_policy": ', policies[r], where_bytes, scores[c],
-                b', "rejected_scores": ', scores[r],
-                f', "chosen_rank": {self.chosen_rank[k]}, "rejected_rank": '
-                f"{self.rejected_rank[k]}, ".encode(),
-                close,
-            ))  # fmt: skip
+        for judgment, cuts in self.judgments:
+            task = judgment.task
+            if task.pk not in tasks:
+                tasks[task.pk] = self._task_pieces(task)
+            opening, sides, policies = tasks[task.pk]
+            scores = self._score_pieces(judgment, encoded)
+            where = f', "task_id": {task.pk}, "round": {task.round}, "chosen_scores": '.encode()
+            close = self._judgment_close(judgment)
+            for c, r, chosen_rank, rejected_rank, margin in cuts:
+                add((
+                    opening, sides[c], b', "rejected": ', sides[r],
+                    f', "margin": {margin!r}, "axis": {axis}, "chosen_completion_id": {c}, '
+                    f'"rejected_completion_id": {r}, "chosen_policy": '.encode(),
+                    policies[c], b', "rejected_policy": ', policies[r], where, scores[c],
+                    b', "rejected_scores": ', scores[r],
+                    f', "chosen_rank": {chosen_rank}, "rejected_rank": {rejected_rank}, '.encode(),
+                    close,
+                ))  # fmt: skip
         return b"".join(pieces)
 
 

@@ -105,6 +105,35 @@ def axis_width(rubric: Rubric, axis: str) -> float | None:
     return None if spec is None else float(spec["max"]) - float(spec["min"]) or 1.0
 
 
+RankedCut = tuple[int, int, int, int, float]  # (chosen, rejected, their ranks, margin)
+
+
+def judgment_ranked_pairs(
+    rubric: Rubric,
+    ranking: Sequence[Sequence[int]],
+    scores: Mapping[str, Mapping[str, int]],
+    strength: str,
+    axis: str = "",
+) -> list[RankedCut]:
+    """One judgment's pairs with both completions' ranks (1-based groups): its ranking's
+    C(K, 2) minus ties (``ranking_to_pairs``), or with ``axis`` those of that axis's scores
+    (none when its rubric has no such axis)."""
+    if axis:
+        width = axis_width(rubric, axis)
+        if width is None:
+            return []
+        scored = {int(cid): s[axis] for cid, s in scores.items() if axis in s}
+        ranks = {cid: i + 1 for i, group in enumerate(ranking) for cid in group}
+        return [(c, r, ranks[c], ranks[r], m) for c, r, m in score_pairs(scored, width)]
+    first = rubric.axes[0]
+    return _ranking_cuts(
+        ranking,
+        rubric.strength_margins.get(strength),
+        scores,
+        float(first["max"]) - float(first["min"]),
+    )
+
+
 def judgment_pairs(
     rubric: Rubric,
     ranking: Sequence[Sequence[int]],
@@ -112,19 +141,6 @@ def judgment_pairs(
     strength: str,
     axis: str = "",
 ) -> list[PairCut]:
-    """One judgment's pairs: its ranking's C(K, 2) minus ties (``ranking_to_pairs``), or with
-    ``axis`` those of that axis's scores (none when its rubric has no such axis)."""
-    if axis:
-        width = axis_width(rubric, axis)
-        if width is None:
-            return []
-        scored = {int(cid): s[axis] for cid, s in scores.items() if axis in s}
-        return score_pairs(scored, width)
-    first = rubric.axes[0]
-    cuts = _ranking_cuts(
-        ranking,
-        rubric.strength_margins.get(strength),
-        scores,
-        float(first["max"]) - float(first["min"]),
-    )
+    """``judgment_ranked_pairs`` without the ranks."""
+    cuts = judgment_ranked_pairs(rubric, ranking, scores, strength, axis)
     return [(chosen, rejected, margin) for chosen, rejected, _, _, margin in cuts]
