@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 
 AnyJudgment = TypeVar("AnyJudgment", "Judgment", "JudgmentRecord")
 
-CHUNK_SIZE = 500
+CHUNK_SIZE = 250
 FILE_FORMATS = ("jsonl", "parquet")
 CONSENSUS_RULES = ("none", "bradley_terry")
 WEIGHTINGS = ("equal", "trust")
