@@ -130,18 +130,38 @@ def pair_row(task: TaskRecord, pair: PairCut, axis: str) -> dict[str, Any]:
     }
 
 
+class Encoded(dict[Any, bytes]):
+    """JSON of values that recur across a whole export (policy names, strengths, rubric labels,
+    annotators, flag and score structs), each encoded once and shared by all its batches."""
+
+    def of(self, key: tuple[str, Any], make: Callable[[], Any] | None = None) -> bytes:
+        """The JSON of ``key[1]`` (or, with ``make``, of what ``make`` builds for that key).
+        Keys are (kind, value) pairs whose values are of one type each per kind, never booleans
+        where integers may stand (True and 1 are the same key)."""
+        piece = self.get(key)
+        if piece is None:
+            value = key[1] if make is None else make()
+            piece = self[key] = json_encode(value).encode()
+        return piece
+
+
 class PairBatch:
     """Every judgment's own pairs (``annotation.pairs.judgment_ranked_pairs``) for a chunk of
     judgments; each row also carries both completions' scores and ranks and the judgment's
     strength, flags, rubric, id and annotator. ``rows()`` and ``jsonl()`` give the same rows
     two ways."""
 
-    __slots__ = ("context", "head", "judgments", "size")
+    __slots__ = ("context", "encoded", "head", "judgments", "size")
 
     def __init__(
-        self, judgments: Iterable[JudgmentRecord], context: ExportContext, head: PairHead
+        self,
+        judgments: Iterable[JudgmentRecord],
+        context: ExportContext,
+        head: PairHead,
+        encoded: Encoded | None = None,
     ) -> None:
         self.context, self.head = context, head
+        self.encoded = Encoded() if encoded is None else encoded
         axis = context.filters.axis
         # Each judgment that has pairs, with them.
         self.judgments: list[tuple[JudgmentRecord, list[RankedCut]]] = []
@@ -183,7 +203,7 @@ class PairBatch:
     def _task_pieces(self, task: TaskRecord) -> tuple[bytes, dict[int, bytes], dict[int, bytes]]:
         """A task's line opening (up to the chosen side's value), and by completion id its
         side and its policy, encoded."""
-        head = self.head
+        head, encoded = self.head, self.encoded
         if head.with_prompt:
             opening = '{"prompt": ' + json_encode(task.messages) + ', "chosen": '
         else:
@@ -192,45 +212,42 @@ class PairBatch:
             slot.completion_id: json_encode(head.side(task.messages, _turn(slot.text))).encode()
             for slot in task.slots
         }
-        policies = {slot.completion_id: json_encode(slot.policy).encode() for slot in task.slots}
+        policies = {slot.completion_id: encoded.of(("policy", slot.policy)) for slot in task.slots}
         return opening.encode(), sides, policies
 
     def _judgment_close(self, judgment: JudgmentRecord) -> bytes:
         """The end of a judgment's lines: its strength, flags, rubric, id and annotator."""
-        context = self.context
-        close = '"strength": ' + json_encode(judgment.strength) + ", "
-        if context.flags:
-            close += '"flags": ' + json_encode(context.flag_struct(judgment.flags)) + ", "
-        return (
-            close + '"rubric": ' + json_encode(judgment.rubric.label)
-            + ', "judgment_id": ' + json_encode(judgment.pk)
-            + ', "annotator": ' + json_encode(context.annotator(judgment.annotator_id)) + "}\n"
-        ).encode()  # fmt: skip
+        context, encoded = self.context, self.encoded
+        flags = tuple(judgment.flags)
+        annotator = judgment.annotator_id
+        return b"".join((
+            b'"strength": ', encoded.of(("strength", judgment.strength)), b", ",
+            b'"flags": ' + encoded.of(("flags", flags), lambda: context.flag_struct(flags)) + b", "
+            if context.flags else b"",
+            b'"rubric": ', encoded.of(("rubric", judgment.rubric.label)),
+            b', "judgment_id": ', json_encode(judgment.pk).encode(),
+            b', "annotator": ',
+            encoded.of(("annotator", annotator), lambda: context.annotator(annotator)),
+            b"}\n",
+        ))  # fmt: skip
 
-    def _score_pieces(
-        self, judgment: JudgmentRecord, encoded: dict[tuple[int, ...], bytes]
-    ) -> dict[int, bytes]:
-        """A judgment's score struct for each completion, encoded. Scores are few distinct
-        tuples of small integers (``judgment_submit`` refuses anything else, booleans too),
-        so each tuple is encoded once (``encoded``) and looked up after."""
-        axes, scores = self.context.axes, judgment.scores
+    def _score_pieces(self, judgment: JudgmentRecord) -> dict[int, bytes]:
+        """A judgment's score struct for each completion, encoded: scores are few distinct
+        tuples of small integers (``judgment_submit`` refuses anything else, booleans too)."""
+        axes, scores, encoded = self.context.axes, judgment.scores, self.encoded
         pieces = {}
         for cid in judgment.task.completions:
             values = scores.get(str(cid), {})
             key = tuple([values.get(axis, ABSENT) for axis in axes])
-            piece = encoded.get(key)
-            if piece is None:
-                piece = json_encode(dict(zip(axes, key, strict=True))).encode()
-                if all(type(value) is int for value in key):
-                    encoded[key] = piece
-            pieces[cid] = piece
+            pieces[cid] = encoded.of(
+                ("scores", key), lambda key=key: dict(zip(axes, key, strict=True))
+            )
         return pieces
 
     def jsonl(self) -> bytes:
         """The batch as JSONL, UTF-8."""
         axis = json_encode(self.context.filters.axis)
         tasks: dict[int, tuple[bytes, dict[int, bytes], dict[int, bytes]]] = {}
-        encoded: dict[tuple[int, ...], bytes] = {}
         pieces: list[bytes] = []
         add = pieces.extend
         for judgment, cuts in self.judgments:
@@ -238,7 +255,7 @@ class PairBatch:
             if task.pk not in tasks:
                 tasks[task.pk] = self._task_pieces(task)
             opening, sides, policies = tasks[task.pk]
-            scores = self._score_pieces(judgment, encoded)
+            scores = self._score_pieces(judgment)
             where = f', "task_id": {task.pk}, "round": {task.round}, "chosen_scores": '.encode()
             close = self._judgment_close(judgment)
             for c, r, chosen_rank, rejected_rank, margin in cuts:
@@ -259,5 +276,6 @@ def pair_batches(
 ) -> Iterator[PairBatch]:
     """``judgments``' pairs, ``size`` judgments a batch."""
     judgments = iter(judgments)
+    encoded = Encoded()
     while chunk := list(itertools.islice(judgments, max(1, size))):
-        yield PairBatch(chunk, context, head)
+        yield PairBatch(chunk, context, head, encoded)
