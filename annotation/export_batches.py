@@ -4,12 +4,13 @@ Every format's rows are dicts (``annotation.exports``). Written one by one, a di
 ``json.dumps`` per row, the preference-pair formats spend most of their time encoding the same
 values again: a pair row carries its prompt and both completions, a judgment of K completions
 gives C(K, 2) rows, and a task judged by three annotators gives its prompt to 3·C(K, 2) rows.
-``PairBatch`` holds a chunk of judgments' pairs column by column and encodes each prompt,
-completion, score struct and judgment's shared fields once; a JSONL line is then those pieces
-joined: byte for byte what ``json.dumps(row, ensure_ascii=False)`` writes for the row dict
-(tests compare the two on every pair format). No JSON library does this (they all encode a value
-as often as it occurs), and a faster encoder alone would change the bytes (orjson writes no
-space after separators) without removing the repetition, which is most of the work.
+``PairBatch`` holds a chunk of judgments with their pairs and encodes each prompt, completion,
+score struct and judgment's shared fields once (``Encoded`` keeps what recurs across the whole
+export); a JSONL line is then those pieces joined: byte for byte what
+``json.dumps(row, ensure_ascii=False)`` writes for the row dict (tests compare the two on every
+pair format). No JSON library does this (they all encode a value as often as it occurs), and a
+faster encoder alone would change the bytes (orjson writes no space after separators) without
+removing the repetition, which is most of the work.
 
 Formats without a columnar form (per-judgment rows, consensus pairs, demonstrations) go through
 ``RowBatch``: their dicts and ``json.dumps``. Parquet files are written from the same JSONL
