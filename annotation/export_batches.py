@@ -249,6 +249,8 @@ class PairBatch:
         """The batch as JSONL, UTF-8."""
         axis = json_encode(self.context.filters.axis)
         tasks: dict[int, tuple[bytes, dict[int, bytes], dict[int, bytes]]] = {}
+        # Per margin, the bytes from it to the chosen id (margins are a few distinct floats).
+        margins: dict[float, bytes] = {}
         pieces: list[bytes] = []
         add = pieces.extend
         for judgment, cuts in self.judgments:
@@ -257,19 +259,27 @@ class PairBatch:
                 tasks[task.pk] = self._task_pieces(task)
             opening, sides, policies = tasks[task.pk]
             scores = self._score_pieces(judgment)
+            ids = {cid: str(cid).encode() for cid in task.completions}
             where = f', "task_id": {task.pk}, "round": {task.round}, "chosen_scores": '.encode()
             close = self._judgment_close(judgment)
             for c, r, chosen_rank, rejected_rank, margin in cuts:
+                middle = margins.get(margin)
+                if middle is None:
+                    middle = margins[margin] = (
+                        f', "margin": {margin!r}, "axis": {axis}, "chosen_completion_id": '.encode()
+                    )
                 add((
-                    opening, sides[c], b', "rejected": ', sides[r],
-                    f', "margin": {margin!r}, "axis": {axis}, "chosen_completion_id": {c}, '
-                    f'"rejected_completion_id": {r}, "chosen_policy": '.encode(),
-                    policies[c], b', "rejected_policy": ', policies[r], where, scores[c],
-                    b', "rejected_scores": ', scores[r],
-                    f', "chosen_rank": {chosen_rank}, "rejected_rank": {rejected_rank}, '.encode(),
-                    close,
+                    opening, sides[c], b', "rejected": ', sides[r], middle, ids[c],
+                    b', "rejected_completion_id": ', ids[r], b', "chosen_policy": ', policies[c],
+                    b', "rejected_policy": ', policies[r], where, scores[c],
+                    b', "rejected_scores": ', scores[r], b', "chosen_rank": ', RANKS[chosen_rank],
+                    b', "rejected_rank": ', RANKS[rejected_rank], b", ", close,
                 ))  # fmt: skip
         return b"".join(pieces)
+
+
+# A completion's rank (1-based) as JSON bytes; K is at most a few dozen.
+RANKS = tuple(str(rank).encode() for rank in range(257))
 
 
 def pair_batches(

@@ -31,13 +31,6 @@ class Pair:
     margin: float
 
 
-def _mean_score(scores: Mapping[str, Mapping[str, int]], cid: int) -> float | None:
-    per_axis = scores.get(str(cid))
-    if not per_axis:
-        return None
-    return sum(per_axis.values()) / len(per_axis)
-
-
 def ranking_to_pairs(
     ranking: Sequence[Sequence[int]],
     *,
@@ -60,7 +53,11 @@ def _ranking_cuts(
     margin): an export cuts millions of pairs, and a frozen dataclass costs more to build than
     the pair does to find."""
     # Each completion's mean score once, not once per pair it is in.
-    means = {cid: _mean_score(scores, cid) for group in ranking for cid in group}
+    means: dict[int, float | None] = {}
+    for group in ranking:
+        for cid in group:
+            per_axis = scores.get(str(cid))
+            means[cid] = sum(per_axis.values()) / len(per_axis) if per_axis else None
     top_is_single = bool(ranking) and len(ranking[0]) == 1
     cuts = []
     for i, better in enumerate(ranking):
