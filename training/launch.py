@@ -216,9 +216,16 @@ def main(spec_path: str) -> None:
         output_dir=output_dir, recipe=recipe, on_log=on_log, should_stop=should_stop,
         **_from_json(spec["inputs"]),
     )  # fmt: skip
+    distributed = dist.is_available() and dist.is_initialized()
     if first:
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = dist.get_world_size() if distributed else 1
         (output_dir / RESULT).write_text(json.dumps({**metrics, "world_size": world}))
+    if distributed:
+        # Leave together and shut the process group down before exiting: a process that exits
+        # with the group's threads still running can abort ("terminate called without an
+        # active exception", SIGABRT), which failed a finished two-process run once in CI.
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
