@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from rest_framework import serializers
 from rest_framework.request import Request
 
 from feedback.errors import DomainError, error_schema
+from feedback.rendering import render_untrusted
 
 from ..models import Rubric
 
@@ -35,8 +37,20 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+@lru_cache(maxsize=32)
+def _guidelines_html(guidelines: str) -> str:
+    # Every lease carries its rubric: render each version's Markdown once per process.
+    return render_untrusted(guidelines)
+
+
 class RubricSerializer(serializers.ModelSerializer):
     label = serializers.CharField(read_only=True)
+    guidelines_html = serializers.SerializerMethodField(
+        help_text="The guidelines as sanitized HTML (Markdown)."
+    )
+
+    def get_guidelines_html(self, rubric: Rubric) -> str:
+        return _guidelines_html(rubric.guidelines)
 
     class Meta:
         model = Rubric
@@ -49,4 +63,5 @@ class RubricSerializer(serializers.ModelSerializer):
             "flags",
             "strength_labels",
             "guidelines",
+            "guidelines_html",
         ]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from django.db.models import Avg, Count, Q
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from feedback.errors import DomainError
 from feedback.rendering import render_untrusted
 from feedback.roles import IsAnnotator
 from feedback.throttle import LeaseThrottle
@@ -19,8 +21,9 @@ from feedback.throttle import LeaseThrottle
 from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
 from ..judgments import judgment_submit
 from ..models import Assignment, Judgment
+from ..progress import annotator_round_progress
 from ..quality import annotator_quality
-from .common import ERROR, RubricSerializer
+from .common import ERROR, RubricSerializer, query_params_checked
 
 
 def messages_payload(messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -181,30 +184,54 @@ class AssignmentSkipApi(APIView):
 
 
 class MeStatsApi(APIView):
-    """Your own counts: judgments today and in total, skips, time per task."""
+    """Your own counts: judgments today and in total, skips, time per task; with ``?round=N``,
+    also how far you are through round N."""
 
     permission_classes = [IsAnnotator]
 
     @extend_schema(
-        responses=inline_serializer(
-            "MyStats",
-            {
-                "judgments_total": serializers.IntegerField(),
-                "judgments_today": serializers.IntegerField(),
-                "skipped": serializers.IntegerField(),
-                "mean_time_spent_ms": serializers.FloatField(allow_null=True),
-                "gold_judgments": serializers.IntegerField(),
-                "gold_accuracy": serializers.FloatField(
-                    allow_null=True, help_text="Share of reference pairs you ordered the same way."
-                ),
-                "agreement": serializers.FloatField(
-                    allow_null=True,
-                    help_text="Share of pairs you ordered as the other annotators' consensus did.",
-                ),
-            },
-        )
+        parameters=[
+            OpenApiParameter(
+                "round", int, description="A round number: adds your progress through it."
+            )
+        ],
+        responses={
+            200: inline_serializer(
+                "MyStats",
+                {
+                    "judgments_total": serializers.IntegerField(),
+                    "judgments_today": serializers.IntegerField(),
+                    "skipped": serializers.IntegerField(),
+                    "mean_time_spent_ms": serializers.FloatField(allow_null=True),
+                    "gold_judgments": serializers.IntegerField(),
+                    "gold_accuracy": serializers.FloatField(
+                        allow_null=True,
+                        help_text="Share of reference pairs you ordered the same way.",
+                    ),
+                    "agreement": serializers.FloatField(
+                        allow_null=True,
+                        help_text="Share of pairs you ordered as the others' consensus did.",
+                    ),
+                    "round": inline_serializer(
+                        "MyRoundProgress",
+                        {
+                            "number": serializers.IntegerField(),
+                            "tasks": serializers.IntegerField(help_text="Tasks in the round."),
+                            "judged": serializers.IntegerField(help_text="Yours judged in it."),
+                            "skipped": serializers.IntegerField(help_text="Yours skipped in it."),
+                        },
+                        required=False,
+                        allow_null=True,
+                        help_text="Only with ?round=N; null when there is no round N.",
+                    ),
+                },
+            ),
+            400: ERROR,
+        },
     )
     def get(self, request: Request) -> Response:
+        query_params_checked(request)
+        round_number = _round_param(request)
         today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
         judged = Judgment.objects.filter(annotator=request.user).aggregate(
             total=Count("pk"),
@@ -224,5 +251,31 @@ class MeStatsApi(APIView):
                 "gold_judgments": quality.gold_judgments if quality else 0,
                 "gold_accuracy": quality.gold_accuracy.value if quality else None,
                 "agreement": quality.agreement.value if quality else None,
+                **(
+                    {}
+                    if round_number is None
+                    else {"round": _round_payload(request.user, round_number)}
+                ),
             }
         )
+
+
+def _round_param(request: Request) -> int | None:
+    unknown = sorted(set(request.query_params) - {"round"})
+    if unknown:
+        raise DomainError(
+            f"{unknown[0]}: Unknown query parameter.", fields={unknown[0]: ["Unknown parameter."]}
+        )
+    value = request.query_params.get("round")
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise DomainError(
+            "round: A round number is required.", fields={"round": ["A round number is required."]}
+        )
+    return int(value)
+
+
+def _round_payload(annotator: Any, number: int) -> dict[str, int] | None:
+    progress = annotator_round_progress(annotator=annotator, round_number=number)
+    return None if progress is None else asdict(progress)

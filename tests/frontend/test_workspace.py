@@ -43,20 +43,24 @@ def test_rank_and_rate_by_keyboard_alone(sign_in, page, annotator, screenshot):
     open_round(n=2, k=3)
     sign_in(annotator.username)
     a, b, c = answer_ids(page)
-    # Focus starts on answer A. 1 puts A first; B second; C joins B as a tie.
+    # Focus starts on answer A. 1 puts A first; B second; t then 2 ties C with B on purpose.
     page.keyboard.press("1")
     page.keyboard.press("ArrowRight")
     page.keyboard.press("2")
     page.keyboard.press("ArrowRight")
+    page.keyboard.press("t")
     page.keyboard.press("2")
-    assert page.locator(f'[data-rank-for="{c}"]').inner_text() == "2nd (tie)"
+    assert page.locator(f'[data-rank-for="{c}"]').inner_text() == "2nd (tie with B)"
     page.keyboard.press("ArrowRight")  # wraps round to A
     scores = {a: (7, 6, 7), b: (3, 2, 6), c: (2, 5, 1)}
     for cid in (a, b, c):
+        page.locator(f'.answer[data-id="{cid}"]').focus()
         for value in scores[cid]:
-            page.keyboard.press("Tab")
+            # Tab past the card's tap-to-rank buttons to its next score.
+            while not page.evaluate("() => document.activeElement.name || ''").startswith("score-"):
+                page.keyboard.press("Tab")
             page.keyboard.press(str(value))
-        page.keyboard.press("Tab")  # on to the next answer card
+            page.keyboard.press("Tab")
     for _ in range(40):
         if page.evaluate("document.activeElement.name") == "strength":
             break
@@ -119,10 +123,9 @@ def test_page_checks_before_sending_and_shows_server_errors_by_their_field(
     sign_in(annotator.username)
     ids = answer_ids(page)
     page.get_by_role("button", name="Submit").click()
-    assert "not ranked yet: A, B, C" in page.locator('[data-error-for="ranking"]').inner_text()
-    assert (
-        page.locator(f'[data-error-for="scores.{ids[0]}.helpful"]').inner_text()
-        == "Rate helpful from 1 to 7."
+    assert page.locator("#banner").inner_text() == (
+        "Still missing: a rank for A, B, C; helpful for A, B, C; honest for A, B, C; "
+        "harmless for A, B, C."
     )
 
     rank_all_and_score(page, ids)
@@ -159,7 +162,10 @@ def test_hostile_completion_text_is_shown_as_text_and_runs_nothing(
     text = page.locator("#task").inner_text()
     assert "<script>window.__pwned = 1</script>" in text
     assert '<svg onload="window.__pwned = 4"></svg>' in text
-    assert page.locator(".md strong").first.inner_text() == "bold"  # Markdown still renders
+    page.get_by_label("Render Markdown").check()
+    text = page.locator("#task").inner_text()
+    assert '<svg onload="window.__pwned = 4"></svg>' in text  # raw HTML stays text in Markdown
+    assert page.locator(".md strong").first.inner_text() == "bold"
     assert page.locator(".md script, .md img, .md svg, .md iframe, .md style").count() == 0
     hrefs = page.locator(".md a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
     assert all(not (href or "").lower().startswith("javascript") for href in hrefs)
@@ -176,12 +182,15 @@ def test_a_draft_survives_a_reload(sign_in, page, annotator):
     open_round(n=1, k=3)
     sign_in(annotator.username)
     a, b, c = answer_ids(page)
-    page.keyboard.press("2")  # A at rank 1 (the first free rank)
+    page.keyboard.press("2")  # A 2nd, with nothing yet above it
     page.click(f'label[for="score-{b}-honest-3"]')
     page.get_by_label("Rationale").fill("half done")
     page.reload()
     assert answer_ids(page) == [a, b, c]
-    assert page.locator(f'[data-rank-for="{a}"]').inner_text() == "Best"
+    assert page.locator(f'[data-rank-for="{a}"]').inner_text() == "2nd"
+    assert page.locator("#ranking-words").inner_text() == (
+        "no answer is best yet; A is 2nd. Not ranked yet: B, C."
+    )
     assert page.locator(f"#score-{b}-honest-3").is_checked()
     assert page.get_by_label("Rationale").input_value() == "half done"
     assert Assignment.objects.count() == 1
@@ -215,7 +224,7 @@ def test_skip_asks_for_a_reason(sign_in, page, annotator):
     sign_in(annotator.username)
     first = answer_ids(page)
     page.keyboard.press("s")
-    page.get_by_label("Why skip this task?").fill("The prompt is unclear or broken")
+    page.get_by_label("Or in your own words").fill("The prompt is unclear or broken")
     page.get_by_role("button", name="Skip task").click()
     page.get_by_role("status").filter(has_text="Skipped").wait_for()
     page.wait_for_function(
