@@ -3,29 +3,69 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef
+from django.utils import timezone
 
 from feedback.errors import DomainError
 from feedback.models import Completion, Prompt
 
-from .models import ComparisonTask, Demonstration, Round
+from .models import ComparisonTask, Demonstration, DemonstrationSkip, Round, Rubric
 
 TEXT_MAX_CHARS = 20_000
+REASON_MAX_CHARS = 500
+
+
+def _offered(prompt_ref: str = "pk") -> Exists:
+    """The prompt (the outer query's ``prompt_ref``) is in an open round."""
+    return Exists(
+        ComparisonTask.objects.filter(prompt=OuterRef(prompt_ref), round__status=Round.Status.OPEN)
+    )
+
+
+def _fail(errors: dict[str, list[str]]) -> None:
+    if errors:
+        raise DomainError(
+            "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()), fields=errors
+        )
+
+
+def _text_errors(text: str) -> tuple[str, list[str]]:
+    clean = text.strip()
+    if not clean:
+        return clean, ["Write the ideal answer; it may not be blank."]
+    if len(clean) > TEXT_MAX_CHARS:
+        return clean, [f"At most {TEXT_MAX_CHARS} characters, got {len(clean)}."]
+    if "\x00" in clean:
+        return clean, ["Must not contain NUL characters."]
+    return clean, []
 
 
 def prompt_next_for_demonstration(*, annotator: AbstractBaseUser) -> Prompt | None:
-    """A prompt of an open round this annotator has not demonstrated yet, least covered first."""
-    in_open_round = ComparisonTask.objects.filter(
-        prompt=OuterRef("pk"), round__status=Round.Status.OPEN
-    )
+    """A prompt of an open round this annotator has neither demonstrated nor skipped, least
+    covered first."""
     mine = Demonstration.objects.filter(prompt=OuterRef("pk"), author=annotator)
+    skipped = DemonstrationSkip.objects.filter(prompt=OuterRef("pk"), annotator=annotator)
     return (
-        Prompt.objects.filter(Exists(in_open_round))
+        Prompt.objects.filter(_offered())
         .exclude(Exists(mine))
+        .exclude(Exists(skipped))
         .annotate(n=Count("demonstrations"))
         .order_by("n", "id")
         .first()
     )
+
+
+def prompt_rubric(*, prompt: Prompt) -> Rubric | None:
+    """The rubric of the newest open round that offers this prompt: its guidelines say what an
+    ideal answer is."""
+    task = (
+        ComparisonTask.objects.filter(prompt=prompt, round__status=Round.Status.OPEN)
+        .select_related("round__rubric")
+        .order_by("-round__number")
+        .first()
+    )
+    return task.round.rubric if task else None
 
 
 def demonstration_create(
@@ -38,27 +78,80 @@ def demonstration_create(
     errors: dict[str, list[str]] = {}
     # Only a prompt an open round offers: others (never served, or in a closed round) answer
     # as if they did not exist, so demonstrations cannot be planted nor ids probed.
-    offered = ComparisonTask.objects.filter(prompt=OuterRef("pk"), round__status=Round.Status.OPEN)
-    prompt = Prompt.objects.filter(Exists(offered), pk=prompt_id).first()
+    prompt = Prompt.objects.filter(_offered(), pk=prompt_id).first()
     if prompt is None:
         errors["prompt"] = [f"No prompt {prompt_id}."]
-    clean = text.strip()
-    if not clean:
-        errors["text"] = ["Write the ideal answer; it may not be blank."]
-    elif len(clean) > TEXT_MAX_CHARS:
-        errors["text"] = [f"At most {TEXT_MAX_CHARS} characters, got {len(clean)}."]
-    elif "\x00" in clean:
-        errors["text"] = ["Must not contain NUL characters."]
+    clean, text_errors = _text_errors(text)
+    if text_errors:
+        errors["text"] = text_errors
     if (
         source_completion_id is not None
         and prompt is not None
         and not Completion.objects.filter(pk=source_completion_id, prompt=prompt).exists()
     ):
         errors["source_completion"] = ["Not a completion of this prompt."]
-    if errors:
-        raise DomainError(
-            "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()), fields=errors
-        )
+    _fail(errors)
     return Demonstration.objects.create(
         prompt=prompt, author=author, text=clean, source_completion_id=source_completion_id
     )
+
+
+def demonstration_last_editable(*, author: AbstractBaseUser) -> Demonstration | None:
+    """The author's newest demonstration whose prompt an open round still offers."""
+    return (
+        Demonstration.objects.filter(author=author)
+        .filter(_offered("prompt"))
+        .select_related("prompt")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+@transaction.atomic
+def demonstration_edit(
+    *, author: AbstractBaseUser, demonstration_id: int, text: str
+) -> Demonstration:
+    """Replace the text of one's own demonstration while its prompt's round is open. Another
+    author's demonstration, or one whose round has closed, answers as if it did not exist."""
+    demonstration = (
+        Demonstration.objects.select_for_update()
+        .filter(pk=demonstration_id, author=author)
+        .filter(_offered("prompt"))
+        .first()
+    )
+    if demonstration is None:
+        raise DomainError(
+            f"No demonstration {demonstration_id} of yours is open for editing.",
+            code="not_found",
+            status=404,
+        )
+    clean, text_errors = _text_errors(text)
+    _fail({"text": text_errors} if text_errors else {})
+    demonstration.text = clean
+    demonstration.edited_at = timezone.now()
+    demonstration.save(update_fields=["text", "edited_at"])
+    return demonstration
+
+
+def demonstration_skip(
+    *, annotator: AbstractBaseUser, prompt_id: int, reason: str
+) -> DemonstrationSkip:
+    """Pass on a prompt, with a reason; it is not offered to this annotator again. Skipping the
+    same prompt twice keeps the first skip (idempotent)."""
+    errors: dict[str, list[str]] = {}
+    prompt = Prompt.objects.filter(_offered(), pk=prompt_id).first()
+    if prompt is None:
+        errors["prompt"] = [f"No prompt {prompt_id}."]
+    clean = reason.strip()
+    if not clean:
+        errors["reason"] = ["Say why you skip this prompt."]
+    elif len(clean) > REASON_MAX_CHARS or "\x00" in clean:
+        errors["reason"] = [f"At most {REASON_MAX_CHARS} characters, and no NUL characters."]
+    _fail(errors)
+    try:
+        with transaction.atomic():
+            return DemonstrationSkip.objects.create(
+                prompt=prompt, annotator=annotator, reason=clean
+            )
+    except IntegrityError:
+        return DemonstrationSkip.objects.get(prompt=prompt, annotator=annotator)

@@ -312,9 +312,35 @@ class Demonstration(models.Model):
         help_text="The completion it was edited from, if any.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    edited_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its author last edited it (allowed while its prompt's round is open).",
+    )
 
     def __str__(self) -> str:
         return f"Demonstration {self.pk}"
+
+
+class DemonstrationSkip(models.Model):
+    """A prompt an annotator chose not to demonstrate, with why; it is not offered to them again."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    reason = models.CharField(max_length=500, help_text="Why, in the annotator's words.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "annotator"], name="demonstration_skip_once_per_annotator"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Demonstration skip {self.pk}"
 
 
 class ExportJob(models.Model):

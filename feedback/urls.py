@@ -56,6 +56,26 @@ api_v1 = [
         demonstrations.DemonstrationCreateApi.as_view(),
         name="demonstration-create",
     ),
+    path(
+        "demonstrations/mine/last/",
+        demonstrations.DemonstrationLastApi.as_view(),
+        name="demonstration-last",
+    ),
+    path(
+        "demonstrations/<int:demonstration_id>/",
+        demonstrations.DemonstrationEditApi.as_view(),
+        name="demonstration-edit",
+    ),
+    path(
+        "demonstrations/skip/",
+        demonstrations.DemonstrationSkipApi.as_view(),
+        name="demonstration-skip",
+    ),
+    path(
+        "demonstrations/preview/",
+        demonstrations.MarkdownPreviewApi.as_view(),
+        name="demonstration-preview",
+    ),
     path("me/stats/", tasks.MeStatsApi.as_view(), name="me-stats"),
     path("tasks/<int:task_id>/gold/", gold.TaskGoldApi.as_view(), name="task-gold"),
     path("quality/agreement/", quality.AgreementApi.as_view(), name="quality-agreement"),

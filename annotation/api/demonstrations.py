@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.models import Completion
+from feedback.models import Completion, Prompt
+from feedback.rendering import render_untrusted
 from feedback.roles import IsAnnotator
 
-from ..demonstrations import demonstration_create, prompt_next_for_demonstration
-from .common import ERROR, StrictIntegerField
+from ..demonstrations import (
+    TEXT_MAX_CHARS,
+    demonstration_create,
+    demonstration_edit,
+    demonstration_last_editable,
+    demonstration_skip,
+    prompt_next_for_demonstration,
+    prompt_rubric,
+)
+from .common import ERROR, RubricSerializer, StrictIntegerField
 from .tasks import (
     ChatMessageSerializer,
     ShownCompletionSerializer,
@@ -21,36 +32,38 @@ from .tasks import (
 )
 
 
+def prompt_payload(prompt: Prompt) -> dict[str, Any]:
+    """A prompt to demonstrate: the conversation, the answers one may start from, the rubric
+    whose guidelines say what an ideal answer is."""
+    completions = Completion.objects.filter(prompt=prompt).order_by("id")[:8]
+    rubric = prompt_rubric(prompt=prompt)
+    return {
+        "prompt": prompt.pk,
+        "messages": messages_payload(prompt.messages),
+        "completions": [completion_payload(c.pk, c.text) for c in completions],
+        "rubric": RubricSerializer(rubric).data if rubric else None,
+    }
+
+
+PROMPT_OUT = {
+    "prompt": serializers.IntegerField(),
+    "messages": ChatMessageSerializer(many=True),
+    "completions": ShownCompletionSerializer(many=True),
+    "rubric": RubricSerializer(allow_null=True),
+}
+
+
 class DemonstrationNextApi(APIView):
     """A prompt to demonstrate, with the completions you may start from. 204 when none is left."""
 
     permission_classes = [IsAnnotator]
 
-    @extend_schema(
-        responses={
-            200: inline_serializer(
-                "DemonstrationPrompt",
-                {
-                    "prompt": serializers.IntegerField(),
-                    "messages": ChatMessageSerializer(many=True),
-                    "completions": ShownCompletionSerializer(many=True),
-                },
-            ),
-            204: None,
-        }
-    )
+    @extend_schema(responses={200: inline_serializer("DemonstrationPrompt", PROMPT_OUT), 204: None})
     def get(self, request: Request) -> Response:
         prompt = prompt_next_for_demonstration(annotator=request.user)
         if prompt is None:
             return Response(status=204)
-        completions = Completion.objects.filter(prompt=prompt).order_by("id")[:8]
-        return Response(
-            {
-                "prompt": prompt.pk,
-                "messages": messages_payload(prompt.messages),
-                "completions": [completion_payload(c.pk, c.text) for c in completions],
-            }
-        )
+        return Response(prompt_payload(prompt))
 
 
 class DemonstrationCreateApi(APIView):
@@ -83,3 +96,120 @@ class DemonstrationCreateApi(APIView):
             source_completion_id=data.validated_data.get("source_completion"),
         )
         return Response({"id": demonstration.pk, "prompt": demonstration.prompt_id}, status=201)
+
+
+class DemonstrationLastApi(APIView):
+    """Your newest demonstration whose round is still open, to read again or edit; 204 when
+    there is none."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "MyLastDemonstration",
+                {
+                    "id": serializers.IntegerField(),
+                    "text": serializers.CharField(),
+                    "edited_at": serializers.DateTimeField(allow_null=True),
+                    **PROMPT_OUT,
+                },
+            ),
+            204: None,
+        }
+    )
+    def get(self, request: Request) -> Response:
+        demonstration = demonstration_last_editable(author=request.user)
+        if demonstration is None:
+            return Response(status=204)
+        return Response(
+            {
+                "id": demonstration.pk,
+                "text": demonstration.text,
+                "edited_at": demonstration.edited_at,
+                **prompt_payload(demonstration.prompt),
+            }
+        )
+
+
+class DemonstrationEditApi(APIView):
+    """Replace the text of your demonstration while its round is open."""
+
+    permission_classes = [IsAnnotator]
+
+    class EditInputSerializer(serializers.Serializer):
+        text = serializers.CharField(
+            max_length=TEXT_MAX_CHARS, trim_whitespace=False, allow_blank=True
+        )
+
+    @extend_schema(
+        request=EditInputSerializer,
+        responses={
+            200: inline_serializer(
+                "DemonstrationEdited",
+                {"id": serializers.IntegerField(), "edited_at": serializers.DateTimeField()},
+            ),
+            400: ERROR,
+            404: ERROR,
+        },
+    )
+    def put(self, request: Request, demonstration_id: int) -> Response:
+        data = self.EditInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        demonstration = demonstration_edit(
+            author=request.user,
+            demonstration_id=demonstration_id,
+            text=data.validated_data["text"],
+        )
+        return Response({"id": demonstration.pk, "edited_at": demonstration.edited_at})
+
+
+class DemonstrationSkipApi(APIView):
+    """Pass on a prompt with a reason: it is not offered to you again."""
+
+    permission_classes = [IsAnnotator]
+
+    class PromptSkipInputSerializer(serializers.Serializer):
+        prompt = StrictIntegerField(min_value=1)
+        reason = serializers.CharField(max_length=500, allow_blank=True)
+
+    @extend_schema(
+        request=PromptSkipInputSerializer,
+        responses={
+            200: inline_serializer("DemonstrationSkipped", {"prompt": serializers.IntegerField()}),
+            400: ERROR,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = self.PromptSkipInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        skip = demonstration_skip(
+            annotator=request.user,
+            prompt_id=data.validated_data["prompt"],
+            reason=data.validated_data["reason"],
+        )
+        return Response({"prompt": skip.prompt_id})
+
+
+class MarkdownPreviewApi(APIView):
+    """Markdown to the sanitized HTML the pages show (the same renderer as for model output), so
+    a preview matches what readers will see."""
+
+    permission_classes = [IsAnnotator]
+
+    class PreviewInputSerializer(serializers.Serializer):
+        text = serializers.CharField(
+            max_length=TEXT_MAX_CHARS, trim_whitespace=False, allow_blank=True
+        )
+
+    @extend_schema(
+        request=PreviewInputSerializer,
+        responses={
+            200: inline_serializer("MarkdownPreview", {"html": serializers.CharField()}),
+            400: ERROR,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = self.PreviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"html": render_untrusted(data.validated_data["text"])})

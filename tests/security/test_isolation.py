@@ -82,6 +82,10 @@ ROUTES: dict[str, Route] = {
     "api:assignment-skip": api(POST=ANNOTATORS),
     "api:demonstration-next": api(GET=ANNOTATORS),
     "api:demonstration-create": api(POST=ANNOTATORS),
+    "api:demonstration-last": api(GET=ANNOTATORS),
+    "api:demonstration-edit": api(PUT=ANNOTATORS),
+    "api:demonstration-skip": api(POST=ANNOTATORS),
+    "api:demonstration-preview": api(POST=ANNOTATORS),
     "api:me-stats": api(GET=ANNOTATORS),
     "api:task-gold": api(GET=ADMINS, PUT=ADMINS, DELETE=ADMINS),
     "api:quality-agreement": api(GET=READERS),
@@ -188,6 +192,7 @@ class World:
             "assignment_id": self.held.pk, "task_id": self.held.task_id,
             "round_id": self.round.pk, "gate_id": self.gate.pk, "run_id": self.run.pk,
             "snapshot_id": self.snapshot.pk, "job_id": self.export_job.pk, "action": "deploy",
+            "demonstration_id": Demonstration.objects.order_by("pk").first().pk,
         }  # fmt: skip
 
 
@@ -432,11 +437,22 @@ def test_an_annotators_stats_count_only_their_own_work(world, annotator):
 
 
 def test_another_annotators_demonstration_is_never_shown(world, annotator):
-    """No route reads a demonstration by id; the one that serves prompts to demonstrate shows
-    the prompt's completions, never what another annotator wrote for it."""
+    """No route reads a demonstration by id, and the one that edits by id answers another
+    author's as missing; the routes that serve prompts to demonstrate show the prompt's
+    completions, never what another annotator wrote for it."""
     served = resolver_routes()
-    assert not [n for n, e in served.items() if "demonstration_id" in e.pattern.converters]
+    by_id = [n for n, e in served.items() if "demonstration_id" in e.pattern.converters]
+    assert by_id == ["api:demonstration-edit"]
     theirs = Demonstration.objects.exclude(author=annotator).get()
+    response = client_for(annotator).put(
+        reverse("api:demonstration-edit", args=[theirs.pk]), {"text": "overwritten"}, "json"
+    )
+    assert response.status_code == 404, response.content
+    assert theirs.text.encode() not in response.content
+    theirs.refresh_from_db()
+    assert theirs.text != "overwritten" and theirs.edited_at is None
+    mine = client_for(annotator).get(reverse("api:demonstration-last"))
+    assert theirs.text.encode() not in mine.content
     for _ in range(3):
         response = client_for(annotator).get(reverse("api:demonstration-next"))
         assert theirs.text.encode() not in response.content
