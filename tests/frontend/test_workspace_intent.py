@@ -226,9 +226,9 @@ def test_a_phone_ranks_by_tapping_without_sideways_scroll(browser, live_server, 
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert in_viewport(page, page.get_by_role("button", name="Sign out"))
     assert in_viewport(page, page.get_by_role("button", name="Submit"))
-    page.get_by_role("button", name="Answer B: Best").tap()
-    page.get_by_role("button", name="Answer C: 2nd").tap()
-    page.get_by_role("button", name="Answer A: 3rd").tap()
+    page.get_by_role("button", name="Answer B, rank 1").tap()
+    page.get_by_role("button", name="Answer C, rank 2").tap()
+    page.get_by_role("button", name="Answer A, rank 3").tap()
     words = page.locator("#ranking-words")
     assert words.inner_text() == "B is best; C is 2nd; A is 3rd."
     assert in_viewport(page, words)  # the ranking in words rides in the bar

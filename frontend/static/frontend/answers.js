@@ -43,14 +43,15 @@ function scoreFieldset(completion, axis, scores, onScore) {
 function rankButtons(completion, letter, count, actions) {
   const group = el("div", { class: "rank-buttons", role: "group", "aria-label": `Rank answer ${letter}` });
   for (let rank = 1; rank <= count; rank += 1) {
-    const button = el("button", {
-      type: "button", class: "rank-button", text: String(rank),
-      dataset: { rank }, "aria-label": `Answer ${letter}: ${ordinal(rank)}`, "aria-pressed": "false",
-    });
+    // The name a screen reader (and a test) gets is "Answer A, rank 1"; the button shows "1".
+    const button = el(
+      "button", { type: "button", class: "rank-button", dataset: { rank }, "aria-pressed": "false", title: `${ordinal(rank)}` },
+      el("span", { class: "visually-hidden", text: `Answer ${letter}, rank ` }), String(rank),
+    );
     button.addEventListener("click", () => actions.rank(completion.id, rank));
     group.append(button);
   }
-  const tie = el("button", { type: "button", class: "tie-button", text: "Tie…", "aria-pressed": "false", "aria-label": `Tie answer ${letter} with a rank` });
+  const tie = el("button", { type: "button", class: "tie-button", "aria-pressed": "false" }, "Tie…", el("span", { class: "visually-hidden", text: ` answer ${letter} with a rank` }));
   tie.addEventListener("click", () => actions.armTie(completion.id));
   const clear = el("button", { type: "button", class: "clear-button", text: "×", "aria-label": `Take answer ${letter} out of the ranking` });
   clear.addEventListener("click", () => actions.rank(completion.id, 0));
