@@ -93,9 +93,10 @@ def sign_in(page: Any) -> Callable[[str, str], Any]:
 
 @pytest.fixture
 def screenshot(page: Any) -> Callable[[str], Path]:
-    """Save a screenshot under var/screenshots, and into docs/ when UPDATE_SCREENSHOTS=1."""
+    """Save a screenshot under var/screenshots, and into docs/ when UPDATE_SCREENSHOTS=1; of
+    the test's page, or of another one (``of=``, a page in a context the test made itself)."""
 
-    def take(name: str, **options: Any) -> Path:
+    def take(name: str, of: Any = None, **options: Any) -> Path:
         folder = (
             DOCS_SCREENSHOTS
             if os.environ.get("UPDATE_SCREENSHOTS") == "1"
@@ -103,7 +104,7 @@ def screenshot(page: Any) -> Callable[[str], Path]:
         )
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.png"
-        page.screenshot(path=str(path), **options)
+        (of or page).screenshot(path=str(path), **options)
         return path
 
     return take

@@ -15,7 +15,9 @@ from ..factories import open_round
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_the_answers_guidelines_and_a_preview_come_before_saving(sign_in, page, annotator):
+def test_the_answers_guidelines_and_a_preview_come_before_saving(
+    sign_in, page, annotator, screenshot
+):
     open_round(n=2, k=3)
     sign_in(annotator.username)
     page.goto("/demonstrate/")
@@ -34,6 +36,7 @@ def test_the_answers_guidelines_and_a_preview_come_before_saving(sign_in, page, 
     preview = page.locator("#preview")
     preview.locator("strong").filter(has_text="2").wait_for()
     assert preview.locator("li").all_inner_texts() == ["first", "second"]
+    screenshot("demonstrate", full_page=True)
     answer_b.get_by_role("button", name="Start from answer B").click()
     assert answer.input_value() == completion.text
     page.get_by_role("button", name="Save and next").click()

@@ -212,7 +212,9 @@ def test_progress_counts_tasks_skips_and_only_active_time(sign_in, page, annotat
     assert 0 < spent < 120_000, spent
 
 
-def test_a_phone_ranks_by_tapping_without_sideways_scroll(browser, live_server, annotator):
+def test_a_phone_ranks_by_tapping_without_sideways_scroll(
+    browser, live_server, annotator, screenshot
+):
     open_round(n=1, k=3)
     context = browser.new_context(
         viewport={"width": 390, "height": 844}, base_url=live_server.url, has_touch=True
@@ -232,11 +234,18 @@ def test_a_phone_ranks_by_tapping_without_sideways_scroll(browser, live_server, 
     words = page.locator("#ranking-words")
     assert words.inner_text() == "B is best; C is 2nd; A is 3rd."
     assert in_viewport(page, words)  # the ranking in words rides in the bar
+    page.get_by_role("button", name="Tie… answer A with a rank").tap()
+    page.get_by_role("button", name="Answer A, rank 2").tap()
+    assert words.inner_text() == "B is best; A and C tie for 2nd."
+    page.get_by_role("button", name="Undo").tap()
+    assert words.inner_text() == "B is best; C is 2nd; A is 3rd."
     for cid in (a, b, c):
         for axis in AXES:
             page.locator(f'label[for="score-{cid}-{axis}-6"]').tap()
     page.get_by_label("Slightly better").check()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot("workspace-phone", of=page)
     page.get_by_role("button", name="Submit").tap()
     page.get_by_role("status").filter(has_text="Saved").wait_for()
     assert Judgment.objects.get().ranking == [[b], [c], [a]]

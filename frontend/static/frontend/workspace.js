@@ -92,6 +92,7 @@ function rank(id, number, { tie = false } = {}) {
     return;
   }
   const did = tie ? ranking.tie(id, number) : ranking.set(id, number);
+  if (tieFor !== null) setStatus(tie && did ? `Answer ${letterOf(id)} now shares ${ordinal(number)}; u undoes it.` : "");
   tieFor = null;
   if (did) changed();
   else showRanks($("#cards"), ranking, tieFor);
@@ -236,7 +237,8 @@ function showTask(leased) {
   $("#action-bar").hidden = false;
   $("#safety").hidden = !task.prompt.safety;
   renderThread($("#thread"), task.prompt.messages);
-  renderCards($("#cards"), task, state, { rank, armTie, score: setScore, focus: (i) => setActive(i, false) });
+  const tap = (id, number) => rank(id, number, { tie: tieFor === id && number > 0 });
+  renderCards($("#cards"), task, state, { rank: tap, armTie, score: setScore, focus: (i) => setActive(i, false) });
   $("#strength-options").replaceChildren();
   $("#rationale").value = state.rationale;
   renderFlags();
