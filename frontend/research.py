@@ -1,68 +1,44 @@
-"""The researcher's pages: the dashboard (agreement by round, score distributions, flags,
-annotator trust, disagreements, exports, snapshots), a task's judgments, a snapshot's datasheet."""
+"""The research dashboard: agreement by round, score distributions, flags, annotator trust,
+disagreements, the export preview (``research_export``) and snapshots. The numbers come from
+``annotation.quality``; this module only shapes them for the page and its charts, and says why a
+section is empty when it is. A task's page is ``research_tasks``, a snapshot's
+``research_snapshots``."""
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections import Counter, defaultdict
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib import messages
-from django.contrib.auth import get_user_model
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.utils import timezone
-from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_POST
 
-from annotation.consensus import task_consensus
-from annotation.exports import (
-    CONSENSUS_RULES,
-    FORMATS,
-    WEIGHTINGS,
-    ExportFilters,
-    annotator_pseudonym,
-    export_filters_parse,
-    export_rows,
-    export_source_count,
-    preference_pair_count,
-)
-from annotation.gold import task_mark_gold, task_unmark_gold
-from annotation.models import ComparisonTask, Judgment, Round, Rubric, TaskCompletion
+from annotation.exports import annotator_pseudonym
+from annotation.models import ComparisonTask, Judgment, Round, Rubric
+from annotation.progress import round_overlap
+from annotation.pseudonyms import usernames_by_id
 from annotation.quality import (
+    GOLD_WEIGHT,
+    PRIOR_PAIRS,
+    PRIOR_SCORE,
     Estimate,
     agreement_by_round,
     annotator_quality,
     disagreements,
-    gold_pair_score,
-    task_agreement,
 )
-from feedback.errors import DomainError
-from feedback.models import PolicyVersion
-from feedback.rendering import render_untrusted
 from feedback.roles import Role, user_roles
 from training.models import DatasetSnapshot
-from training.snapshots import snapshot_datasheet_path
 
 from .charts import bar_chart, interval_line_chart, stacked_bar_chart
+from .research_export import export_section
 from .views import role_required
 
-# The researcher's dashboard: agreement by round, score distributions, flags, annotator trust,
-# disagreements, exports and snapshots. The numbers come from annotation.quality; this part only
-# shapes them for the page and its charts.
-
-PREVIEW_ROWS = 5
 AGREEMENT_BOOTSTRAP = 200
 DISAGREEMENT_ROWS = 20
 SNAPSHOT_ROWS = 20
 FLAG_DAYS = 60
-LETTERS = "ABCDEFGHIJKLMNOP"  # a round has at most 16 completions per task
 ALPHA = "\N{GREEK SMALL LETTER ALPHA}"
 
 
@@ -220,16 +196,14 @@ def _flags_section(*, rounds: list[int] | None, rubrics: list[Rubric]) -> dict[s
 
 def _trust_rows(*, rounds: list[int] | None, names: bool) -> list[dict[str, Any]]:
     """One row per annotator, those flagged for review first, then by trust, lowest first.
-    Researchers see pseudonyms (the ids the exports carry); admins see usernames."""
+    Every row has the annotator's pseudonym (the id the exports carry); with ``names`` (an
+    admin's page) also their username. A researcher's rows never carry a username."""
     quality = annotator_quality(rounds=rounds)
-    usernames = (
-        dict(get_user_model().objects.filter(pk__in=quality).values_list("pk", "username"))
-        if names
-        else {}
-    )
+    usernames = usernames_by_id(user_ids=quality) if names else {}
     rows = [
         {
-            "name": usernames.get(q.annotator_id) or annotator_pseudonym(q.annotator_id),
+            "pseudonym": annotator_pseudonym(q.annotator_id),
+            "username": usernames.get(q.annotator_id, ""),
             "judgments": q.judgments,
             "gold_judgments": q.gold_judgments,
             "gold": _estimate(q.gold_accuracy),
@@ -239,7 +213,25 @@ def _trust_rows(*, rounds: list[int] | None, names: bool) -> list[dict[str, Any]
         }
         for q in quality.values()
     ]
-    return sorted(rows, key=lambda row: (not row["flagged"], row["trust"], row["name"]))
+    return sorted(
+        rows,
+        key=lambda row: (not row["flagged"], row["trust"], row["username"] or row["pseudonym"]),
+    )
+
+
+def _overlap_reasons(*, rounds: list[int] | None) -> dict[str, Any]:
+    """Why agreement, disagreements and the agreement part of trust may be empty: they rest on
+    ordinary tasks judged by two annotators or more. Per round with none yet, whether that is
+    because it asks for one judgment per task (overlap 1, set when the round is opened) or
+    because its judgments have not reached a second annotator yet."""
+    coverage = round_overlap(rounds=rounds)
+    unmeasured = [r for r in coverage if r.judged_twice == 0]
+    return {
+        "judged_twice": sum(r.judged_twice for r in coverage),
+        "single": [r for r in unmeasured if r.overlap < 2],
+        "waiting": [r for r in unmeasured if r.overlap >= 2],
+        "unmeasured": bool(unmeasured),
+    }
 
 
 def _disagreement_rows(*, rounds: list[int] | None) -> list[dict[str, Any]]:
@@ -272,347 +264,28 @@ def research(request: HttpRequest) -> HttpResponse:
     rounds = chosen or None
     rubrics = _rubrics(rounds)
     axes = _axes(rubrics)
+    is_admin = Role.ADMIN in user_roles(request.user)
     return render(
         request,
         "frontend/research.html",
         {
             "all_rounds": all_rounds,
             "chosen": chosen,
+            "is_admin": is_admin,
             **_agreement_section(rounds=chosen, axes=axes),
+            "overlap": _overlap_reasons(rounds=rounds),
             "distributions": _distribution_section(rounds=rounds, axes=axes),
             **_flags_section(rounds=rounds, rubrics=rubrics),
-            "annotators": _trust_rows(rounds=rounds, names=Role.ADMIN in user_roles(request.user)),
+            "annotators": _trust_rows(rounds=rounds, names=is_admin),
             "review_below": settings.TRUST_REVIEW_BELOW,
+            # The trust formula's constants, for the sentence that explains it beside the table.
+            "trust_terms": {
+                "gold_weight": f"{GOLD_WEIGHT:g}",
+                "prior_pairs": PRIOR_PAIRS,
+                "prior_score": f"{PRIOR_SCORE:g}",
+            },
             "disagreements": _disagreement_rows(rounds=rounds),
-            **_export_section(request, chosen=chosen, rubrics=rubrics),
+            **export_section(request, chosen=chosen, rubrics=rubrics, axes=axes, names=is_admin),
             "snapshots": DatasetSnapshot.objects.order_by("-id")[:SNAPSHOT_ROWS],
-        },
-    )
-
-
-# The export filters the page's form offers, by the query parameter names the export API
-# reads (``annotation.exports.export_filters_parse``); ``round`` is the page's own round choice.
-FILTER_FIELDS = (
-    "policy", "rubric", "min_agreement", "min_trust", "flag", "exclude_flag", "axis", "since",
-    "until", "consensus", "weighting",
-)  # fmt: skip
-REPEATED_FILTERS = ("policy", "flag", "exclude_flag")
-
-
-def _filter_params(request: HttpRequest, chosen: list[int]) -> list[tuple[str, str]]:
-    """The filters that are set, as query parameters for the export API."""
-    params = [("round", str(r)) for r in chosen]
-    for name in FILTER_FIELDS:
-        params += [(name, v.strip()) for v in request.GET.getlist(name) if v.strip()]
-    return params
-
-
-def _filter_form(
-    params: list[tuple[str, str]], errors: dict[str, list[str]], rubrics: list[Rubric]
-) -> dict[str, Any]:
-    """What the filter form shows: each field's value(s) and error, and the choices."""
-    fields = {}
-    for name in FILTER_FIELDS:
-        values = [v for key, v in params if key == name]
-        if name in REPEATED_FILTERS:
-            values = [part.strip() for v in values for part in v.split(",") if part.strip()]
-        reasons = errors.get(name, []) + errors.get(f"{name}s", [])
-        fields[name] = {
-            "value": ", ".join(values) if name == "policy" else (values[-1] if values else ""),
-            "values": values,
-            "error": " ".join(reasons),
-        }
-    flags = {f["key"]: f["label"] for rubric in rubrics for f in rubric.flags}
-    return {
-        "fields": fields,
-        "open": any(key != "round" for key, _ in params) or bool(errors),
-        "rubric_labels": [r.label for r in Rubric.objects.order_by("name", "version")],
-        "policy_names": list(
-            PolicyVersion.objects.order_by("-created_at").values_list("name", flat=True)[:50]
-        ),
-        "axes": _axes(rubrics),
-        "flags": list(flags.items()),
-        "consensus_rules": CONSENSUS_RULES,
-        "weightings": WEIGHTINGS,
-    }
-
-
-def _export_section(
-    request: HttpRequest, *, chosen: list[int], rubrics: list[Rubric]
-) -> dict[str, Any]:
-    fmt = request.GET.get("format", "trl")
-    if fmt not in FORMATS:
-        fmt = "trl"
-    params = _filter_params(request, chosen)
-    spec = FORMATS[fmt]
-    rows: list[dict[str, Any]] = []
-    count, error, errors = 0, "", {}
-    try:
-        filters = export_filters_parse(QueryDict(urlencode(params)))
-        rows = list(itertools.islice(export_rows(fmt=fmt, filters=filters), PREVIEW_ROWS))
-        if spec.unit == "pair" and filters == ExportFilters(rounds=filters.rounds):
-            count, unit, note = (
-                preference_pair_count(rounds=list(filters.rounds) or None),
-                "preference pair",
-                "(one row each)",
-            )
-        else:
-            # Counting rows would mean running the whole export; what it reads is one query.
-            count = export_source_count(fmt=fmt, filters=filters)
-            unit, note = spec.reads, f"to read (one row per {spec.unit})"
-    except DomainError as exc:
-        error, errors = exc.detail, exc.fields
-        unit, note = spec.reads, "to read"
-    columns, cells = _preview_table(rows)
-    return {
-        "formats": [(name, f.description) for name, f in FORMATS.items()],
-        "format": fmt,
-        "export_form": _filter_form(params, errors, rubrics),
-        "export_error": error,
-        "preview_columns": columns,
-        "preview_rows": cells,
-        "row_count": count,
-        "row_unit": unit,
-        "row_note": note,
-        "download_url": f"{reverse('api:export-preferences')}?"
-        + urlencode([("format", fmt), *params]),
-    }
-
-
-# The columns a preview shows, those a format has, in this order: what a person reads to judge
-# the data (the full rows are in the download).
-PREVIEW_COLUMNS = (
-    "instruction", "prompt", "messages", "chosen", "rejected", "completion", "completions",
-    "label", "margin", "axis", "round", "annotator", "author",
-)  # fmt: skip
-
-
-def _preview_cell(value: Any) -> str:
-    """A short text for a cell: a chat shows its last turn, a string itself, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        if "content" in value[-1]:
-            return str(value[-1]["content"])
-        if "response" in value[0]:
-            return " | ".join(str(v["response"]) for v in value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _preview_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    if not rows:
-        return [], []
-    shown = [c for c in PREVIEW_COLUMNS if any(row.get(c) not in (None, "", []) for row in rows)]
-    columns = shown or list(rows[0])[:6]
-    return columns, [[_preview_cell(row.get(c)) for c in columns] for row in rows]
-
-
-# ---- One task, as the researcher studies it (and where an admin makes it gold)
-
-
-def _ranking_text(ranking: list[list[int]], names: dict[int, str]) -> str:
-    """``A > B = C`` with answer letters from ``names`` (ids where it has none); a tie is
-    written in the order the answers were shown."""
-    return " > ".join(
-        " = ".join(
-            names.get(cid, str(cid)) for cid in sorted(group, key=lambda c: (names.get(c, ""), c))
-        )
-        for group in ranking
-    )
-
-
-def _parse_ranking(text: str, completion_ids: list[int]) -> list[list[int]]:
-    """``"12 > 13 = 14"`` (completion ids) or ``"A > B = C"`` (answer letters) to groups of
-    completion ids, best first; ``=`` ties. The gold service checks the ids themselves."""
-    letters = dict(zip(LETTERS, completion_ids, strict=False))
-    groups = []
-    for part in text.split(">"):
-        group = []
-        for token in (t.strip() for t in part.split("=")):
-            if token.isascii() and token.isdigit():
-                group.append(int(token))
-            elif token.upper() in letters:
-                group.append(letters[token.upper()])
-            else:
-                reason = f"{token!r} is neither a completion id nor an answer letter."
-                if not token:
-                    reason = "Write groups like 12 > 13 = 14 (or A > B = C), best first."
-                raise DomainError(f"ranking: {reason}", fields={"ranking": [reason]})
-        groups.append(group)
-    return groups
-
-
-def _task_context(task: ComparisonTask, *, names: bool) -> dict[str, Any]:
-    slots = list(task.slots.select_related("completion__policy_version").order_by("position"))
-    ids = [slot.completion_id for slot in slots]
-    letter = dict(zip(ids, LETTERS, strict=False))
-    rubric = task.round.rubric
-    judgments = list(task.judgments.select_related("rubric").order_by("created_at", "id"))
-    usernames = (
-        dict(
-            get_user_model()
-            .objects.filter(pk__in=[j.annotator_id for j in judgments])
-            .values_list("pk", "username")
-        )
-        if names
-        else {}
-    )
-    consensus = task_consensus(ids, [(j.ranking, 1.0) for j in judgments]) if judgments else None
-    groups = consensus.groups() if consensus else []
-    return {
-        "task": task,
-        "prompt_messages": [
-            # render_untrusted: Markdown without raw HTML, then an allow-list sanitizer.
-            {"role": m["role"], "html": mark_safe(render_untrusted(m["content"]))}
-            for m in task.prompt.messages
-        ],
-        "completions": [
-            {
-                "letter": letter[slot.completion_id],
-                "id": slot.completion_id,
-                "policy": slot.completion.policy_version.name,
-                "html": mark_safe(render_untrusted(slot.completion.text)),
-            }
-            for slot in slots
-        ],
-        "axes": rubric.axes,
-        "judgments": [_judgment_row(j, letter, usernames, task) for j in judgments],
-        "consensus": _ranking_text(groups, letter) if groups else None,
-        "consensus_pairs": [
-            (letter[a], letter[b], round(consensus.probability(a, b), 3))
-            for a, b, _ in consensus.pairs()
-        ]
-        if consensus
-        else [],
-        "agreement": task_agreement([j.ranking for j in judgments]),
-        "gold": _ranking_text(task.gold_ranking, letter) if task.is_gold else None,
-        "gold_default": _ranking_text(task.gold_ranking or groups or [ids], {}),
-    }
-
-
-def _judgment_row(
-    judgment: Judgment, letter: dict[int, str], usernames: dict[int, str], task: ComparisonTask
-) -> dict[str, Any]:
-    rubric = judgment.rubric
-    strengths = {s["key"]: s["label"] for s in rubric.strength_labels}
-    flags = {f["key"]: f["label"] for f in rubric.flags}
-    gold = gold_pair_score(judgment.ranking, task.gold_ranking) if task.is_gold else None
-    return {
-        "annotator": annotator_pseudonym(judgment.annotator_id),
-        "username": usernames.get(judgment.annotator_id),
-        "ranking": _ranking_text(judgment.ranking, letter),
-        "scores": [
-            (letter[int(cid)], [per_axis.get(a["key"], "—") for a in rubric.axes])
-            for cid, per_axis in sorted(
-                judgment.scores.items(), key=lambda item: letter.get(int(item[0]), "")
-            )
-        ],
-        "strength": strengths.get(judgment.strength, judgment.strength),
-        "flags": [flags.get(f, f) for f in judgment.flags],
-        "rationale": judgment.rationale,
-        "seconds": round(judgment.time_spent_ms / 1000),
-        "created_at": judgment.created_at,
-        "gold": gold,
-    }
-
-
-def _render_task(
-    request: HttpRequest, task_id: int, *, form: dict[str, Any] | None = None, status: int = 200
-) -> HttpResponse:
-    task = get_object_or_404(
-        ComparisonTask.objects.select_related("prompt", "round__rubric"), pk=task_id
-    )
-    is_admin = Role.ADMIN in user_roles(request.user)
-    context = _task_context(task, names=is_admin)
-    context["is_admin"] = is_admin
-    context["form"] = form or {"ranking": context["gold_default"], "errors": []}
-    return render(request, "frontend/research_task.html", context, status=status)
-
-
-@role_required(Role.RESEARCHER, Role.ADMIN)
-def research_task(request: HttpRequest, task_id: int) -> HttpResponse:
-    return _render_task(request, task_id)
-
-
-@require_POST
-@role_required(Role.ADMIN)
-def research_task_gold(request: HttpRequest, task_id: int) -> HttpResponse:
-    """Mark a task gold with the reference ranking typed in the form, or unmark it."""
-    text = request.POST.get("ranking", "")
-    try:
-        if request.POST.get("action") == "unmark":
-            task_unmark_gold(task_id=task_id)
-            messages.success(request, f"Task {task_id} is an ordinary task again.")
-        else:
-            ids = list(
-                TaskCompletion.objects.filter(task_id=task_id)
-                .order_by("position")
-                .values_list("completion_id", flat=True)
-            )
-            task = task_mark_gold(task_id=task_id, ranking=_parse_ranking(text, ids))
-            letters = dict(zip(ids, LETTERS, strict=False))
-            messages.success(
-                request,
-                f"Task {task_id} is gold: {_ranking_text(task.gold_ranking, letters)}. Every "
-                f"annotator of round {task.round.number} will be served it once.",
-            )
-    except DomainError as exc:
-        if exc.status == 404:
-            raise Http404(exc.detail) from None
-        errors = [
-            f"{path}: {reason}" if path != "ranking" else reason
-            for path, reasons in exc.fields.items()
-            for reason in reasons
-        ] or [exc.detail]
-        return _render_task(request, task_id, form={"ranking": text, "errors": errors}, status=400)
-    return redirect("frontend:research-task", task_id=task_id)
-
-
-# ---- A snapshot's datasheet
-
-
-def _datasheet_file(snapshot: DatasetSnapshot) -> Path | None:
-    """The snapshot's README.md, if it is there and its path stays under the artifacts root (a
-    snapshot's path is data, not to be trusted with ``..``)."""
-    root = Path(settings.ARTIFACTS_DIR).resolve()
-    path = snapshot_datasheet_path(snapshot).resolve()
-    return path if path.is_relative_to(root) and path.is_file() else None
-
-
-def _strip_front_matter(text: str) -> str:
-    """Drop a leading YAML front-matter block (``---`` … ``---``): it is the dataset card's
-    metadata for the Hub, not prose for the page."""
-    lines = text.lstrip("\ufeff").splitlines(keepends=True)
-    if not lines or lines[0].strip() != "---":
-        return text
-    for i, line in enumerate(lines[1:], start=1):
-        if line.strip() in ("---", "..."):
-            return "".join(lines[i + 1 :])
-    return text
-
-
-def _manifest_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    return [
-        (key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-        for key, value in manifest.items()
-    ]
-
-
-@role_required(Role.RESEARCHER, Role.ADMIN)
-def research_snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
-    snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
-    readme = _datasheet_file(snapshot)
-    datasheet = None
-    if readme is not None:
-        text = _strip_front_matter(readme.read_text(encoding="utf-8", errors="replace"))
-        # The datasheet quotes prompts and answers: rendered like any other untrusted text.
-        datasheet = mark_safe(render_untrusted(text))
-    return render(
-        request,
-        "frontend/research_snapshot.html",
-        {
-            "snapshot": snapshot,
-            "datasheet": datasheet,
-            "manifest": _manifest_rows(snapshot.manifest),
         },
     )

@@ -1,7 +1,9 @@
 """The researcher dashboard, a task's page (with the admin's gold form) and a snapshot's datasheet.
 
 Judgments go in through the API as annotators make them; the pages are read with Django's test
-client, and one browser test follows a disagreement from the dashboard to its task.
+client, and in a browser as researchers and admins use them: following a disagreement to its
+task, reading why agreement, disagreements and trust are empty (and following the admin's link
+to the round's overlap), and who is behind each pseudonym (admins only).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from pytest_django.asserts import assertContains, assertNotContains
 
 from annotation.exports import annotator_pseudonym
 from annotation.gold import task_mark_gold
 from annotation.models import ComparisonTask, Judgment
+from annotation.rounds import round_close
 from feedback.models import Completion
 from feedback.roles import Role
 from training.models import DatasetSnapshot
@@ -35,12 +39,13 @@ def judge_all(
     flags: list[str] | None = None,
     swap: bool = False,
     only: Callable[[int], bool] = lambda task_id: True,
+    limit: int | None = None,
 ) -> int:
-    """Judge every task the user is offered: ranked in shown order and scored 7, 6, 5 by
-    position; on the tasks ``only`` picks, reversed (ranking and scores), with the top two
-    swapped, and raising ``flags``. Returns how many."""
+    """Judge every task the user is offered (at most ``limit``): ranked in shown order and
+    scored 7, 6, 5 by position; on the tasks ``only`` picks, reversed (ranking and scores),
+    with the top two swapped, and raising ``flags``. Returns how many."""
     client, count = api(user), 0
-    while (task := lease(client)) is not None:
+    while (limit is None or count < limit) and (task := lease(client)) is not None:
         body = valid_body(task)
         if only(task["task"]):
             ids = [c["id"] for c in task["completions"]]
@@ -108,7 +113,8 @@ def test_dashboard_charts_agreement_scores_flags_trust_and_disagreements(
     # Trust: researchers see pseudonyms, never usernames; annotator2 is lowest, listed first.
     first, second = annotator_pseudonym(annotator2.pk), annotator_pseudonym(annotator.pk)
     assert html.index(first) < html.index(second)
-    assert ">ann1<" not in html and ">ann2<" not in html
+    assert "ann1" not in html and "ann2" not in html
+    assertNotContains(response, 'id="who-is-who"')
     assertContains(response, '<td>3 <span class="hint">(1 gold)</span></td>', count=2, html=True)
     # The ordinary tasks are disagreements, linked; the gold one is not.
     for task in split_round[1:]:
@@ -125,14 +131,15 @@ def test_admins_see_usernames_and_researchers_flagged_annotators(
     settings.TRUST_MIN_PAIRS, settings.TRUST_REVIEW_BELOW = 1, 0.3
     client.force_login(admin)
     response = client.get(RESEARCH)
-    assertContains(response, "<td><code>ann2</code></td>", html=True)
-    # The trust table names annotators; the export preview below it shows what the export
-    # writes, pseudonyms (an admin asks for names with pseudonymous=false).
-    html = response.content.decode()
-    start = html.index('aria-labelledby="trust-title"')
-    trust_table = html[start : html.index("</section>", start)]
-    assert "ann2" in trust_table
-    assert annotator_pseudonym(annotator2.pk) not in trust_table
+    # The trust table names each annotator beside the pseudonym the exports carry; the export
+    # preview shows what the export writes, pseudonyms, with "who is who" beside it.
+    pseudonym = annotator_pseudonym(annotator2.pk)
+    assertContains(
+        response, f'<td class="username">ann2</td><td><code>{pseudonym}</code></td>', html=True
+    )
+    assertContains(
+        response, f"<tr><td><code>{pseudonym}</code></td><td>ann2</td></tr>", count=1, html=True
+    )
     # annotator2: gold 0 of 3 pairs, agreement 0 of 6: trust (0 + 0 + 2) / (6 + 6 + 4) = 0.125;
     # annotator: (2 * 3 + 0 + 2) / 16 = 0.5, above the review line.
     assertContains(response, '<span class="badge warn">flagged for review</span>', count=1)
@@ -326,3 +333,165 @@ def test_researcher_follows_a_disagreement_to_its_task(
     assert sheet.locator("h1").count() == 1 and sheet.locator("h2").count() >= 3
     assert "config_name" not in sheet.inner_text()
     screenshot("datasheet", full_page=True)
+
+
+def section(page: Any, title_id: str) -> Any:
+    return page.locator(f'section[aria-labelledby="{title_id}"]')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_researcher_reads_why_agreement_is_empty_and_what_trust_and_margins_are(
+    sign_in, page, researcher, annotator, annotator2, api, screenshot
+):
+    # Round 1 asks for one judgment per task; round 2 for two, but only one annotator has
+    # been through it so far.
+    open_round(n=2, k=3, overlap=1)
+    open_round(n=3, k=3, overlap=2)
+    assert judge_all(api, annotator) == 5
+    sign_in(researcher.username)
+
+    agreement = page.locator("#agreement-empty")
+    expect(agreement).to_contain_text(
+        "Agreement needs tasks judged by at least two annotators; no task has two judgments yet."
+    )
+    expect(agreement.locator("li.overlap-single")).to_have_text(
+        "Round 1 has overlap 1: each task is judged by one annotator only, so there is nothing "
+        "to compare. An admin sets the overlap (judgments per task) when opening a round; it "
+        "takes 2 or more.",
+        use_inner_text=True,
+    )
+    expect(agreement.locator("li.overlap-waiting")).to_have_text(
+        "Round 2 has overlap 2, but 0 of its 3 tasks have two or more judgments so far "
+        "(3 judgments in): it fills in as more annotators take its tasks.",
+        use_inner_text=True,
+    )
+    # A researcher cannot open the admin's pages, so nothing links there.
+    expect(agreement.get_by_role("link")).to_have_count(0)
+    expect(page.locator("#disagreements-empty")).to_contain_text(
+        "Disagreements need tasks judged by at least two annotators"
+    )
+    expect(page.locator("#disagreements-empty li")).to_have_count(2)
+    expect(page.locator("table.disagreements")).to_have_count(0)
+    # Trust is there (it rests on gold too), and says what it is and what it lacks here.
+    trust = section(page, "trust-title")
+    expect(trust.locator("table.trust tbody tr")).to_have_count(1)
+    expect(trust.locator("#trust-explained")).to_contain_text(
+        "Trust is the share of pair decisions on which an annotator agrees with the reference "
+        "ranking of gold tasks"
+    )
+    times = "\N{MULTIPLICATION SIGN}"
+    expect(trust).to_contain_text(f"trust = (2 {times} gold hits + agreement hits + 4 {times} 0.5)")
+    expect(trust.locator("#trust-empty")).to_contain_text("so trust here rests on gold tasks alone")
+    # The preview's margins are explained with the rubric's own strength margins.
+    margins = page.locator("#margin-explained")
+    expect(margins).to_contain_text("margin says how sure a preference is, from 0 to 1.")
+    expect(margins).to_contain_text("Significantly better 1, Better 0.6667, Slightly better 0.3333")
+    expect(margins).to_contain_text("divided by the scale's width (6)")
+    screenshot("research-empty-states", full_page=True)
+
+    # Pairs cut from one axis's scores have a margin of their own.
+    page.get_by_text("More export filters").click()
+    page.get_by_label("Pairs from").select_option(label="the Honest scores")
+    page.get_by_role("button", name="Preview").click()
+    expect(margins).to_have_text(
+        "margin says how sure a preference is, from 0 to 1. It is the gap between the two "
+        "answers' Honest scores divided by the scale's width (6).",
+        use_inner_text=True,
+    )
+    # So do the pairs of a task's consensus.
+    page.get_by_label("Pairs from").select_option(label="the ranking")
+    page.get_by_label("Several judgments of a task").select_option(value="bradley_terry")
+    page.get_by_role("button", name="Preview").click()
+    expect(margins).to_contain_text(
+        f"On a task judged several times it is 2 {times} P(chosen beats rejected)"
+    )
+    expect(margins).to_contain_text(
+        "Terry consensus; on a task judged once it is the judgment's own margin."
+    )
+
+    # Choosing round 2 alone leaves its reason alone.
+    page.goto(RESEARCH)
+    page.get_by_label("Round 2").check()
+    page.get_by_role("button", name="Preview").click()
+    page.wait_for_url("**/research/?round=2*")
+    expect(agreement.locator("li")).to_have_count(1)
+    expect(agreement.locator("li.overlap-waiting")).to_contain_text("Round 2 has overlap 2")
+
+    # A second annotator judges one of round 2's tasks the other way round: now there is
+    # agreement to chart and a disagreement to list; round 1 is still said to lack overlap.
+    assert judge_all(api, annotator2, reverse=True, limit=1) == 1
+    page.goto(RESEARCH)
+    expect(page.locator("svg.agreement")).to_have_count(1)
+    expect(page.locator("#agreement-empty")).to_have_count(0)
+    missing = page.locator("#agreement-missing")
+    expect(missing).to_contain_text("Some rounds have no agreement yet")
+    expect(missing.locator("li")).to_have_count(1)
+    expect(missing.locator("li.overlap-single")).to_contain_text("Round 1 has overlap 1")
+    expect(page.locator("table.disagreements tbody tr")).to_have_count(1)
+    expect(page.locator("#trust-empty")).to_have_count(0)
+
+    # Nowhere on the researcher's pages is an annotator named: pseudonyms only, and no
+    # "who is who" beside the preview.
+    expect(page.locator("#who-is-who")).to_have_count(0)
+    task_id = page.locator("table.disagreements tbody tr").get_by_role("link").inner_text()
+    for path in (RESEARCH, f"/research/tasks/{task_id.removeprefix('Task ')}/"):
+        page.goto(path)
+        text = page.content()
+        assert annotator_pseudonym(annotator.pk) in text
+        assert "ann1" not in text and "ann2" not in text, path
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_follows_the_reason_to_the_round_and_sees_who_is_who(
+    sign_in, page, admin, annotator, annotator2, api, screenshot
+):
+    single = open_round(n=2, k=3, overlap=1)
+    waiting = open_round(n=3, k=3, overlap=2)
+    judge_all(api, annotator)
+    judge_all(api, annotator2, limit=1)  # a task of round 2 done twice: agreement there
+    # Round 3 asks for three judgments per task but was closed before anyone took one.
+    round_close(round_id=open_round(n=2, k=3, overlap=3).pk)
+    sign_in(admin.username)
+    page.goto(RESEARCH)
+
+    missing = page.locator("#agreement-missing")
+    expect(missing.locator("li")).to_have_count(2)
+    expect(missing.locator("li.overlap-waiting")).to_have_text(
+        "Round 3 has overlap 3, but 0 of its 2 tasks have two or more judgments so far "
+        "(0 judgments in), and it is closed.",
+        use_inner_text=True,
+    )
+    reason = missing.locator("li.overlap-single")
+    expect(reason).to_contain_text(
+        "Round 1 has overlap 1: each task is judged by one annotator only, so there is nothing "
+        "to compare. The overlap (judgments per task) is set when a round is opened: open the "
+        "next one on Manage with an overlap of 2 or more."
+    )
+    expect(reason.get_by_role("link", name="Manage")).to_have_attribute("href", "/manage/")
+    reason.get_by_role("link", name="1", exact=True).click()
+    page.wait_for_url(f"**/manage/rounds/{single.pk}/")
+    expect(page.get_by_text("1 judgment per task")).to_be_visible()
+
+    # Round 2 alone: one of its tasks is judged twice, so it has agreement and no reason.
+    page.goto(f"{RESEARCH}?round={waiting.number}")
+    expect(missing).to_have_count(0)
+    expect(page.locator("#agreement-empty")).to_have_count(0)
+    expect(page.locator("table.agreement-table tbody tr td").first).to_have_text("1")
+
+    # Who is who: the usernames behind the pseudonyms, for admins, beside the preview.
+    page.goto(RESEARCH)
+    # (annotator2 ranked round 2's task as annotator did: judged twice, yet no disagreement)
+    expect(page.locator("#disagreements-empty")).to_have_text(
+        "No disagreements: on the 1 task judged twice or more, the annotators agree on every "
+        "pair they both ordered."
+    )
+    who = page.locator("#who-is-who")
+    expect(who.locator("table")).to_be_hidden()
+    who.get_by_text("Who is who").click()
+    for user in (annotator, annotator2):
+        row = who.locator("tbody tr", has_text=annotator_pseudonym(user.pk))
+        expect(row.locator("td").nth(1)).to_have_text(user.username)
+    expect(page.locator("table.preview")).to_contain_text(annotator_pseudonym(annotator.pk))
+    trust_row = page.locator("table.trust tbody tr", has_text="ann2")
+    expect(trust_row.locator("code")).to_have_text(annotator_pseudonym(annotator2.pk))
+    screenshot("research-who-is-who", full_page=True)
