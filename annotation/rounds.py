@@ -211,3 +211,34 @@ def round_stats(*, round_: Round, hours: int = 24) -> dict[str, Any]:
     for row in annotators:
         row["skipped"] = skips.get(row["annotator__username"], 0)
     return {"by_state": by_state, "per_hour": per_hour, "annotators": annotators}
+
+
+def ranking_pair_count(ranking: list[list[Any]]) -> int:
+    """How many preference pairs a ranking expands to: C(K, 2) less C(g, 2) for each tie group
+    of size g (``annotation.pairs``), counted without building the pairs."""
+    sizes = [len(group) for group in ranking]
+    total = sum(sizes)
+    return total * (total - 1) // 2 - sum(g * (g - 1) // 2 for g in sizes)
+
+
+def round_pair_counts() -> list[dict[str, Any]]:
+    """Every round, oldest first, with its judgments and the preference pairs they expand to
+    (each judgment's own, before any consensus across a task's judgments): what a training run
+    on that round would have to learn from."""
+    rounds = list(Round.objects.order_by("number").values("pk", "number", "status"))
+    counts = {row["pk"]: {**row, "judgments": 0, "pairs": 0} for row in rounds}
+    rankings = Judgment.objects.values_list("task__round_id", "ranking")
+    for round_id, ranking in rankings.iterator(chunk_size=2000):
+        counts[round_id]["judgments"] += 1
+        counts[round_id]["pairs"] += ranking_pair_count(ranking)
+    return list(counts.values())
+
+
+def rubric_detail(*, rubric_id: int) -> tuple[Rubric, list[Round], list[Rubric]]:
+    """A rubric, the rounds judged under it (newest first), and every version of its name."""
+    rubric = Rubric.objects.filter(pk=rubric_id).first()
+    if rubric is None:
+        raise DomainError("No such rubric.", code="not_found", status=404)
+    rounds = list(Round.objects.filter(rubric=rubric).order_by("-number"))
+    versions = list(Rubric.objects.filter(name=rubric.name).order_by("-version"))
+    return rubric, rounds, versions

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import research, views
+from . import manage_views, research, research_snapshots, research_tasks, training_views, views
 
 app_name = "frontend"
 
@@ -13,31 +13,44 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/", views.workspace, name="workspace"),
     path("demonstrate/", views.demonstrate, name="demonstrate"),
-    path("manage/", views.manage, name="manage"),
-    path("manage/import/", views.manage_import, name="manage-import"),
-    path("manage/rounds/open/", views.manage_round_open, name="manage-round-open"),
-    path("manage/rounds/<int:round_id>/", views.manage_round, name="manage-round"),
-    path("manage/rounds/<int:round_id>/stop/", views.manage_round_stop, name="manage-round-stop"),
+    path("manage/", manage_views.manage, name="manage"),
+    path("manage/import/", manage_views.manage_import, name="manage-import"),
+    path("manage/rounds/open/", manage_views.manage_round_open, name="manage-round-open"),
+    path("manage/rounds/<int:round_id>/", manage_views.manage_round, name="manage-round"),
     path(
-        "manage/rounds/<int:round_id>/close/", views.manage_round_close, name="manage-round-close"
+        "manage/rounds/<int:round_id>/stop/",
+        manage_views.manage_round_stop,
+        name="manage-round-stop",
     ),
-    path("manage/policies/", views.manage_policies, name="manage-policies"),
+    path(
+        "manage/rounds/<int:round_id>/close/",
+        manage_views.manage_round_close,
+        name="manage-round-close",
+    ),
+    path("manage/rubrics/<int:rubric_id>/", manage_views.manage_rubric, name="manage-rubric"),
+    path("manage/audit/", manage_views.manage_audit, name="manage-audit"),
+    path("manage/policies/", training_views.manage_policies, name="manage-policies"),
     path(
         "manage/policies/<int:policy_id>/<str:action>/",
-        views.manage_policy_action,
+        training_views.manage_policy_action,
         name="manage-policy-action",
     ),
-    path("manage/training/", views.manage_training, name="manage-training"),
-    path("manage/audit/", views.manage_audit, name="manage-audit"),
-    path("manage/training/<int:run_id>/", views.manage_training_run, name="manage-training-run"),
-    path("research/", research.research, name="research"),
-    path("research/tasks/<int:task_id>/", research.research_task, name="research-task"),
+    path("manage/training/", training_views.manage_training, name="manage-training"),
     path(
-        "research/tasks/<int:task_id>/gold/", research.research_task_gold, name="research-task-gold"
+        "manage/training/<int:run_id>/",
+        training_views.manage_training_run,
+        name="manage-training-run",
+    ),
+    path("research/", research.research, name="research"),
+    path("research/tasks/<int:task_id>/", research_tasks.research_task, name="research-task"),
+    path(
+        "research/tasks/<int:task_id>/gold/",
+        research_tasks.research_task_gold,
+        name="research-task-gold",
     ),
     path(
         "research/snapshots/<int:snapshot_id>/",
-        research.research_snapshot,
+        research_snapshots.research_snapshot,
         name="research-snapshot",
     ),
 ]

@@ -124,6 +124,7 @@ ROUTES: dict[str, Route] = {
     "frontend:manage-round": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-round-stop": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round-close": page(GET=NO_METHOD, POST=ADMINS),
+    "frontend:manage-rubric": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-policies": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-policy-action": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-training": page(GET=ADMINS, POST=ADMINS),
@@ -193,6 +194,7 @@ class World:
             "round_id": self.round.pk, "gate_id": self.gate.pk, "run_id": self.run.pk,
             "snapshot_id": self.snapshot.pk, "job_id": self.export_job.pk, "action": "deploy",
             "demonstration_id": Demonstration.objects.order_by("pk").first().pk,
+            "rubric_id": self.round.rubric_id,
         }  # fmt: skip
 
 

@@ -1,0 +1,243 @@
+"""Admin pages for the human side of the loop: rounds (import, open, watch, close), the rubric
+a round is judged under, and the audit log. Each view checks the role, calls services or
+selectors of the other packages, renders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation.generation import round_open_for_policy
+from annotation.imports import prompts_import
+from annotation.models import Round
+from annotation.rounds import (
+    round_close,
+    round_open_from_imported,
+    round_progress,
+    round_stats,
+    rubric_detail,
+)
+from feedback.audit import audit_events
+from feedback.errors import DomainError
+from feedback.roles import Role
+from training.automation import automation_create, automation_stop, automation_validate
+from training.models import Automation
+
+from .forms import posted_int, posted_json_object
+from .views import role_required
+
+
+@role_required(Role.ADMIN)
+def manage(request: HttpRequest) -> HttpResponse:
+    rounds = Round.objects.select_related("rubric").order_by("-number")
+    return render(
+        request,
+        "frontend/manage.html",
+        {
+            "rounds": [(r, round_progress(round_=r)) for r in rounds],
+            "import_report": request.session.pop("import_report", None),
+        },
+    )
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_import(request: HttpRequest) -> HttpResponse:
+    upload = request.FILES.get("file")
+    if upload is None:
+        messages.error(request, "Choose a JSONL file to import.")
+        return redirect("frontend:manage")
+    skip_invalid = request.POST.get("skip_invalid") == "on"
+    try:
+        report = prompts_import(
+            lines=(line.rstrip(b"\r\n") for line in upload),
+            source=(upload.name or "upload")[:200],
+            skip_invalid=skip_invalid,
+        )
+    except DomainError as exc:
+        request.session["import_report"] = {
+            "ok": False,
+            "detail": exc.detail,
+            "errors": exc.extra.get("errors", [])[:200],
+        }
+    else:
+        request.session["import_report"] = {"ok": True, **report.as_dict()}
+    return redirect("frontend:manage")
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_open(request: HttpRequest) -> HttpResponse:
+    k, overlap = posted_int(request.POST.get("k"), 3), posted_int(request.POST.get("overlap"), 3)
+    limit = posted_int(request.POST.get("limit"), 0)
+    tags = [t.strip() for t in request.POST.get("tags", "").split(",") if t.strip()]
+    if not 2 <= k <= 16 or not 1 <= overlap <= 50 or limit < 0:
+        messages.error(request, "K must be 2 to 16, overlap 1 to 50, and at most N prompts ≥ 0.")
+        return redirect("frontend:manage")
+    automate = request.POST.get("automate") == "on"
+    try:
+        if request.POST.get("source") == "policy":
+            settings_ = {}
+            if automate:  # checked before anything is written
+                settings_ = {
+                    "policy_kind": request.POST.get("policy_kind", "dpo"),
+                    "policy_recipe": posted_json_object(request, "policy_recipe"),
+                    "reward_recipe": posted_json_object(request, "reward_recipe"),
+                    "rounds_left": max(0, posted_int(request.POST.get("rounds_left"), 0)),
+                    "gate_threshold": float(request.POST.get("gate_threshold") or 0.5),
+                    "gate_max_kl_drift": float(request.POST["gate_max_kl_drift"])
+                    if request.POST.get("gate_max_kl_drift")
+                    else None,
+                    "prompt_tags": tags,
+                    "next_prompts": limit,
+                }
+                automation_validate(**settings_)
+            with transaction.atomic():
+                round_ = round_open_for_policy(
+                    k=k, overlap=overlap, tags=tags, limit=limit or None, created_by=request.user
+                )
+                if automate:
+                    automation_create(round_=round_, created_by=request.user, **settings_)
+            messages.success(
+                request,
+                f"Round {round_.number}: {round_.policy_version.name} is generating "
+                f"{k} completions for {len(round_.prompt_ids)} prompts"
+                + (", and the round will advance by itself." if automate else "."),
+            )
+            return redirect("frontend:manage-round", round_id=round_.pk)
+        if automate or limit:
+            raise DomainError("Automatic rounds and a prompt limit need the policy to generate.")
+        round_, left_out = round_open_from_imported(
+            k=k, overlap=overlap, tags=tags, created_by=request.user
+        )
+    except (DomainError, ValueError) as exc:
+        messages.error(request, getattr(exc, "detail", None) or str(exc))
+        return redirect("frontend:manage")
+    messages.success(
+        request,
+        f"Opened round {round_.number} with {round_.tasks.count()} tasks"
+        + (f" ({left_out} prompts had fewer than {k} distinct completions)." if left_out else "."),
+    )
+    return redirect("frontend:manage-round", round_id=round_.pk)
+
+
+@role_required(Role.ADMIN)
+def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
+    round_ = get_object_or_404(Round.objects.select_related("rubric"), pk=round_id)
+    stats = round_stats(round_=round_)
+    peak = max([row["n"] for row in stats["per_hour"]] + [1])
+    bars = [
+        {**row, "height": round(100 * row["n"] / peak), "y": 100 - round(100 * row["n"] / peak)}
+        for row in stats["per_hour"]
+    ]
+    total = sum(stats["by_state"].values()) or 1
+    states = [
+        {"key": key, "label": key.replace("_", " "), "n": n, "width": round(600 * n / total)}
+        for key, n in stats["by_state"].items()
+    ]
+    offset = 0
+    for state in states:
+        state["x"], offset = offset, offset + state["width"]
+    automation = (
+        Automation.objects.select_related(
+            "reward_run", "policy_run__produced_policy", "gate", "deployment", "next_round"
+        )
+        .filter(round=round_)
+        .first()
+    )
+    return render(
+        request,
+        "frontend/manage_round.html",
+        {
+            "round": round_,
+            "automation": automation,
+            "automation_stages": _automation_stages(automation),
+            "progress": round_progress(round_=round_),
+            "states": states,
+            "bars": bars,
+            "peak": peak,
+            "annotators": stats["annotators"],
+        },
+    )
+
+
+def _automation_stages(automation: Automation | None) -> list[dict[str, Any]]:
+    """The loop's stages in order, each done, current, failed/stopped, skipped or to come."""
+    if automation is None:
+        return []
+    Stage = Automation.Stage
+    began = {entry["stage"]: entry["at"] for entry in automation.history}
+    order = [stage for stage in Stage if stage not in Automation.FINISHED]
+    reached = max((order.index(e["stage"]) for e in automation.history if e["stage"] in order),
+                  default=0)  # fmt: skip
+    halted = automation.stage in (Stage.FAILED, Stage.STOPPED)
+    rows = []
+    for i, stage in enumerate(order):
+        if i == reached and halted:
+            state = automation.stage
+        elif stage == automation.stage:
+            state = "current"
+        elif i <= reached:
+            state = "done" if stage in began else "skipped"
+        else:
+            state = "todo"
+        rows.append({"key": stage, "label": stage.label, "state": state, "at": began.get(stage)})
+    done = automation.stage == Stage.DONE
+    rows.append({"key": Stage.DONE, "label": Stage.DONE.label, "state": "done" if done else "todo",
+                 "at": began.get(Stage.DONE)})  # fmt: skip
+    return rows
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_stop(request: HttpRequest, round_id: int) -> HttpResponse:
+    automation = get_object_or_404(Automation, round_id=round_id)
+    automation = automation_stop(automation_id=automation.pk)
+    messages.success(
+        request,
+        f"Round {automation.round.number} no longer advances by itself; a training run in "
+        "progress was cancelled. Whatever was already deployed stays deployed.",
+    )
+    return redirect("frontend:manage-round", round_id=round_id)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_close(request: HttpRequest, round_id: int) -> HttpResponse:
+    round_close(round_id=round_id)
+    messages.success(request, "Round closed: no new leases; held leases may still be submitted.")
+    return redirect("frontend:manage-round", round_id=round_id)
+
+
+@role_required(Role.ADMIN)
+def manage_audit(request: HttpRequest) -> HttpResponse:
+    """The audit log, newest first; ?actor= narrows it to one account."""
+    actor = request.GET.get("actor", "")[:150] or None
+    return render(
+        request,
+        "frontend/audit.html",
+        {"events": audit_events(actor=actor)[:200], "actor": actor or ""},
+    )
+
+
+@role_required(Role.ADMIN)
+def manage_rubric(request: HttpRequest, rubric_id: int) -> HttpResponse:
+    """A rubric as annotators read it: its axes and scale labels, guidelines, flags, strengths."""
+    try:
+        rubric, rounds, versions = rubric_detail(rubric_id=rubric_id)
+    except DomainError:
+        raise Http404("No such rubric.") from None
+    return render(
+        request,
+        "frontend/rubric.html",
+        {
+            "rubric": rubric,
+            "rounds": rounds,
+            "other_versions": [v for v in versions if v.pk != rubric.pk],
+        },
+    )

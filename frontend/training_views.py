@@ -1,0 +1,228 @@
+"""Admin pages from judgments to serving: start a training run and watch it, then the release
+path of the version it made: run the gate, read its result, deploy, roll back, with the
+deployment history on the Policies page. Each view checks the role, calls services or selectors
+of the other packages, renders; the gate, deployment and rollback run as jobs, and a page showing
+one in flight refreshes itself until it finishes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from annotation.rounds import round_pair_counts
+from feedback.errors import DomainError
+from feedback.policies import deployment_request, rollback_request
+from feedback.roles import Role
+from training.gate import gate_request
+from training.models import DatasetSnapshot, GateEvaluation, TrainingRun
+from training.releases import (
+    automation_gates,
+    deployment_history,
+    gate_reward_runs,
+    policy_rows,
+    release_pending,
+    run_release,
+)
+from training.runs import training_run_cancel, training_run_create
+from training.snapshots import snapshot_create_text
+
+from .forms import GateForm, posted_json_object
+from .views import role_required
+
+POLICY_ACTIONS = ("deploy", "rollback", "gate")
+
+
+@role_required(Role.ADMIN)
+def manage_policies(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "frontend/policies.html",
+        {
+            "rows": policy_rows(),
+            "deployments": deployment_history(),
+            "gate_chart": _gate_chart(),
+            "reward_runs": gate_reward_runs(),
+            "gate_form": GateForm(),
+            "pending": release_pending(),
+        },
+    )
+
+
+def _gate_chart(height: int = 120) -> list[dict[str, Any]]:
+    """Each automatic round's gate: the candidate's win rate against the policy that served the
+    round, as bars (SVG drawn on the server, CSP-safe), the threshold as a tick."""
+    return [
+        {
+            "round": a.round.number,
+            "win_rate": a.gate.win_rate,
+            "passed": a.gate.status == GateEvaluation.Status.PASSED,
+            "x": 10 + 40 * i,
+            "y": round(height * (1 - a.gate.win_rate)),
+            "h": round(height * a.gate.win_rate),
+            "tick": round(height * (1 - a.gate.threshold)),
+        }
+        for i, a in enumerate(automation_gates())
+    ]
+
+
+def _back(request: HttpRequest) -> HttpResponse:
+    """To the page the form was on (a run's page or the Policies page)."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect("frontend:manage-policies")
+
+
+def _request_gate(request: HttpRequest, policy_id: int) -> str:
+    form = GateForm(request.POST)
+    if not form.is_valid():
+        raise DomainError(f"The gate was not started: {form.problems()}")
+    data = form.cleaned_data
+    gate = gate_request(
+        candidate_id=policy_id, reward_run_id=data["reward_run"], prompts=data["prompts"],
+        threshold=data["threshold"], max_kl_drift=data["max_kl_drift"],
+    )  # fmt: skip
+    return (
+        f"Gate {gate.pk} started: {gate.candidate.name} against {gate.baseline.name} on "
+        f"{gate.prompt_count} held-out prompts, judged by the reward model of run "
+        f"{gate.reward_run_id}. If it passes, it is deployed."
+    )
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_policy_action(request: HttpRequest, policy_id: int, action: str) -> HttpResponse:
+    """Deploy a version, roll the active one back, or run a candidate's gate."""
+    if action not in POLICY_ACTIONS:
+        raise Http404("No such action.")
+    try:
+        if action == "gate":
+            done = _request_gate(request, policy_id)
+        elif action == "rollback":
+            deployment = rollback_request(policy_id=policy_id, requested_by=request.user)
+            done = (
+                f"Rollback to {deployment.policy_version.name} requested: it switches once the "
+                "backend answers with it."
+            )
+        else:
+            deployment = deployment_request(policy_id=policy_id, requested_by=request.user)
+            done = (
+                f"Deploy of {deployment.policy_version.name} requested: it switches once the "
+                "backend answers with it."
+            )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, done)
+    return _back(request)
+
+
+@role_required(Role.ADMIN)
+def manage_training(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and request.POST.get("action") == "corpus":
+        return _upload_corpus(request)
+    if request.method == "POST":
+        rounds = [int(r) for r in request.POST.getlist("round") if r.isascii() and r.isdigit()]
+        snapshot = request.POST.get("snapshot", "")
+        try:
+            run = training_run_create(
+                kind=request.POST.get("kind", ""), rounds=rounds or None,
+                recipe=posted_json_object(request, "recipe"),
+                snapshot_id=int(snapshot) if snapshot.isascii() and snapshot.isdigit() else None,
+                consensus=request.POST.get("consensus", "bradley_terry"),
+                top_ranked=request.POST.get("top_ranked") == "on", created_by=request.user,
+            )  # fmt: skip
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+            return redirect("frontend:manage-training")
+        messages.success(request, f"Run {run.pk} queued on the training queue.")
+        return redirect("frontend:manage-training-run", run_id=run.pk)
+    runs = TrainingRun.objects.select_related("base_policy", "produced_policy").order_by("-id")[:50]
+    return render(
+        request,
+        "frontend/training.html",
+        {
+            "runs": runs,
+            "kinds": TrainingRun.Kind.choices,
+            "rounds": round_pair_counts(),
+            "snapshots": DatasetSnapshot.objects.order_by("-id")[:30],
+        },
+    )
+
+
+def _upload_corpus(request: HttpRequest) -> HttpResponse:
+    """A plain-text corpus from the training page becomes a text snapshot."""
+    upload = request.FILES.get("corpus")
+    try:
+        if upload is None:
+            raise DomainError("Choose a plain-text file to upload.")
+        if upload.size > settings.IMPORT_MAX_BYTES:
+            raise DomainError(f"The corpus is larger than {settings.IMPORT_MAX_BYTES} bytes.")
+        snapshot = snapshot_create_text(
+            lines=iter(upload), name=upload.name or "upload", created_by=request.user
+        )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        rows = snapshot.manifest["rows"]
+        messages.success(
+            request,
+            f"Snapshot {snapshot.pk}: {rows['train']} documents to train on, {rows['eval']} "
+            "held out. Choose it below with continued pre-training.",
+        )
+    return redirect("frontend:manage-training")
+
+
+def _loss_chart(
+    history: list[dict[str, Any]], width: int = 600, height: int = 160
+) -> dict[str, Any]:
+    """An SVG polyline of the training loss, drawn on the server (no script, CSP-safe)."""
+    points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+    if len(points) < 2:
+        return {"points": "", "max": None, "min": None}
+    steps = [p[0] for p in points]
+    losses = [p[1] for p in points]
+    low, high = min(losses), max(losses)
+    span_x = (max(steps) - min(steps)) or 1
+    span_y = (high - low) or 1
+    coords = " ".join(
+        f"{(step - min(steps)) / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}"
+        for step, loss in points
+    )
+    return {"points": coords, "max": round(high, 4), "min": round(low, 4), "last_step": steps[-1]}
+
+
+@role_required(Role.ADMIN)
+def manage_training_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(
+        TrainingRun.objects.select_related("base_policy", "produced_policy", "snapshot"), pk=run_id
+    )
+    if request.method == "POST":
+        try:
+            training_run_cancel(run_id=run.pk)
+            messages.success(request, "Cancel requested: the run stops after its current step.")
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+        return redirect("frontend:manage-training-run", run_id=run.pk)
+    percent = round(100 * run.progress_step / run.progress_total) if run.progress_total else 0
+    release = run_release(run=run)
+    return render(
+        request,
+        "frontend/training_run.html",
+        {
+            "run": run,
+            "chart": _loss_chart(run.metrics_history),
+            "percent": percent,
+            "release": release,
+            "gate_form": GateForm(),
+            # Refreshed while the run, or a gate or deployment of what it made, is in flight.
+            "refresh": run.status in TrainingRun.ACTIVE
+            or (release is not None and release.pending),
+        },
+    )
