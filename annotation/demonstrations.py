@@ -7,8 +7,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
-from feedback.errors import DomainError
 from feedback.models import Completion, Prompt
+from feedback.platform.errors import DomainError
 
 from .models import ComparisonTask, Demonstration, DemonstrationSkip, Round, Rubric
 

@@ -46,7 +46,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 from .models import Assignment, ComparisonTask, Round, TaskCompletion
 

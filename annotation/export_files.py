@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 from .export_batches import PairBatch, RowBatch
 from .exports import FILE_FORMATS, ExportFilters, export_prepare

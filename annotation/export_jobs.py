@@ -22,8 +22,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from feedback.errors import DomainError
-from feedback.outbox import outbox_enqueue
+from feedback.platform.errors import DomainError
+from feedback.platform.outbox import outbox_enqueue
 
 from .export_files import export_write
 from .exports import FILE_FORMATS, FORMATS, export_filters_parse, export_source_count

@@ -47,8 +47,8 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
-from feedback.errors import DomainError
 from feedback.models import PolicyVersion
+from feedback.platform.errors import DomainError
 
 from .consensus import task_consensus, weighted_mean_scores
 from .export_batches import (

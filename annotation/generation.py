@@ -34,10 +34,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from feedback.errors import DomainError
-from feedback.generation import BackendUnavailable, Generated, Sampling, get_backend, target_for
 from feedback.models import Completion, PolicyVersion, Prompt
-from feedback.outbox import outbox_enqueue
+from feedback.platform.errors import DomainError
+from feedback.platform.outbox import outbox_enqueue
+from feedback.serving.backends import (
+    BackendUnavailable,
+    Generated,
+    Sampling,
+    get_backend,
+    target_for,
+)
 
 from .distribution import distribution_statistics_refresh
 from .models import ComparisonTask, Round, TaskCompletion

@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 from .judgments import Errors, _validate_ranking, _validate_scores
 from .models import ComparisonTask, Round, TaskCompletion

@@ -23,8 +23,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
-from feedback.errors import DomainError
 from feedback.models import Completion, PolicyVersion, Prompt, messages_hash
+from feedback.platform.errors import DomainError
 
 LINE_KEYS = ("messages", "prompt", "completions", "tags", "safety", "source")
 ROLES = ("system", "user", "assistant")

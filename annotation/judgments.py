@@ -16,8 +16,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from feedback.errors import DomainError
-from feedback.signals import judgment_recorded
+from feedback.platform.errors import DomainError
+from feedback.platform.signals import judgment_recorded
 
 from .distribution import assignment_get_own, assignment_hold_slot, task_lock_with_assignment
 from .models import Assignment, Judgment, Rubric, TaskCompletion

@@ -67,7 +67,7 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 from .consensus import task_consensus
 from .models import Judgment, Round

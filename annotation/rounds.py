@@ -13,8 +13,8 @@ from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from feedback.errors import DomainError
 from feedback.models import Completion, Prompt
+from feedback.platform.errors import DomainError
 
 from .distribution import distribution_statistics_refresh
 from .models import Assignment, ComparisonTask, Judgment, Round, Rubric, TaskCompletion

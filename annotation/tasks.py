@@ -16,7 +16,7 @@ def leases_expire() -> int:
 @shared_task(name="annotation.tasks.round_generate", acks_late=True)
 def round_generate(round_id: int) -> dict[str, int]:
     """Generate a round's completions and publish its tasks (resumable, idempotent)."""
-    from feedback.signals import job_finished
+    from feedback.platform.signals import job_finished
 
     from .generation import round_generate as generate
 

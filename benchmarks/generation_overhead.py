@@ -117,11 +117,11 @@ def main() -> None:
     from django.core.management import call_command
 
     from annotation.imports import prompts_import
-    from feedback import synthetic
-    from feedback.generation import Sampling, Target
-    from feedback.generation.transformers_backend import TransformersBackend, _load
     from feedback.models import Prompt
-    from feedback.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
+    from feedback.serving import synthetic
+    from feedback.serving.backends import Sampling, Target
+    from feedback.serving.backends.transformers_backend import TransformersBackend, _load
+    from feedback.serving.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
 
     call_command("migrate", verbosity=0)
     model_dir = Path(settings.ARTIFACTS_DIR) / settings.TINY_MODEL_DIR

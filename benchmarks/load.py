@@ -183,7 +183,7 @@ def annotator_tokens(n: int, *, prefix: str = "load") -> list[str]:
     from django.contrib.auth.models import Group
     from rest_framework.authtoken.models import Token
 
-    from feedback.roles import Role
+    from feedback.platform.roles import Role
 
     user_model = get_user_model()
     first = user_model.objects.count()

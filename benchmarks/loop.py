@@ -47,8 +47,8 @@ NOT_MACHINERY = ("train", "generate", "annotate", "gate", "measure")
 def tiny_policy_ready() -> None:
     from django.conf import settings
 
-    from feedback.policies import policy_register
-    from feedback.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
+    from feedback.serving.policies import policy_register
+    from feedback.serving.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
 
     output = Path(settings.ARTIFACTS_DIR) / settings.TINY_MODEL_DIR
     if not tiny_model_current(output, TinyRecipe()):

@@ -44,7 +44,7 @@ RECIPES = {
 
 
 def synthetic_pairs(n: int, seed: int) -> list[dict]:
-    from feedback import synthetic
+    from feedback.serving import synthetic
 
     rng = random.Random(seed)
     rows = []
@@ -110,8 +110,8 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from feedback.policies import policy_register
-    from feedback.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
+    from feedback.serving.policies import policy_register
+    from feedback.serving.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
     from training.models import DatasetSnapshot, TrainingRun
     from training.runs import recipe_validate, training_run_execute
 

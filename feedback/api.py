@@ -14,14 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .audit import audit_event_dict, audit_events
-from .errors import DomainError, error_schema
-from .middleware import API_DOCS_CONTENT_SECURITY_POLICY
-from .models import Deployment, PolicyVersion
-from .policies import deployment_request, rollback_request
-from .registry import policy_registry_info
-from .roles import IsAdmin, IsResearcherOrAdmin, user_roles
-from .throttle import LoginThrottle
+from feedback.models import Deployment, PolicyVersion
+from feedback.platform.audit import audit_event_dict, audit_events
+from feedback.platform.errors import DomainError, error_schema
+from feedback.platform.middleware import API_DOCS_CONTENT_SECURITY_POLICY
+from feedback.platform.roles import IsAdmin, IsResearcherOrAdmin, user_roles
+from feedback.platform.throttle import LoginThrottle
+from feedback.serving.policies import deployment_request, rollback_request
+from feedback.serving.registry import policy_registry_info
 
 ERROR = error_schema()
 

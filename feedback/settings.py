@@ -83,7 +83,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "feedback.middleware.ContentSecurityPolicyMiddleware",
+    "feedback.platform.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -91,8 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "feedback.middleware.DatabaseUnavailableMiddleware",
-    "feedback.audit.AuditLogMiddleware",
+    "feedback.platform.middleware.DatabaseUnavailableMiddleware",
+    "feedback.platform.audit.AuditLogMiddleware",
 ]
 
 ROOT_URLCONF = "feedback.urls"
@@ -197,10 +197,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # Strict JSON: NUL, lone surrogates, deep nesting, oversize bodies are 4xx (feedback/parsers).
-    "DEFAULT_PARSER_CLASSES": ["feedback.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["feedback.platform.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "feedback.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "feedback.platform.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # `?format=` names an export format here (DESIGN §9), not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,

@@ -8,8 +8,8 @@ from celery import shared_task
 @shared_task(name="feedback.tasks.deployment_run", acks_late=True)
 def deployment_run(deployment_id: int) -> str:
     """Check that the new version answers, then make it the active one."""
-    from .policies import deployment_run as run
-    from .signals import job_finished
+    from feedback.platform.signals import job_finished
+    from feedback.serving.policies import deployment_run as run
 
     try:
         return run(deployment_id=deployment_id).status
@@ -20,7 +20,7 @@ def deployment_run(deployment_id: int) -> str:
 @shared_task(name="feedback.tasks.outbox_relay")
 def outbox_relay() -> int:
     """Publish what the outbox holds (work recorded while the broker was down)."""
-    from .outbox import outbox_publish
+    from feedback.platform.outbox import outbox_publish
 
     return outbox_publish()
 
@@ -28,6 +28,6 @@ def outbox_relay() -> int:
 @shared_task(name="feedback.tasks.throttle_windows_prune")
 def throttle_windows_prune() -> int:
     """Drop the rate-limit counters of windows that ended."""
-    from .throttle import throttle_windows_prune as prune
+    from feedback.platform.throttle import throttle_windows_prune as prune
 
     return prune()

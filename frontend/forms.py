@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.http import HttpRequest
 
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 
 def posted_int(value: str | None, default: int) -> int:

@@ -22,9 +22,9 @@ from annotation.rounds import (
     round_stats,
     rubric_detail,
 )
-from feedback.audit import audit_events
-from feedback.errors import DomainError
-from feedback.roles import Role
+from feedback.platform.audit import audit_events
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import Role
 from training.automation import automation_create, automation_stop, automation_validate
 from training.models import Automation
 

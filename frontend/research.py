@@ -28,7 +28,7 @@ from annotation.quality import (
     annotator_quality,
     disagreements,
 )
-from feedback.roles import Role, user_roles
+from feedback.platform.roles import Role, user_roles
 from training.models import DatasetSnapshot
 
 from .charts import bar_chart, interval_line_chart, stacked_bar_chart

@@ -25,8 +25,8 @@ from annotation.exports import (
 )
 from annotation.models import Rubric
 from annotation.pseudonyms import pseudonym_directory
-from feedback.errors import DomainError
 from feedback.models import PolicyVersion
+from feedback.platform.errors import DomainError
 
 PREVIEW_ROWS = 5
 

@@ -12,8 +12,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.safestring import mark_safe
 
-from feedback.rendering import render_untrusted
-from feedback.roles import Role
+from feedback.platform.rendering import render_untrusted
+from feedback.platform.roles import Role
 from training.models import DatasetSnapshot
 from training.snapshots import snapshot_datasheet_path
 

@@ -18,9 +18,9 @@ from annotation.gold import task_mark_gold, task_unmark_gold
 from annotation.models import ComparisonTask, Judgment, TaskCompletion
 from annotation.pseudonyms import usernames_by_id
 from annotation.quality import gold_pair_score, task_agreement
-from feedback.errors import DomainError
-from feedback.rendering import render_untrusted
-from feedback.roles import Role, user_roles
+from feedback.platform.errors import DomainError
+from feedback.platform.rendering import render_untrusted
+from feedback.platform.roles import Role, user_roles
 
 from .views import role_required
 

@@ -16,9 +16,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from annotation.rounds import round_pair_counts
-from feedback.errors import DomainError
-from feedback.policies import deployment_request, rollback_request
-from feedback.roles import Role
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import Role
+from feedback.serving.policies import deployment_request, rollback_request
 from training.gate import gate_request
 from training.models import DatasetSnapshot, GateEvaluation, TrainingRun
 from training.releases import (

@@ -21,9 +21,9 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
-from feedback.middleware import database_unavailable, is_database_outage
-from feedback.roles import Role, user_roles
-from feedback.throttle import login_rate_exceeded
+from feedback.platform.middleware import database_unavailable, is_database_outage
+from feedback.platform.roles import Role, user_roles
+from feedback.platform.throttle import login_rate_exceeded
 
 
 def role_required(

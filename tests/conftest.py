@@ -18,7 +18,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from feedback.roles import Role
+from feedback.platform.roles import Role
 
 from .factories import UserFactory
 
@@ -191,7 +191,7 @@ def tiny_model_path() -> str:
     """The tiny model (the demo's recipe, so the loop learns as it does there), under
     ARTIFACTS_DIR so a worker process finds it too; a relative path. Built once, then reused
     until its recipe or the synthetic task changes."""
-    from feedback.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
+    from feedback.serving.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
 
     relative = "models/tiny-llama-test"
     output = Path(settings.ARTIFACTS_DIR) / relative
@@ -203,6 +203,6 @@ def tiny_model_path() -> str:
 
 @pytest.fixture
 def tiny_policy(db: None, tiny_model_path: str) -> Any:
-    from feedback.policies import policy_register
+    from feedback.serving.policies import policy_register
 
     return policy_register(name="tiny-v0", base_model=tiny_model_path, activate_if_none=True)

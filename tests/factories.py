@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 
 from annotation.rounds import round_open_from_imported
 from feedback.models import Completion, PolicyVersion, Prompt, messages_hash
-from feedback.roles import Role, role_grant
+from feedback.platform.roles import Role, role_grant
 
 
 class UserFactory(factory.django.DjangoModelFactory):

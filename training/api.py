@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Round
-from feedback.errors import DomainError, error_schema
-from feedback.roles import IsAdmin
+from feedback.platform.errors import DomainError, error_schema
+from feedback.platform.roles import IsAdmin
 
 from .automation import automation_create, automation_stop
 from .gate import gate_request

@@ -10,7 +10,7 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self) -> None:
-        from feedback.signals import job_finished, judgment_recorded
+        from feedback.platform.signals import job_finished, judgment_recorded
 
         job_finished.connect(_job_finished, dispatch_uid="training.automation.job_finished")
         judgment_recorded.connect(_judgment_recorded, dispatch_uid="training.automation.judgment")

@@ -4,9 +4,10 @@
 creates the next stage's job (a training run, a gate, a round) and stores it on the row under the
 row's lock, so calling it twice, or from two workers, does the same work once. What calls it:
 
-* a judgment that brings the round to its required count (``feedback.signals.judgment_recorded``),
-* the end of every job it waits for (``feedback.signals.job_finished``: training runs, gates,
-  deployments, round generation),
+* a judgment that brings the round to its required count
+  (``feedback.platform.signals.judgment_recorded``),
+* the end of every job it waits for (``feedback.platform.signals.job_finished``: training runs,
+  gates, deployments, round generation),
 * a beat sweep every 15 s, which also picks up anything a lost message or a dead worker left.
 
 A failed stage stops the automation with the reason; the serving policy stays as it was, since
@@ -25,10 +26,10 @@ from django.utils import timezone
 from annotation.generation import round_open_for_policy
 from annotation.models import Round
 from annotation.rounds import round_close, round_progress
-from feedback.errors import DomainError
-from feedback.generation import Sampling
 from feedback.models import Deployment
-from feedback.outbox import outbox_enqueue
+from feedback.platform.errors import DomainError
+from feedback.platform.outbox import outbox_enqueue
+from feedback.serving.backends import Sampling
 
 from .gate import gate_request
 from .models import Automation, GateEvaluation, TrainingRun

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from feedback.generation import Generated, Messages, Target, require_safetensors
+from feedback.serving.backends import Generated, Messages, Target, require_safetensors
 
 Sample = tuple[Messages, Generated]
 

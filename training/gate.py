@@ -24,11 +24,17 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from feedback.errors import DomainError
-from feedback.generation import Generated, Sampling, get_backend, resolve_model_path, target_for
 from feedback.models import PolicyVersion, Prompt, messages_hash
-from feedback.outbox import outbox_enqueue
-from feedback.policies import deployment_request
+from feedback.platform.errors import DomainError
+from feedback.platform.outbox import outbox_enqueue
+from feedback.serving.backends import (
+    Generated,
+    Sampling,
+    get_backend,
+    resolve_model_path,
+    target_for,
+)
+from feedback.serving.policies import deployment_request
 
 from .drift import DriftUnavailable, kl_drift
 from .models import GateEvaluation, TrainingRun

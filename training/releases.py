@@ -2,8 +2,8 @@
 it, its latest gate, and what Deploy, Roll back and Run the gate would do now, each with the
 reason when it cannot; the deployment history; and one training run's candidate on its way out.
 
-The rules mirror the services' refusals (``feedback.policies``, ``training.gate``) so a page can
-disable a button with the reason instead of offering a click that is then refused.
+The rules mirror the services' refusals (``feedback.serving.policies``, ``training.gate``) so a
+page can disable a button with the reason instead of offering a click that is then refused.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from feedback.models import Deployment, PolicyVersion
-from feedback.policies import DEPLOYABLE
-from feedback.registry import policy_registry_info
+from feedback.serving.policies import DEPLOYABLE
+from feedback.serving.registry import policy_registry_info
 
 from .models import Automation, GateEvaluation, TrainingRun
 from .runs import overall_reward_runs

@@ -29,10 +29,10 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from annotation.rounds import rubric_current
-from feedback.errors import DomainError
-from feedback.generation import resolve_model_path
 from feedback.models import PolicyVersion, Prompt
-from feedback.outbox import outbox_enqueue
+from feedback.platform.errors import DomainError
+from feedback.platform.outbox import outbox_enqueue
+from feedback.serving.backends import resolve_model_path
 
 from .launch import needs_launch, train_launched
 from .models import DatasetSnapshot, TrainingRun

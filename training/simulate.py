@@ -36,11 +36,11 @@ from django.contrib.auth import get_user_model
 
 from annotation.generation import round_generate
 from annotation.models import Round
-from feedback import synthetic
-from feedback.generation import Sampling, get_backend, resolve_model_path, target_for
 from feedback.models import Deployment, PolicyVersion
-from feedback.policies import deployment_run
-from feedback.roles import Role, role_grant
+from feedback.platform.roles import Role, role_grant
+from feedback.serving import synthetic
+from feedback.serving.backends import Sampling, get_backend, resolve_model_path, target_for
+from feedback.serving.policies import deployment_run
 
 from .automation import automation_advance
 from .gate import gate_evaluate

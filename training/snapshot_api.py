@@ -25,9 +25,9 @@ from rest_framework.views import APIView
 
 from annotation.api.common import query_params_checked
 from annotation.rounds import rubric_current
-from feedback.errors import DomainError, error_schema
-from feedback.parsers import MultiPartParser
-from feedback.roles import IsAdmin, IsResearcherOrAdmin, Role, user_has_role
+from feedback.platform.errors import DomainError, error_schema
+from feedback.platform.parsers import MultiPartParser
+from feedback.platform.roles import IsAdmin, IsResearcherOrAdmin, Role, user_has_role
 
 from .models import DatasetSnapshot
 from .snapshots import (

@@ -30,7 +30,7 @@ from annotation.exports import (
     preference_rows,
 )
 from annotation.models import Demonstration
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 from .datasheet import datasheet_write
 from .models import DatasetSnapshot

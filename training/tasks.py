@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from feedback.signals import job_finished
+from feedback.platform.signals import job_finished
 
 
 @shared_task(name="training.tasks.training_run_execute", acks_late=True)

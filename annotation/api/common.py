@@ -8,8 +8,8 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.request import Request
 
-from feedback.errors import DomainError, error_schema
-from feedback.rendering import render_untrusted
+from feedback.platform.errors import DomainError, error_schema
+from feedback.platform.rendering import render_untrusted
 
 from ..models import Rubric
 

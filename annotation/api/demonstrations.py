@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.models import Completion, Prompt
-from feedback.rendering import render_untrusted
-from feedback.roles import IsAnnotator
+from feedback.platform.rendering import render_untrusted
+from feedback.platform.roles import IsAnnotator
 
 from ..demonstrations import (
     TEXT_MAX_CHARS,

@@ -12,8 +12,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from feedback.errors import DomainError
-from feedback.roles import IsResearcherOrAdmin, Role, user_has_role
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
 
 from ..exports import (
     CONSENSUS_RULES,

@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.errors import DomainError
-from feedback.roles import IsAdmin
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import IsAdmin
 
 from ..gold import task_mark_gold, task_unmark_gold
 from ..models import ComparisonTask

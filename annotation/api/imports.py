@@ -13,9 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.errors import DomainError
-from feedback.parsers import MultiPartParser
-from feedback.roles import IsAdmin
+from feedback.platform.errors import DomainError
+from feedback.platform.parsers import MultiPartParser
+from feedback.platform.roles import IsAdmin
 
 from ..imports import prompts_import
 from .common import ERROR, query_params_checked

@@ -16,8 +16,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.errors import DomainError
-from feedback.roles import IsResearcherOrAdmin, Role, user_has_role
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
 
 from ..exports import annotator_pseudonym
 from ..models import Round

@@ -8,9 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.errors import DomainError
-from feedback.generation import Sampling
-from feedback.roles import IsAdmin
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import IsAdmin
+from feedback.serving.backends import Sampling
 
 from ..generation import round_open_for_policy
 from ..gold import round_set_gold_rate

@@ -13,10 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.errors import DomainError
-from feedback.rendering import render_untrusted
-from feedback.roles import IsAnnotator
-from feedback.throttle import LeaseThrottle
+from feedback.platform.errors import DomainError
+from feedback.platform.rendering import render_untrusted
+from feedback.platform.roles import IsAnnotator
+from feedback.platform.throttle import LeaseThrottle
 
 from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
 from ..judgments import judgment_submit

@@ -68,9 +68,9 @@ def main() -> None:
     from django.conf import settings
     from vllm import LLM, SamplingParams
 
-    from feedback import synthetic
-    from feedback.generation import Sampling, Target, get_backend
-    from feedback.tiny_model import build_tiny_model
+    from feedback.serving import synthetic
+    from feedback.serving.backends import Sampling, Target, get_backend
+    from feedback.serving.tiny_model import build_tiny_model
 
     assert torch.cuda.is_available(), "this check needs a CUDA device"
     model = args.model
@@ -91,7 +91,7 @@ def main() -> None:
     baseline = tokens / (time.perf_counter() - began)
     rows.append(("vLLM alone", baseline))
 
-    from feedback.generation import vllm_backend
+    from feedback.serving.backends import vllm_backend
 
     vllm_backend._ENGINES[model] = engine  # share the loaded engine with the platform backend
     backend = get_backend("vllm")

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
-from feedback.rendering import render_untrusted
+from feedback.platform.rendering import render_untrusted
 
 register = template.Library()
 
@@ -51,5 +51,6 @@ def took(start: datetime | None, end: datetime | None) -> str:
 
 @register.filter
 def markdown(text: str | None) -> SafeString:
-    """Markdown to sanitized HTML (``feedback.rendering``): raw HTML off, an allow-list after."""
+    """Markdown to sanitized HTML (``feedback.platform.rendering``): raw HTML off, then an
+    allow-list."""
     return mark_safe(render_untrusted(text or ""))  # sanitized by render_untrusted

@@ -39,9 +39,9 @@ from annotation.imports import prompts_import
 from annotation.models import Demonstration, Judgment
 from annotation.quality import annotator_trust_scores
 from annotation.rounds import round_open_from_imported
-from feedback.errors import DomainError
 from feedback.models import Completion
-from feedback.roles import Role, role_grant
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import Role, role_grant
 
 from .helpers import lease, submit_url
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from annotation.export_jobs import export_job_run, export_jobs_recover
 from annotation.exports import annotator_pseudonym
 from annotation.models import ExportJob, Judgment
-from feedback.roles import Role
+from feedback.platform.roles import Role
 
 from ..factories import open_round
 from .helpers import lease, submit_url, valid_body

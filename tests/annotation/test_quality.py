@@ -26,8 +26,8 @@ from annotation.quality import (
     task_agreement,
     wilson_estimate,
 )
-from feedback.errors import DomainError
-from feedback.roles import Role
+from feedback.platform.errors import DomainError
+from feedback.platform.roles import Role
 
 from ..factories import open_round
 

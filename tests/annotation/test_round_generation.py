@@ -15,9 +15,9 @@ from annotation.generation import round_generate, round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import ComparisonTask, Round, TaskCompletion
 from annotation.tasks import round_generate as round_generate_task
-from feedback import synthetic
-from feedback.generation import BackendUnavailable
 from feedback.models import Completion
+from feedback.serving import synthetic
+from feedback.serving.backends import BackendUnavailable
 
 from ..factories import open_round
 from ..test_demo import free_port

@@ -21,9 +21,9 @@ from annotation.generation import round_open_for_policy, rounds_generation_recov
 from annotation.models import Assignment, ComparisonTask, Round, TaskCompletion
 from annotation.tasks import leases_expire
 from annotation.tasks import round_generate as round_generate_task
-from feedback.generation import Sampling
 from feedback.models import Completion
-from feedback.roles import Role
+from feedback.platform.roles import Role
+from feedback.serving.backends import Sampling
 
 from ..annotation.helpers import lease
 from ..annotation.test_round_generation import assert_complete_tasks_only, synthetic_prompts

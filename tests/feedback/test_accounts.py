@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from feedback.roles import Role, user_roles
+from feedback.platform.roles import Role, user_roles
 
 pytestmark = pytest.mark.django_db
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from feedback.generation import (
+from feedback.serving.backends import (
     BackendUnavailable,
     model_server_check,
     require_safetensors,
     resolve_model_path,
 )
-from feedback.generation.openai_backend import OpenAIBackend
+from feedback.serving.backends.openai_backend import OpenAIBackend
 
 
 def test_model_references_stay_under_the_allowed_roots(settings, tmp_path):

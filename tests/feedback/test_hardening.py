@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from feedback.models import AuditEvent
-from feedback.roles import Role
+from feedback.platform.roles import Role
 
 from ..conftest import ROOT, client_for
 from ..factories import open_round

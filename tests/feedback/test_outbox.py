@@ -18,7 +18,7 @@ from django.conf import settings
 
 from annotation.models import ExportJob
 from feedback.models import OutboxMessage
-from feedback.outbox import outbox_pending_count, outbox_publish
+from feedback.platform.outbox import outbox_pending_count, outbox_publish
 
 from ..conftest import REQUIRE_SERVICES, ROOT, WORKER_COMMAND, database_url
 

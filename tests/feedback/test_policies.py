@@ -8,7 +8,7 @@ import pytest
 
 from annotation.generation import round_generate, round_open_for_policy
 from feedback.models import Completion, Deployment, PolicyVersion
-from feedback.policies import deployment_run, policy_register
+from feedback.serving.policies import deployment_run, policy_register
 
 from ..annotation.test_round_generation import synthetic_prompts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedback.registry import (
+from feedback.serving.registry import (
     GIB,
     Architecture,
     estimate_memory,

@@ -12,9 +12,9 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from feedback import synthetic
 from feedback.models import PolicyVersion
-from feedback.tiny_model import TinyRecipe, build_tiny_model
+from feedback.serving import synthetic
+from feedback.serving.tiny_model import TinyRecipe, build_tiny_model
 
 
 def weights_sha(folder: Path) -> str:

@@ -120,7 +120,7 @@ def test_admin_deploys_a_version_from_the_policies_page(
     sign_in, page, admin, tiny_policy, celery_worker_process
 ):
     from feedback.models import Deployment, PolicyVersion
-    from feedback.policies import policy_register
+    from feedback.serving.policies import policy_register
     from feedback.tasks import deployment_run
 
     v1 = policy_register(name="tiny-v1", base_model=tiny_policy.base_model, parent=tiny_policy)
@@ -206,7 +206,7 @@ def test_admin_starts_a_reward_run_and_watches_it(
 def test_admin_opens_a_round_that_advances_by_itself_and_stops_the_next(
     sign_in, page, admin, annotator, api, tiny_policy, screenshot
 ):
-    from feedback import synthetic
+    from feedback.serving import synthetic
     from training.models import Automation
     from training.simulate import jobs_run_here
 

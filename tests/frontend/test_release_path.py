@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from annotation.exports import judgments_for_export, preference_rows
 from feedback.models import Deployment, PolicyVersion
-from feedback.policies import policy_register
+from feedback.serving.policies import policy_register
 from training.models import GateEvaluation, TrainingRun
 
 from ..annotation.helpers import lease, submit_url, valid_body

@@ -21,7 +21,7 @@ from annotation.gold import task_mark_gold
 from annotation.models import ComparisonTask, Judgment
 from annotation.rounds import round_close
 from feedback.models import Completion
-from feedback.roles import Role
+from feedback.platform.roles import Role
 from training.models import DatasetSnapshot
 from training.snapshots import snapshot_create_preference
 

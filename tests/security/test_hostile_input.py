@@ -25,7 +25,7 @@ from annotation.judgments import ALLOWED_KEYS, TIME_SPENT_MAX_MS, body_sha256, j
 from annotation.models import Assignment, Demonstration, ExportJob, Judgment, Round, Rubric
 from annotation.pairs import ranking_to_pairs
 from feedback.models import PolicyVersion, Prompt
-from feedback.parsers import KEY_REASONS, NUL, SURROGATE, JSONParser, unstorable_strings
+from feedback.platform.parsers import KEY_REASONS, NUL, SURROGATE, JSONParser, unstorable_strings
 
 from ..annotation.helpers import lease, skip_url, submit_url, valid_body
 from ..factories import open_round, prompts_with_completions

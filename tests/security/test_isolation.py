@@ -31,8 +31,8 @@ from rest_framework.views import APIView
 from annotation.export_jobs import export_job_create
 from annotation.models import Assignment, Demonstration, ExportJob, Judgment, Round
 from feedback.models import Deployment, PolicyVersion, Prompt
-from feedback.policies import deployment_request
-from feedback.roles import Role
+from feedback.platform.roles import Role
+from feedback.serving.policies import deployment_request
 from training.automation import automation_create
 from training.models import Automation, DatasetSnapshot, GateEvaluation, TrainingRun
 from training.runs import training_run_cancel, training_run_create

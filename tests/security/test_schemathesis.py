@@ -27,7 +27,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from feedback.models import PolicyVersion
-from feedback.roles import Role
+from feedback.platform.roles import Role
 
 from ..factories import open_round
 

@@ -16,7 +16,7 @@ import pytest
 
 from annotation.models import ComparisonTask, Round
 from feedback.models import PolicyVersion
-from feedback.roles import Role
+from feedback.platform.roles import Role
 from training.models import DatasetSnapshot, TrainingRun
 
 from ..annotation.helpers import lease, submit_url, valid_body

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from annotation.models import Round
-from feedback import synthetic
 from feedback.models import Deployment, PolicyVersion
+from feedback.serving import synthetic
 from training.automation import automation_advance
 from training.models import Automation, TrainingRun
 from training.simulate import (

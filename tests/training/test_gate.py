@@ -12,10 +12,10 @@ import pytest
 from django.test import Client
 
 from annotation.models import Round
-from feedback.errors import DomainError
-from feedback.generation import Generated
 from feedback.models import Deployment, PolicyVersion
-from feedback.policies import policy_register
+from feedback.platform.errors import DomainError
+from feedback.serving.backends import Generated
+from feedback.serving.policies import policy_register
 from training.gate import _drift, gate_evaluate, gate_request
 from training.models import Automation, GateEvaluation, TrainingRun
 from training.runs import training_run_execute

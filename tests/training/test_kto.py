@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from feedback import synthetic
-from feedback.generation import target_for
+from feedback.serving import synthetic
+from feedback.serving.backends import target_for
 from training.drift import _load, _log_probs
 from training.runs import training_run_execute
 

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from annotation.imports import prompts_import
 from annotation.rounds import round_open_from_imported
-from feedback import synthetic
+from feedback.serving import synthetic
 from training.models import TrainingRun
 from training.runs import training_run_execute
 from training.simulate import oracle_win_rate
@@ -167,7 +167,7 @@ def test_a_dpo_run_registers_a_candidate_that_can_be_deployed_and_serve(
 ):
     from annotation.generation import round_generate, round_open_for_policy
     from feedback.models import Completion, PolicyVersion
-    from feedback.policies import deployment_run
+    from feedback.serving.policies import deployment_run
 
     number = judged_round(api, annotator, n=12)
     recipe = {"learning_rate": 0.0005, "max_steps": 4, "per_device_train_batch_size": 8}

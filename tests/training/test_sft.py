@@ -9,7 +9,7 @@ import random
 
 from annotation.imports import prompts_import
 from annotation.rounds import round_open_from_imported
-from feedback import synthetic
+from feedback.serving import synthetic
 from training.models import TrainingRun
 from training.runs import training_run_execute
 from training.simulate import oracle_quality

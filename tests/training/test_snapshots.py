@@ -12,7 +12,7 @@ from django.conf import settings
 
 from annotation.imports import prompts_import
 from annotation.rounds import round_open_from_imported
-from feedback import synthetic
+from feedback.serving import synthetic
 from training.models import DatasetSnapshot
 from training.snapshots import is_eval
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from feedback.generation import require_safetensors
+from feedback.serving.backends import require_safetensors
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from feedback.generation import require_safetensors
+from feedback.serving.backends import require_safetensors
 
 from .common import (
     RecipeBase,

@@ -19,7 +19,7 @@ from annotation.exports import (
     export_prepare,
     export_source_count,
 )
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 # Options named after ExportFilters' fields; the repeatable ones collect a list.
 FILTER_OPTIONS = (

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from annotation.imports import prompts_import
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 
 class Command(BaseCommand):

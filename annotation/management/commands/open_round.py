@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.rounds import round_open_from_imported
-from feedback.errors import DomainError
+from feedback.platform.errors import DomainError
 
 
 class Command(BaseCommand):

@@ -22,10 +22,10 @@ from annotation.generation import round_generate, round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import Round
 from annotation.rounds import round_open_from_imported
-from feedback import synthetic
-from feedback.generation import Sampling
 from feedback.models import PolicyVersion
-from feedback.roles import Role, role_grant
+from feedback.platform.roles import Role, role_grant
+from feedback.serving import synthetic
+from feedback.serving.backends import Sampling
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "data" / "demo_prompts.jsonl"
 DEMO_PASSWORD = "demo"

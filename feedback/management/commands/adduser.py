@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from feedback.roles import Role, role_grant
+from feedback.platform.roles import Role, role_grant
 
 
 class Command(BaseCommand):

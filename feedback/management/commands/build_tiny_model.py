@@ -9,8 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from feedback.policies import policy_register
-from feedback.tiny_model import TinyRecipe, build_tiny_model
+from feedback.serving.policies import policy_register
+from feedback.serving.tiny_model import TinyRecipe, build_tiny_model
 
 
 class Command(BaseCommand):

@@ -19,9 +19,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
-from .models import AuditEvent
-from .roles import Role, user_has_role
-from .throttle import client_ip
+from feedback.models import AuditEvent
+from feedback.platform.roles import Role, user_has_role
+from feedback.platform.throttle import client_ip
 
 log = logging.getLogger(__name__)
 

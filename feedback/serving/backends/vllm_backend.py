@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import BackendUnavailable, Generated, Messages, Sampling, Target
+from feedback.serving.backends import BackendUnavailable, Generated, Messages, Sampling, Target
 
 _ENGINES: dict[str, Any] = {}
 

@@ -6,7 +6,14 @@ import threading
 import time
 from typing import Any
 
-from . import BackendUnavailable, Generated, Messages, Sampling, Target, require_safetensors
+from feedback.serving.backends import (
+    BackendUnavailable,
+    Generated,
+    Messages,
+    Sampling,
+    Target,
+    require_safetensors,
+)
 
 _CACHE: dict[tuple[str, str | None], tuple[Any, Any]] = {}
 _LOCK = threading.Lock()

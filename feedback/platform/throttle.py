@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.throttling import BaseThrottle
 
-from .models import ThrottleWindow
+from feedback.models import ThrottleWindow
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -154,15 +154,15 @@ def model_server_check(url: str) -> str:
 def get_backend(name: str | None = None, **options: Any) -> Backend:
     name = name or settings.GENERATION_BACKEND
     if name == "transformers":
-        from .transformers_backend import TransformersBackend
+        from feedback.serving.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(**options)
     if name == "openai":
-        from .openai_backend import OpenAIBackend
+        from feedback.serving.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(**options)
     if name == "vllm":
-        from .vllm_backend import VLLMBackend
+        from feedback.serving.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(**options)
     raise BackendUnavailable(f"Unknown generation backend {name!r}: transformers, openai or vllm.")

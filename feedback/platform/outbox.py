@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .models import OutboxMessage
+from feedback.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .errors import DomainError
-from .models import Deployment, PolicyVersion
-from .outbox import outbox_enqueue
+from feedback.models import Deployment, PolicyVersion
+from feedback.platform.errors import DomainError
+from feedback.platform.outbox import outbox_enqueue
 
 DEPLOYABLE = {PolicyVersion.Status.CANDIDATE, PolicyVersion.Status.RETIRED}
 
@@ -104,7 +104,7 @@ def _enqueue(deployment_id: int) -> None:
 
 def deployment_run(*, deployment_id: int) -> Deployment:
     """Check the new version answers, then switch. Idempotent: a finished deployment is left be."""
-    from .generation import BackendUnavailable, get_backend, target_for
+    from feedback.serving.backends import BackendUnavailable, get_backend, target_for
 
     deployment = Deployment.objects.select_related("policy_version").get(pk=deployment_id)
     if deployment.status != Deployment.Status.PENDING:

@@ -8,7 +8,14 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from . import BackendUnavailable, Generated, Messages, Sampling, Target, model_server_check
+from feedback.serving.backends import (
+    BackendUnavailable,
+    Generated,
+    Messages,
+    Sampling,
+    Target,
+    model_server_check,
+)
 
 RETRYABLE = {429, 500, 502, 503, 504}
 
