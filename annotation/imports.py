@@ -25,6 +25,7 @@ from django.db.models import Max
 
 from feedback.models import Completion, PolicyVersion, Prompt, messages_hash
 from feedback.platform.errors import DomainError
+from feedback.serving.policies import policy_register
 
 LINE_KEYS = ("messages", "prompt", "completions", "tags", "safety", "source")
 ROLES = ("system", "user", "assistant")
@@ -231,9 +232,7 @@ def _write(parsed: list[ParsedLine], report: ImportReport) -> None:
     models = {model for pairs in wanted.values() for model, _ in pairs}
     policies = {p.name: p.pk for p in PolicyVersion.objects.filter(name__in=models)}
     for name in sorted(models - set(policies)):
-        policies[name] = PolicyVersion.objects.create(
-            name=name, status=PolicyVersion.Status.EXTERNAL
-        ).pk
+        policies[name] = policy_register(name=name, status=PolicyVersion.Status.EXTERNAL).pk
 
     # What is stored already for prompts that existed: texts to skip, and the next sample index.
     seen: set[tuple[int, int, str]] = set()

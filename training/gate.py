@@ -34,7 +34,7 @@ from feedback.serving.backends import (
     resolve_model_path,
     target_for,
 )
-from feedback.serving.policies import deployment_request
+from feedback.serving.policies import deployment_request, policy_active
 
 from .drift import DriftUnavailable, kl_drift
 from .models import GateEvaluation, TrainingRun
@@ -63,7 +63,7 @@ def gate_request(
     if candidate.status != PolicyVersion.Status.CANDIDATE:
         raise DomainError(f"{candidate.name} is {candidate.status}, not a candidate.", status=409,
                           code="not_candidate")  # fmt: skip
-    baseline = PolicyVersion.objects.filter(status=PolicyVersion.Status.ACTIVE).first()
+    baseline = policy_active()
     if baseline is None:
         raise DomainError("No active policy to compare with.", code="no_active_policy", status=409)
     runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded")

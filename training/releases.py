@@ -15,7 +15,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from feedback.models import Deployment, PolicyVersion
-from feedback.serving.policies import DEPLOYABLE
+from feedback.serving.policies import DEPLOYABLE, policy_active
 from feedback.serving.registry import policy_registry_info
 
 from .models import Automation, GateEvaluation, TrainingRun
@@ -130,7 +130,7 @@ def policy_rows(*, policies: QuerySet[PolicyVersion] | None = None) -> list[Poli
         g.candidate_id: g for g in GateEvaluation.objects.filter(candidate__in=ids).order_by("id")
     }
     busy = _pending_deployment()
-    has_active = PolicyVersion.objects.filter(status=PolicyVersion.Status.ACTIVE).exists()
+    has_active = policy_active() is not None
     has_judge = overall_reward_runs().exists()
     rows = []
     for policy in policies:
@@ -163,7 +163,7 @@ def deployment_history(
             candidate__in=[d.policy_version_id for d in deployments],
         ).values_list("candidate_id", flat=True)
     )
-    active = PolicyVersion.objects.filter(status=PolicyVersion.Status.ACTIVE).first()
+    active = policy_active()
     rows = []
     for d in deployments:
         if d.requested_by is not None:

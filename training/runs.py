@@ -33,6 +33,7 @@ from feedback.models import PolicyVersion, Prompt
 from feedback.platform.errors import DomainError
 from feedback.platform.outbox import outbox_enqueue
 from feedback.serving.backends import resolve_model_path
+from feedback.serving.policies import policy_active, policy_register
 
 from .launch import needs_launch, train_launched
 from .models import DatasetSnapshot, TrainingRun
@@ -140,11 +141,10 @@ def training_run_create(
             f"recipe.axis: one of {', '.join(keys)}.",
             fields={"recipe.axis": [f"One of the rubric's axes: {', '.join(keys)}."]},
         )
-    policies = PolicyVersion.objects.all()
     base = (
-        policies.filter(pk=base_policy_id).first()
+        PolicyVersion.objects.filter(pk=base_policy_id).first()
         if base_policy_id
-        else policies.filter(status=PolicyVersion.Status.ACTIVE).first()
+        else policy_active()
     )
     if base is None:
         raise DomainError("No such base policy.", fields={"base_policy": ["No such policy."]})
@@ -387,12 +387,11 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
             base_model = str(weights.relative_to(root))
         else:
             base_model, adapter = base.base_model, str(model.relative_to(root))
-        produced = PolicyVersion.objects.create(
+        produced = policy_register(
             name=f"{_LINEAGE_SUFFIX.sub('', base.name)}-{run.kind}-run{run.pk}",
             base_model=base_model,
             adapter_path=adapter,
             parent=base,
-            status=PolicyVersion.Status.CANDIDATE,
         )
     TrainingRun.objects.filter(pk=run.pk).update(
         produced_policy=produced,

@@ -37,10 +37,11 @@ from django.contrib.auth import get_user_model
 from annotation.generation import round_generate
 from annotation.models import Round
 from feedback.models import Deployment, PolicyVersion
+from feedback.platform.errors import DomainError
 from feedback.platform.roles import Role, role_grant
 from feedback.serving import synthetic
 from feedback.serving.backends import Sampling, get_backend, resolve_model_path, target_for
-from feedback.serving.policies import deployment_run
+from feedback.serving.policies import deployment_run, policy_active
 
 from .automation import automation_advance
 from .gate import gate_evaluate
@@ -331,7 +332,12 @@ def simulate(
 
     judge_name, judge_fn = judge_load(judge=judge, reward_run_id=judge_reward_run, noise=noise)
     rng = random.Random(seed)
-    round0 = PolicyVersion.objects.get(status=PolicyVersion.Status.ACTIVE)
+    round0 = policy_active()
+    if round0 is None:
+        raise DomainError(
+            "No policy is active: run `manage.py build_tiny_model` first (it registers the tiny "
+            "model and makes it active)."
+        )
     held_out = synthetic.prompts(eval_prompts, seed=seed + 10_000)
     tag = f"simulate-{seed}-{secrets.token_hex(3)}"
     wanted = rounds * prompts_per_round
@@ -399,7 +405,7 @@ def simulate(
         row_obj = Automation.objects.select_related(
             "reward_run", "policy_run", "gate", "snapshot"
         ).get(pk=automation["id"])
-        serving = PolicyVersion.objects.get(status=PolicyVersion.Status.ACTIVE)
+        serving = policy_active()
         mark = time.perf_counter()
         row = {
             "round": number,

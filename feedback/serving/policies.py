@@ -21,19 +21,32 @@ from feedback.platform.outbox import outbox_enqueue
 DEPLOYABLE = {PolicyVersion.Status.CANDIDATE, PolicyVersion.Status.RETIRED}
 
 
+def policy_active() -> PolicyVersion | None:
+    """The version that serves now (at most one is active: a partial unique index says so)."""
+    return PolicyVersion.objects.filter(status=PolicyVersion.Status.ACTIVE).first()
+
+
 def policy_register(
     *,
     name: str,
-    base_model: str,
+    base_model: str = "",
     adapter_path: str = "",
     parent: PolicyVersion | None = None,
+    status: str = PolicyVersion.Status.CANDIDATE,
     activate_if_none: bool = False,
 ) -> PolicyVersion:
-    """Add a version (or return the one with this name); the first can become active at once."""
+    """Add a version (or return the one with this name): every PolicyVersion is made here, by
+    the tiny model's build, a training run's result and imported completions' model names. The
+    first can become active at once."""
     with transaction.atomic():
         policy, _ = PolicyVersion.objects.get_or_create(
             name=name,
-            defaults={"base_model": base_model, "adapter_path": adapter_path, "parent": parent},
+            defaults={
+                "base_model": base_model,
+                "adapter_path": adapter_path,
+                "parent": parent,
+                "status": status,
+            },
         )
         if (
             activate_if_none

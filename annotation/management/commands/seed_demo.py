@@ -22,10 +22,10 @@ from annotation.generation import round_generate, round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import Round
 from annotation.rounds import round_open_from_imported
-from feedback.models import PolicyVersion
 from feedback.platform.roles import Role, role_grant
 from feedback.serving import synthetic
 from feedback.serving.backends import Sampling
+from feedback.serving.policies import policy_active
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "data" / "demo_prompts.jsonl"
 DEMO_PASSWORD = "demo"
@@ -41,7 +41,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.PRODUCTION:
             raise CommandError("The demo accounts have a known password; not under production.")
-        if not PolicyVersion.objects.filter(status=PolicyVersion.Status.ACTIVE).exists():
+        if policy_active() is None:
             call_command("build_tiny_model", stdout=self.stdout, stderr=self.stderr)
         User = get_user_model()
         with transaction.atomic():
