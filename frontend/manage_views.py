@@ -9,12 +9,11 @@ from typing import Any
 from django.contrib import messages
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.generation import round_open_for_policy
 from annotation.imports import prompts_import
-from annotation.models import Round
 from annotation.rounds import (
     round_close,
     round_open_from_imported,
@@ -22,11 +21,13 @@ from annotation.rounds import (
     round_stats,
     rubric_detail,
 )
+from annotation.selectors import round_get, round_list
 from feedback.platform.audit import audit_events
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import Role
 from training.automation import automation_create, automation_stop, automation_validate
 from training.models import Automation
+from training.selectors import automation_of_round
 
 from .forms import posted_int, posted_json_object
 from .views import role_required
@@ -34,7 +35,7 @@ from .views import role_required
 
 @role_required(Role.ADMIN)
 def manage(request: HttpRequest) -> HttpResponse:
-    rounds = Round.objects.select_related("rubric").order_by("-number")
+    rounds = round_list()
     return render(
         request,
         "frontend/manage.html",
@@ -128,7 +129,9 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
 
 @role_required(Role.ADMIN)
 def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
-    round_ = get_object_or_404(Round.objects.select_related("rubric"), pk=round_id)
+    round_ = round_get(round_id=round_id)
+    if round_ is None:
+        raise Http404(f"No round {round_id}.")
     stats = round_stats(round_=round_)
     peak = max([row["n"] for row in stats["per_hour"]] + [1])
     bars = [
@@ -143,13 +146,7 @@ def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
     offset = 0
     for state in states:
         state["x"], offset = offset, offset + state["width"]
-    automation = (
-        Automation.objects.select_related(
-            "reward_run", "policy_run__produced_policy", "gate", "deployment", "next_round"
-        )
-        .filter(round=round_)
-        .first()
-    )
+    automation = automation_of_round(round_id=round_.pk)
     return render(
         request,
         "frontend/manage_round.html",
@@ -196,7 +193,9 @@ def _automation_stages(automation: Automation | None) -> list[dict[str, Any]]:
 @require_POST
 @role_required(Role.ADMIN)
 def manage_round_stop(request: HttpRequest, round_id: int) -> HttpResponse:
-    automation = get_object_or_404(Automation, round_id=round_id)
+    automation = automation_of_round(round_id=round_id)
+    if automation is None:
+        raise Http404(f"Round {round_id} has no automation.")
     automation = automation_stop(automation_id=automation.pk)
     messages.success(
         request,

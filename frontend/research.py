@@ -6,17 +6,15 @@ section is empty when it is. A task's page is ``research_tasks``, a snapshot's
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 
 from annotation.exports import annotator_pseudonym
-from annotation.models import ComparisonTask, Judgment, Round, Rubric
+from annotation.models import Rubric
 from annotation.progress import round_overlap
 from annotation.pseudonyms import usernames_by_id
 from annotation.quality import (
@@ -28,8 +26,15 @@ from annotation.quality import (
     annotator_quality,
     disagreements,
 )
+from annotation.selectors import (
+    flags_by_day,
+    round_numbers,
+    rubrics_of_rounds,
+    score_distribution,
+    task_prompts,
+)
 from feedback.platform.roles import Role, user_roles
-from training.models import DatasetSnapshot
+from training.selectors import snapshot_list
 
 from .charts import bar_chart, interval_line_chart, stacked_bar_chart
 from .research_export import export_section
@@ -43,20 +48,13 @@ ALPHA = "\N{GREEK SMALL LETTER ALPHA}"
 
 
 def _chosen_rounds(request: HttpRequest) -> tuple[list[int], list[int]]:
-    all_rounds = list(Round.objects.order_by("number").values_list("number", flat=True))
+    all_rounds = round_numbers()
     chosen = [
         int(r)
         for r in request.GET.getlist("round")
         if r.isascii() and r.isdigit() and int(r) in all_rounds
     ]
     return all_rounds, chosen
-
-
-def _rubrics(rounds: list[int] | None) -> list[Rubric]:
-    """The rubrics the rounds were judged under (the newest one when there are no rounds)."""
-    used = Round.objects.filter(number__in=rounds) if rounds else Round.objects.all()
-    rubrics = list(Rubric.objects.filter(rounds__in=used).distinct().order_by("id"))
-    return rubrics or list(Rubric.objects.order_by("-id")[:1])
 
 
 def _axes(rubrics: list[Rubric]) -> list[dict[str, Any]]:
@@ -124,25 +122,10 @@ def _agreement_section(*, rounds: list[int], axes: list[dict[str, Any]]) -> dict
     }
 
 
-def _score_distribution(*, rounds: list[int] | None) -> dict[str, Counter[int]]:
-    """How often each score was given on each axis: {axis: {score: count}} over every
-    completion of every judgment in the rounds. One pass over the scores column, so it works
-    on SQLite as on PostgreSQL."""
-    judgments = Judgment.objects.all()
-    if rounds:
-        judgments = judgments.filter(task__round__number__in=rounds)
-    counts: dict[str, Counter[int]] = defaultdict(Counter)
-    for scores in judgments.values_list("scores", flat=True).iterator(chunk_size=2000):
-        for per_axis in scores.values():
-            for axis, score in per_axis.items():
-                counts[axis][score] += 1
-    return counts
-
-
 def _distribution_section(
     *, rounds: list[int] | None, axes: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    counts = _score_distribution(rounds=rounds)
+    counts = score_distribution(rounds=rounds)
     out = []
     for axis in axes:
         scale = list(range(int(axis["min"]), int(axis["max"]) + 1))
@@ -163,20 +146,8 @@ def _distribution_section(
     return out
 
 
-def _flags_by_day(*, rounds: list[int] | None) -> dict[date, Counter[str]]:
-    """Per day (UTC), how many judgments raised each flag."""
-    judgments = Judgment.objects.exclude(flags=[])
-    if rounds:
-        judgments = judgments.filter(task__round__number__in=rounds)
-    days: dict[date, Counter[str]] = defaultdict(Counter)
-    rows = judgments.values_list("created_at", "flags").iterator(chunk_size=2000)
-    for created_at, flags in rows:
-        days[timezone.localtime(created_at).date()].update(set(flags))
-    return days
-
-
 def _flags_section(*, rounds: list[int] | None, rubrics: list[Rubric]) -> dict[str, Any]:
-    by_day = _flags_by_day(rounds=rounds)
+    by_day = flags_by_day(rounds=rounds)
     if not by_day:
         return {"flags_chart": None, "flag_rows": [], "flag_labels": []}
     last = max(by_day)
@@ -237,11 +208,7 @@ def _overlap_reasons(*, rounds: list[int] | None) -> dict[str, Any]:
 def _disagreement_rows(*, rounds: list[int] | None) -> list[dict[str, Any]]:
     # Tasks on which everyone agreed are not disagreements, however low they sort.
     found = [d for d in disagreements(rounds=rounds, limit=DISAGREEMENT_ROWS) if d.agreement < 1]
-    prompts = dict(
-        ComparisonTask.objects.filter(pk__in=[d.task_id for d in found]).values_list(
-            "pk", "prompt__messages"
-        )
-    )
+    prompts = task_prompts(task_ids=[d.task_id for d in found])
     return [
         {
             "task_id": d.task_id,
@@ -262,7 +229,7 @@ def _last_user_turn(messages: list[dict[str, str]]) -> str:
 def research(request: HttpRequest) -> HttpResponse:
     all_rounds, chosen = _chosen_rounds(request)
     rounds = chosen or None
-    rubrics = _rubrics(rounds)
+    rubrics = rubrics_of_rounds(rounds=rounds)
     axes = _axes(rubrics)
     is_admin = Role.ADMIN in user_roles(request.user)
     return render(
@@ -286,6 +253,6 @@ def research(request: HttpRequest) -> HttpResponse:
             },
             "disagreements": _disagreement_rows(rounds=rounds),
             **export_section(request, chosen=chosen, rubrics=rubrics, axes=axes, names=is_admin),
-            "snapshots": DatasetSnapshot.objects.order_by("-id")[:SNAPSHOT_ROWS],
+            "snapshots": snapshot_list()[:SNAPSHOT_ROWS],
         },
     )

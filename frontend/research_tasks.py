@@ -8,16 +8,17 @@ from typing import Any
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from annotation.consensus import task_consensus
 from annotation.exports import annotator_pseudonym
 from annotation.gold import task_mark_gold, task_unmark_gold
-from annotation.models import ComparisonTask, Judgment, TaskCompletion
+from annotation.models import ComparisonTask, Judgment
 from annotation.pseudonyms import usernames_by_id
 from annotation.quality import gold_pair_score, task_agreement
+from annotation.selectors import task_completion_ids, task_get, task_judgments, task_slots
 from feedback.platform.errors import DomainError
 from feedback.platform.rendering import render_untrusted
 from feedback.platform.roles import Role, user_roles
@@ -60,11 +61,11 @@ def _parse_ranking(text: str, completion_ids: list[int]) -> list[list[int]]:
 
 
 def _task_context(task: ComparisonTask, *, names: bool) -> dict[str, Any]:
-    slots = list(task.slots.select_related("completion__policy_version").order_by("position"))
+    slots = task_slots(task=task)
     ids = [slot.completion_id for slot in slots]
     letter = dict(zip(ids, LETTERS, strict=False))
     rubric = task.round.rubric
-    judgments = list(task.judgments.select_related("rubric").order_by("created_at", "id"))
+    judgments = task_judgments(task=task)
     usernames = usernames_by_id(user_ids={j.annotator_id for j in judgments}) if names else {}
     consensus = task_consensus(ids, [(j.ranking, 1.0) for j in judgments]) if judgments else None
     groups = consensus.groups() if consensus else []
@@ -128,9 +129,9 @@ def _judgment_row(
 def _render_task(
     request: HttpRequest, task_id: int, *, form: dict[str, Any] | None = None, status: int = 200
 ) -> HttpResponse:
-    task = get_object_or_404(
-        ComparisonTask.objects.select_related("prompt", "round__rubric"), pk=task_id
-    )
+    task = task_get(task_id=task_id)
+    if task is None:
+        raise Http404(f"No task {task_id}.")
     is_admin = Role.ADMIN in user_roles(request.user)
     context = _task_context(task, names=is_admin)
     context["is_admin"] = is_admin
@@ -153,11 +154,7 @@ def research_task_gold(request: HttpRequest, task_id: int) -> HttpResponse:
             task_unmark_gold(task_id=task_id)
             messages.success(request, f"Task {task_id} is an ordinary task again.")
         else:
-            ids = list(
-                TaskCompletion.objects.filter(task_id=task_id)
-                .order_by("position")
-                .values_list("completion_id", flat=True)
-            )
+            ids = task_completion_ids(task_id=task_id)
             task = task_mark_gold(task_id=task_id, ranking=_parse_ranking(text, ids))
             letters = dict(zip(ids, LETTERS, strict=False))
             messages.success(

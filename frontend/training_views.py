@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -20,7 +20,7 @@ from feedback.platform.errors import DomainError
 from feedback.platform.roles import Role
 from feedback.serving.policies import deployment_request, rollback_request
 from training.gate import gate_request
-from training.models import DatasetSnapshot, GateEvaluation, TrainingRun
+from training.models import GateEvaluation, TrainingRun
 from training.releases import (
     automation_gates,
     deployment_history,
@@ -30,6 +30,7 @@ from training.releases import (
     run_release,
 )
 from training.runs import training_run_cancel, training_run_create
+from training.selectors import snapshot_list, training_run_get, training_run_list
 from training.snapshots import snapshot_create_text
 
 from .forms import GateForm, posted_json_object
@@ -143,7 +144,7 @@ def manage_training(request: HttpRequest) -> HttpResponse:
             return redirect("frontend:manage-training")
         messages.success(request, f"Run {run.pk} queued on the training queue.")
         return redirect("frontend:manage-training-run", run_id=run.pk)
-    runs = TrainingRun.objects.select_related("base_policy", "produced_policy").order_by("-id")[:50]
+    runs = training_run_list()[:50]
     return render(
         request,
         "frontend/training.html",
@@ -151,7 +152,7 @@ def manage_training(request: HttpRequest) -> HttpResponse:
             "runs": runs,
             "kinds": TrainingRun.Kind.choices,
             "rounds": round_pair_counts(),
-            "snapshots": DatasetSnapshot.objects.order_by("-id")[:30],
+            "snapshots": snapshot_list()[:30],
         },
     )
 
@@ -200,9 +201,9 @@ def _loss_chart(
 
 @role_required(Role.ADMIN)
 def manage_training_run(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(
-        TrainingRun.objects.select_related("base_policy", "produced_policy", "snapshot"), pk=run_id
-    )
+    run = training_run_get(run_id=run_id)
+    if run is None:
+        raise Http404(f"No run {run_id}.")
     if request.method == "POST":
         try:
             training_run_cancel(run_id=run.pk)

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Round
+from annotation.selectors import round_get
 from feedback.platform.errors import DomainError, error_schema
 from feedback.platform.roles import IsAdmin
 
@@ -18,6 +19,7 @@ from .automation import automation_create, automation_stop
 from .gate import gate_request
 from .models import Automation, GateEvaluation, TrainingRun
 from .runs import training_run_cancel, training_run_create
+from .selectors import automation_of_round, gate_get, training_run_get, training_run_list
 from .snapshots import CONSENSUS_RULES
 
 ERROR = error_schema()
@@ -48,7 +50,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
 
 def _get(run_id: int) -> TrainingRun:
-    run = TrainingRun.objects.select_related("base_policy", "snapshot").filter(pk=run_id).first()
+    run = training_run_get(run_id=run_id)
     if run is None:
         raise DomainError("No such training run.", code="not_found", status=404)
     return run
@@ -82,7 +84,7 @@ class TrainingRunListApi(APIView):
 
     @extend_schema(responses=TrainingRunSerializer(many=True))
     def get(self, request: Request) -> Response:
-        runs = TrainingRun.objects.select_related("base_policy", "snapshot").order_by("-id")[:100]
+        runs = training_run_list()[:100]
         return Response(TrainingRunSerializer(runs, many=True).data)
 
     @extend_schema(
@@ -174,11 +176,7 @@ class GateDetailApi(APIView):
 
     @extend_schema(responses={200: GateSerializer, 404: ERROR})
     def get(self, request: Request, gate_id: int) -> Response:
-        gate = (
-            GateEvaluation.objects.select_related("candidate", "baseline")
-            .filter(pk=gate_id)
-            .first()
-        )
+        gate = gate_get(gate_id=gate_id)
         if gate is None:
             raise DomainError("No such gate evaluation.", code="not_found", status=404)
         return Response(GateSerializer(gate).data)
@@ -204,18 +202,14 @@ class AutomationSerializer(serializers.ModelSerializer):
 
 
 def _round(round_id: int) -> Round:
-    round_ = Round.objects.filter(pk=round_id).first()
+    round_ = round_get(round_id=round_id)
     if round_ is None:
         raise DomainError("No such round.", code="not_found", status=404)
     return round_
 
 
 def _automation(round_id: int) -> Automation:
-    automation = (
-        Automation.objects.select_related("round", "policy_run__produced_policy")
-        .filter(round_id=round_id)
-        .first()
-    )
+    automation = automation_of_round(round_id=round_id)
     if automation is None:
         raise DomainError("This round is not automated.", code="not_found", status=404)
     return automation
