@@ -134,20 +134,38 @@ def main() -> None:
                              "150; 20 and 60 under QUICK=1)")  # fmt: skip
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
+    var_dir = ROOT / "var" / "bench" / "annotation_api"
+    tokens = _database_prepare(args.database_url, var_dir=var_dir, annotators=max(counts))
+    results = _measure(args, counts=counts, tokens=tokens, var_dir=var_dir)
+    _print_table(results)
+    targets = targets_check(results.get("32"))
+    for line in targets["lines"]:
+        print(line)
+    results_write(
+        "annotation_api",
+        {"overlap": OVERLAP, "repeat": args.repeat, "targets": TARGET, "results": results,
+         "verdicts": targets["verdicts"]},
+        chart=lambda plt: _chart(plt, results),
+        command="python benchmarks/annotation_api.py "
+        f"--clients {args.clients} --repeat {args.repeat}",
+    )  # fmt: skip
+    bad = [r for r in results.values() if r["over_assigned_tasks"] or r["lost_judgments"]]
+    if bad:
+        raise SystemExit("over-assignment or lost judgments: see the table")
 
+
+def _database_prepare(database_url: str, *, var_dir: Path, annotators: int) -> list[str]:
+    """A fresh benchmark database, migrated, with one token per annotator."""
     import logging
-
-    import psycopg
 
     from benchmarks.export import database_ensure
 
-    var_dir = ROOT / "var" / "bench" / "annotation_api"
     var_dir.mkdir(parents=True, exist_ok=True)
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.baseline_settings"
     os.environ["VAR_DIR"] = str(var_dir)
-    os.environ["DATABASE_URL"] = args.database_url
+    os.environ["DATABASE_URL"] = database_url
     os.environ["THROTTLE_LEASE"] = ""  # a client's pace here is the server's, not a person's
-    database_ensure(args.database_url, reset=True)
+    database_ensure(database_url, reset=True)
     import django
 
     django.setup()
@@ -156,8 +174,17 @@ def main() -> None:
     from django.db import connections
 
     call_command("migrate", verbosity=0)
-    tokens = annotator_tokens(max(counts))
+    tokens = annotator_tokens(annotators)
     connections.close_all()
+    return tokens
+
+
+def _measure(
+    args: argparse.Namespace, *, counts: list[int], tokens: list[str], var_dir: Path
+) -> dict[str, Any]:
+    """Per client count, the platform's loop and the baseline's, alternating, repeated."""
+    import psycopg
+    from django.db import connections
 
     results: dict[str, Any] = {}
     with (
@@ -189,7 +216,10 @@ def main() -> None:
                       f"{run['loops_per_s']:.1f} loops/s, baseline "
                       f"{baseline_runs[-1]['loops_per_s']:.1f} loops/s", flush=True)  # fmt: skip
             results[str(clients)] = summarize(platform_runs, baseline_runs, loops)
+    return results
 
+
+def _print_table(results: dict[str, Any]) -> None:
     print()
     print(f"{'clients':>7} {'loops/s':>9} {'range':>13} {'baseline':>9} {'ratio':>6} "
           f"{'lease p50/p95/p99 ms':>22} {'submit p99':>10} {'CPU ms':>7} {'over':>5} "
@@ -203,48 +233,34 @@ def main() -> None:
               f"{lease['p50']:6.0f}/{lease['p95']:6.0f}/{lease['p99']:6.0f}   "
               f"{submit['p99']:10.0f} {cpu:>7} {r['over_assigned_tasks']:5d} "
               f"{r['lost_judgments']:5d}")  # fmt: skip
-    targets = targets_check(results.get("32"))
-    for line in targets["lines"]:
-        print(line)
 
-    def chart(plt: Any) -> Any:
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-        xs = list(range(len(results)))
-        labels = list(results)
-        left.bar([x - 0.2 for x in xs], [r["loops_per_s"]["median"] for r in results.values()],
-                 width=0.4, label="platform lease+submit")  # fmt: skip
-        left.bar([x + 0.2 for x in xs],
-                 [r["baseline_loops_per_s"]["median"] for r in results.values()],
-                 width=0.4, label="baseline: 2 one-query views")  # fmt: skip
-        left.axhline(TARGET["loops_per_s"], color="grey", linestyle="--", label="target at 32")
-        left.set_xticks(xs, labels)
-        left.set_xlabel("concurrent clients")
-        left.set_ylabel("loops per second (median)")
-        left.legend(fontsize=8)
-        for key, name in (("p50", "p50"), ("p95", "p95"), ("p99", "p99")):
-            right.plot(xs, [r["lease_ms"][key] for r in results.values()], marker="o",
-                       label=f"lease {name}")  # fmt: skip
-        right.plot(xs, [r["submit_ms"]["p99"] for r in results.values()], marker="s",
-                   label="submit p99")  # fmt: skip
-        right.set_xticks(xs, labels)
-        right.axhline(TARGET["lease_p99_ms"], color="grey", linestyle="--", label="p99 target")
-        right.set_xlabel("concurrent clients")
-        right.set_ylabel("latency (ms)")
-        right.legend(fontsize=8)
-        figure.suptitle("Annotation API: gunicorn + PostgreSQL")
-        return figure
 
-    results_write(
-        "annotation_api",
-        {"overlap": OVERLAP, "repeat": args.repeat, "targets": TARGET, "results": results,
-         "verdicts": targets["verdicts"]},
-        chart=chart,
-        command="python benchmarks/annotation_api.py "
-        f"--clients {args.clients} --repeat {args.repeat}",
-    )  # fmt: skip
-    bad = [r for r in results.values() if r["over_assigned_tasks"] or r["lost_judgments"]]
-    if bad:
-        raise SystemExit("over-assignment or lost judgments: see the table")
+def _chart(plt: Any, results: dict[str, Any]) -> Any:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    xs = list(range(len(results)))
+    labels = list(results)
+    left.bar([x - 0.2 for x in xs], [r["loops_per_s"]["median"] for r in results.values()],
+             width=0.4, label="platform lease+submit")  # fmt: skip
+    left.bar([x + 0.2 for x in xs],
+             [r["baseline_loops_per_s"]["median"] for r in results.values()],
+             width=0.4, label="baseline: 2 one-query views")  # fmt: skip
+    left.axhline(TARGET["loops_per_s"], color="grey", linestyle="--", label="target at 32")
+    left.set_xticks(xs, labels)
+    left.set_xlabel("concurrent clients")
+    left.set_ylabel("loops per second (median)")
+    left.legend(fontsize=8)
+    for key in ("p50", "p95", "p99"):
+        right.plot(xs, [r["lease_ms"][key] for r in results.values()], marker="o",
+                   label=f"lease {key}")  # fmt: skip
+    right.plot(xs, [r["submit_ms"]["p99"] for r in results.values()], marker="s",
+               label="submit p99")  # fmt: skip
+    right.set_xticks(xs, labels)
+    right.axhline(TARGET["lease_p99_ms"], color="grey", linestyle="--", label="p99 target")
+    right.set_xlabel("concurrent clients")
+    right.set_ylabel("latency (ms)")
+    right.legend(fontsize=8)
+    figure.suptitle("Annotation API: gunicorn + PostgreSQL")
+    return figure
 
 
 def summarize(platform_runs: list[dict], baseline_runs: list[dict], loops: int) -> dict:

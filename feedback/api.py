@@ -20,7 +20,12 @@ from feedback.platform.errors import DomainError, error_schema
 from feedback.platform.middleware import API_DOCS_CONTENT_SECURITY_POLICY
 from feedback.platform.roles import IsAdmin, IsResearcherOrAdmin, user_roles
 from feedback.platform.throttle import LoginThrottle
-from feedback.serving.policies import deployment_request, rollback_request
+from feedback.serving.policies import (
+    deployment_get,
+    deployment_request,
+    policy_list,
+    rollback_request,
+)
 from feedback.serving.registry import policy_registry_info
 
 ERROR = error_schema()
@@ -103,7 +108,7 @@ class PolicyListApi(APIView):
 
     @extend_schema(responses=PolicySerializer(many=True))
     def get(self, request: Request) -> Response:
-        policies = PolicyVersion.objects.order_by("-created_at", "-id")
+        policies = policy_list()
         return Response(self.PolicySerializer(policies, many=True).data)
 
 
@@ -147,11 +152,7 @@ class DeploymentDetailApi(APIView):
 
     @extend_schema(responses={200: DeploymentSerializer, 404: ERROR})
     def get(self, request: Request, deployment_id: int) -> Response:
-        deployment = (
-            Deployment.objects.select_related("policy_version", "previous")
-            .filter(pk=deployment_id)
-            .first()
-        )
+        deployment = deployment_get(deployment_id=deployment_id)
         if deployment is None:
             raise DomainError("No such deployment.", code="not_found", status=404)
         return Response(DeploymentSerializer(deployment).data)

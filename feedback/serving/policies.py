@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from feedback.models import Deployment, PolicyVersion
@@ -24,6 +25,16 @@ DEPLOYABLE = {PolicyVersion.Status.CANDIDATE, PolicyVersion.Status.RETIRED}
 def policy_active() -> PolicyVersion | None:
     """The version that serves now (at most one is active: a partial unique index says so)."""
     return PolicyVersion.objects.filter(status=PolicyVersion.Status.ACTIVE).first()
+
+
+def policy_list() -> QuerySet[PolicyVersion]:
+    """Every version, newest first."""
+    return PolicyVersion.objects.order_by("-created_at", "-id")
+
+
+def deployment_get(*, deployment_id: int) -> Deployment | None:
+    related = Deployment.objects.select_related("policy_version", "previous")
+    return related.filter(pk=deployment_id).first()
 
 
 def policy_register(
