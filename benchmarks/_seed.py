@@ -20,7 +20,7 @@ import math
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -201,6 +201,18 @@ def _seed_people_and_rounds(cur: psycopg.Cursor, *, rubric_id: int, now: datetim
                             0.0, 1))  # fmt: skip
 
 
+@dataclass
+class _ChunkRows:
+    """The rows of one chunk, table by table, in the order ``_chunk_copy`` writes them."""
+
+    prompts: list[tuple] = field(default_factory=list)
+    completions: list[tuple] = field(default_factory=list)
+    tasks: list[tuple] = field(default_factory=list)
+    slots: list[tuple] = field(default_factory=list)
+    assignments: list[tuple] = field(default_factory=list)
+    judgments: list[tuple] = field(default_factory=list)
+
+
 def _seed_chunk(
     cur: psycopg.Cursor,
     rng: random.Random,
@@ -214,72 +226,101 @@ def _seed_chunk(
 ) -> int:
     """Tasks ``first_task`` … ``first_task + count - 1`` (0-based) with everything they hold;
     returns how many judgments it wrote. Ids are 1-based and derived from the task index."""
-    prompts, completions, task_rows, slots, assignments, judgment_rows = [], [], [], [], [], []
+    rows = _ChunkRows()
     start = now - timedelta(seconds=OVERLAP * tasks * 2 + 60)
     for t in range(first_task, first_task + count):
         task_id = t + 1
         round_id = 1 + t * ROUNDS // tasks
-        turns = [{"role": "user", "content": f"{t}. " + _text(rng, rng.randint(120, 280))}]
-        if rng.random() < 0.15:
-            turns[:0] = [
-                {"role": "user", "content": _text(rng, 60)},
-                {"role": "assistant", "content": _text(rng, 80)},
-            ]
-        content_hash = hashlib.sha256(_canonical(turns).encode()).hexdigest()
-        prompts.append((task_id, json.dumps(turns, ensure_ascii=False), content_hash,
-                        "bench", "[]", False, now))  # fmt: skip
-        ids = [t * K + i + 1 for i in range(K)]
-        quality = {cid: rng.random() for cid in ids}
-        for i, cid in enumerate(ids):
-            text = _text(rng, int(rng.triangular(100, 500, 250)))
-            completions.append((cid, i, text, '{"temperature": 0.7, "top_p": 0.95}', "stop",
-                                70, len(text) // 4, rng.randint(200, 4000), now, round_id,
-                                task_id))  # fmt: skip
-        shown = rng.sample(ids, K)
-        slots.extend((t * K + p + 1, p, cid, task_id) for p, cid in enumerate(shown))
+        ids, quality = _task_seed(rows, rng, t, round_id=round_id, now=now)
         judged = min(OVERLAP, judgments_left - (t - first_task) * OVERLAP)
         for nth, annotator in enumerate(rng.sample(range(1, ANNOTATORS + 1), judged)):
             # Interleaved in time (every task's first judgment, then the seconds, …), so the
             # export's (created_at, id) order does not follow the table's physical order.
             created = start + timedelta(seconds=(nth * tasks + t) * 2 + rng.random())
-            seen = {cid: q + rng.gauss(0, 0.15) for cid, q in quality.items()}
-            order = sorted(ids, key=lambda cid: -seen[cid])
-            scores = {
-                str(cid): {
-                    axis: min(7, max(1, round(1 + 6 * seen[cid] + rng.gauss(0, 0.7))))
-                    for axis in AXES
-                }
-                for cid in ids
-            }
-            gap = seen[order[0]] - seen[order[1]]
-            strength = STRENGTHS[0 if gap > 0.5 else 1 if gap > 0.25 else 2 if gap > 0.1 else 3]
-            flags = [rng.choice(FLAGS)] if rng.random() < 0.03 else []
-            rationale = _text(rng, rng.randint(60, 200)) if rng.random() < 0.3 else ""
-            assignment_id = _uuid(rng)
-            assignments.append((assignment_id, "submitted", created - timedelta(minutes=2),
-                                created + timedelta(minutes=28), created, "", annotator,
-                                task_id))  # fmt: skip
-            judgment_rows.append((_uuid(rng), json.dumps([[cid] for cid in order]),
-                                  json.dumps(scores), strength, json.dumps(flags), rationale,
-                                  rng.randint(5_000, 180_000), f"{rng.getrandbits(256):064x}",
-                                  created, annotator, assignment_id, task_id,
-                                  rubric_id))  # fmt: skip
-        task_rows.append((task_id, OVERLAP, judged, 0, now, task_id, round_id))
+            _judgment_seed(rows, rng, task_id=task_id, ids=ids, quality=quality,
+                           annotator=annotator, created=created, rubric_id=rubric_id)  # fmt: skip
+        rows.tasks.append((task_id, OVERLAP, judged, 0, now, task_id, round_id))
+    _chunk_copy(cur, rows)
+    return len(rows.judgments)
 
+
+def _task_seed(
+    rows: _ChunkRows, rng: random.Random, t: int, *, round_id: int, now: datetime
+) -> tuple[list[int], dict[int, float]]:
+    """Task ``t``'s prompt, its K completions and the order they are shown in; returns the
+    completions' ids and the hidden quality each judgment of them sees through noise."""
+    task_id = t + 1
+    turns = [{"role": "user", "content": f"{t}. " + _text(rng, rng.randint(120, 280))}]
+    if rng.random() < 0.15:
+        turns[:0] = [
+            {"role": "user", "content": _text(rng, 60)},
+            {"role": "assistant", "content": _text(rng, 80)},
+        ]
+    content_hash = hashlib.sha256(_canonical(turns).encode()).hexdigest()
+    rows.prompts.append((task_id, json.dumps(turns, ensure_ascii=False), content_hash,
+                         "bench", "[]", False, now))  # fmt: skip
+    ids = [t * K + i + 1 for i in range(K)]
+    quality = {cid: rng.random() for cid in ids}
+    for i, cid in enumerate(ids):
+        text = _text(rng, int(rng.triangular(100, 500, 250)))
+        rows.completions.append((cid, i, text, '{"temperature": 0.7, "top_p": 0.95}', "stop",
+                                 70, len(text) // 4, rng.randint(200, 4000), now, round_id,
+                                 task_id))  # fmt: skip
+    shown = rng.sample(ids, K)
+    rows.slots.extend((t * K + p + 1, p, cid, task_id) for p, cid in enumerate(shown))
+    return ids, quality
+
+
+def _judgment_seed(
+    rows: _ChunkRows,
+    rng: random.Random,
+    *,
+    task_id: int,
+    ids: list[int],
+    quality: dict[int, float],
+    annotator: int,
+    created: datetime,
+    rubric_id: int,
+) -> None:
+    """One annotator's submitted assignment and judgment of a task: a ranking and scores that
+    follow the completions' quality up to noise, a strength from the top two's gap, now and then
+    a flag or a rationale."""
+    seen = {cid: q + rng.gauss(0, 0.15) for cid, q in quality.items()}
+    order = sorted(ids, key=lambda cid: -seen[cid])
+    scores = {
+        str(cid): {
+            axis: min(7, max(1, round(1 + 6 * seen[cid] + rng.gauss(0, 0.7)))) for axis in AXES
+        }
+        for cid in ids
+    }
+    gap = seen[order[0]] - seen[order[1]]
+    strength = STRENGTHS[0 if gap > 0.5 else 1 if gap > 0.25 else 2 if gap > 0.1 else 3]
+    flags = [rng.choice(FLAGS)] if rng.random() < 0.03 else []
+    rationale = _text(rng, rng.randint(60, 200)) if rng.random() < 0.3 else ""
+    assignment_id = _uuid(rng)
+    rows.assignments.append((assignment_id, "submitted", created - timedelta(minutes=2),
+                             created + timedelta(minutes=28), created, "", annotator,
+                             task_id))  # fmt: skip
+    rows.judgments.append((_uuid(rng), json.dumps([[cid] for cid in order]),
+                           json.dumps(scores), strength, json.dumps(flags), rationale,
+                           rng.randint(5_000, 180_000), f"{rng.getrandbits(256):064x}",
+                           created, annotator, assignment_id, task_id, rubric_id))  # fmt: skip
+
+
+def _chunk_copy(cur: psycopg.Cursor, rows: _ChunkRows) -> None:
     _copy(cur, "feedback_prompt (id, messages, content_hash, source, tags, safety, created_at)",
-          prompts)  # fmt: skip
+          rows.prompts)  # fmt: skip
     _copy(cur, "feedback_completion (id, sample_index, text, sampling_params, finish_reason, "
           "prompt_tokens, completion_tokens, latency_ms, created_at, policy_version_id, "
-          "prompt_id)", completions)  # fmt: skip
+          "prompt_id)", rows.completions)  # fmt: skip
     _copy(cur, "annotation_comparisontask (id, overlap, submitted_count, leased_count, "
-          "created_at, prompt_id, round_id)", task_rows)  # fmt: skip
-    _copy(cur, "annotation_taskcompletion (id, position, completion_id, task_id)", slots)
+          "created_at, prompt_id, round_id)", rows.tasks)  # fmt: skip
+    _copy(cur, "annotation_taskcompletion (id, position, completion_id, task_id)", rows.slots)
     _copy(cur, "annotation_assignment (id, status, leased_at, lease_expires_at, finished_at, "
-          "skip_reason, annotator_id, task_id)", assignments)  # fmt: skip
+          "skip_reason, annotator_id, task_id)", rows.assignments)  # fmt: skip
     _copy(cur, "annotation_judgment (id, ranking, scores, strength, flags, rationale, "
           "time_spent_ms, body_sha256, created_at, annotator_id, assignment_id, task_id, "
-          "rubric_id)", judgment_rows)  # fmt: skip
-    return len(judgment_rows)
+          "rubric_id)", rows.judgments)  # fmt: skip
 
 
 def _copy(cur: psycopg.Cursor, target: str, rows: list[tuple]) -> None:

@@ -77,7 +77,8 @@ def platform_round(
     seconds."""
     from django.db.models import Sum
 
-    from annotation.generation import round_generate, round_open_for_policy
+    from annotation.round_generation import round_generate
+    from annotation.rounds import round_open_for_policy
     from feedback.models import Completion, PolicyVersion
 
     PolicyVersion.objects.filter(status=PolicyVersion.Status.ACTIVE).update(
@@ -99,14 +100,42 @@ def platform_round(
 
 
 def main() -> None:
+    args = _arguments()
+    model_dir, questions, prompt_ids = _prepare(args.prompts)
+    rates = _measure(args, model_dir=model_dir, questions=questions, prompt_ids=prompt_ids)
+    backend_rate = statistics.median(rates["backend"])
+    result: dict[str, Any] = {
+        arm: {**spread(values), "ratio_to_backend": statistics.median(values) / backend_rate}
+        for arm, values in rates.items()
+    }
+    overhead = backend_rate / statistics.median(rates["platform round"])
+    met = overhead <= TARGET_TIME_RATIO
+    _print_table(result, overhead=overhead, met=met)
+    results_write(
+        "generation_overhead",
+        {"prompts": args.prompts, "k": args.k, "max_new_tokens": args.max_new_tokens,
+         "repeats": args.repeats, "backend": "transformers (CPU)", "results": result,
+         "platform_time_over_backend": overhead, "target_at_most": TARGET_TIME_RATIO,
+         "verdicts": {"platform within 1.05x of the backend": met}},
+        chart=lambda plt: _chart(plt, result, overhead=overhead),
+        command=f"python benchmarks/generation_overhead.py --prompts {args.prompts} "
+        f"--repeats {args.repeats}",
+    )  # fmt: skip
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", type=int, default=32 if quick() else 64)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2 if quick() else 3)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _prepare(prompts: int) -> tuple[Path, list[str], list[int]]:
+    """A fresh database, migrated, holding ``prompts`` synthetic prompts, and the tiny model built
+    where it is missing or stale; the model's folder, the questions and their prompts' ids."""
     import shutil
 
     shutil.rmtree(ROOT / "var" / "bench" / "generation", ignore_errors=True)
@@ -119,17 +148,27 @@ def main() -> None:
     from annotation.imports import prompts_import
     from feedback.models import Prompt
     from feedback.serving import synthetic
-    from feedback.serving.backends import Sampling, Target
-    from feedback.serving.backends.transformers_backend import TransformersBackend, _load
     from feedback.serving.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
 
     call_command("migrate", verbosity=0)
     model_dir = Path(settings.ARTIFACTS_DIR) / settings.TINY_MODEL_DIR
     if not tiny_model_current(model_dir, TinyRecipe()):
         build_tiny_model(model_dir, TinyRecipe())
-    questions = synthetic.prompts(args.prompts, seed=11)
+    questions = synthetic.prompts(prompts, seed=11)
     prompts_import(lines=[json.dumps({"prompt": q, "tags": ["bench"]}) for q in questions])
     prompt_ids = list(Prompt.objects.order_by("id").values_list("pk", flat=True))
+    return model_dir, questions, prompt_ids
+
+
+def _measure(
+    args: argparse.Namespace, *, model_dir: Path, questions: list[str], prompt_ids: list[int]
+) -> dict[str, list[float]]:
+    """Tokens per second of each arm, per repetition, the arms alternating."""
+    from django.conf import settings
+
+    from feedback.serving.backends import Sampling, Target
+    from feedback.serving.backends.transformers_backend import TransformersBackend, _load
+
     target = Target(model=str(model_dir))
     tokenizer, model = _load(target)
     messages = [[{"role": "user", "content": q}] for q in questions]
@@ -157,42 +196,29 @@ def main() -> None:
         rates["platform round"].append(tokens / seconds)
         print(f"repeat {repeat + 1}: " + ", ".join(f"{a} {rates[a][-1]:.0f} tokens/s"
                                                   for a in ARMS), flush=True)  # fmt: skip
+    return rates
 
-    backend_rate = statistics.median(rates["backend"])
+
+def _print_table(result: dict[str, Any], *, overhead: float, met: bool) -> None:
     print(f"{'':22} {'tokens/s (median)':>18} {'spread':>16} {'vs backend':>10}")
-    result: dict[str, Any] = {}
-    for arm, values in rates.items():
-        median = statistics.median(values)
-        result[arm] = {**spread(values), "ratio_to_backend": median / backend_rate}
-        print(f"{arm:22} {median:18.0f} {f'{min(values):.0f}-{max(values):.0f}':>16} "
-              f"{median / backend_rate:10.3f}")  # fmt: skip
-    overhead = backend_rate / statistics.median(rates["platform round"])
-    met = overhead <= TARGET_TIME_RATIO
+    for arm, r in result.items():
+        span = f"{r['min']:.0f}-{r['max']:.0f}"
+        print(f"{arm:22} {r['median']:18.0f} {span:>16} {r['ratio_to_backend']:10.3f}")
     print(f"platform time / backend time: {overhead:.3f} (target <= {TARGET_TIME_RATIO}: "
           f"{verdict(met)})")  # fmt: skip
 
-    def chart(plt: Any) -> Any:
-        figure, axes = plt.subplots(figsize=(6, 4))
-        medians = [result[arm]["median"] for arm in ARMS]
-        errors = [
-            [m - result[a]["min"] for m, a in zip(medians, ARMS, strict=True)],
-            [result[a]["max"] - m for m, a in zip(medians, ARMS, strict=True)],
-        ]
-        axes.bar(list(ARMS), medians, yerr=errors, capsize=4)
-        axes.set_ylabel("generated tokens per second (median, range)")
-        axes.set_title(f"Generation: platform time {overhead:.2f}x the backend's")
-        return figure
 
-    results_write(
-        "generation_overhead",
-        {"prompts": args.prompts, "k": args.k, "max_new_tokens": args.max_new_tokens,
-         "repeats": args.repeats, "backend": "transformers (CPU)", "results": result,
-         "platform_time_over_backend": overhead, "target_at_most": TARGET_TIME_RATIO,
-         "verdicts": {"platform within 1.05x of the backend": met}},
-        chart=chart,
-        command=f"python benchmarks/generation_overhead.py --prompts {args.prompts} "
-        f"--repeats {args.repeats}",
-    )  # fmt: skip
+def _chart(plt: Any, result: dict[str, Any], *, overhead: float) -> Any:
+    figure, axes = plt.subplots(figsize=(6, 4))
+    medians = [result[arm]["median"] for arm in ARMS]
+    errors = [
+        [m - result[a]["min"] for m, a in zip(medians, ARMS, strict=True)],
+        [result[a]["max"] - m for m, a in zip(medians, ARMS, strict=True)],
+    ]
+    axes.bar(list(ARMS), medians, yerr=errors, capsize=4)
+    axes.set_ylabel("generated tokens per second (median, range)")
+    axes.set_title(f"Generation: platform time {overhead:.2f}x the backend's")
+    return figure
 
 
 if __name__ == "__main__":

@@ -456,6 +456,37 @@ def cpu_seconds_backends(conn: Any) -> float | None:
 
 
 def main() -> None:
+    args = _arguments()
+    sys.path.insert(0, str(ROOT))
+    var_dir = ROOT / "var" / "bench" / "load"
+    round_, tokens = _database_prepare(args, var_dir=var_dir)
+    report, server_version, cpu_seconds = _measure(args, tokens=tokens, var_dir=var_dir)
+    problems = load_problems(report, round_=round_)
+    loops = len(report.submitted)
+    cpu_ms = {
+        side: None if seconds is None or not loops else 1000 * seconds / loops
+        for side, seconds in cpu_seconds.items()
+    }
+    percentiles = report.percentiles_ms()
+    _print_table(
+        report, clients=args.clients, percentiles=percentiles, cpu_ms=cpu_ms, problems=problems
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "postgresql": server_version},
+        "loops": loops, "seconds": report.seconds, "loops_per_s": report.loops_per_s,
+        "passes": report.passes, "statuses": dict(report.statuses),
+        "latency_ms": percentiles, "cpu_ms_per_loop": cpu_ms, "targets": TARGET,
+        "problems": problems,
+    }, indent=2))  # fmt: skip
+    print(f"wrote {args.json}")
+    if problems:
+        raise SystemExit(1)
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -469,16 +500,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--json", type=Path, default=RESULTS / "load.json")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    sys.path.insert(0, str(ROOT))
+
+def _database_prepare(args: argparse.Namespace, *, var_dir: Path) -> tuple[Any, list[str]]:
+    """A fresh benchmark database, migrated, with the round and one token per annotator."""
     import logging
-
-    import psycopg
 
     from benchmarks.export import database_ensure  # before VAR_DIR: it sets export's own
 
-    var_dir = ROOT / "var" / "bench" / "load"
     var_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedback.settings")
     os.environ["VAR_DIR"] = str(var_dir)
@@ -498,6 +528,15 @@ def main() -> None:
     connections.close_all()
     print(f"{args.tasks} tasks (K={args.k}, overlap {args.overlap}) and {args.clients} "
           f"annotators seeded in {time.perf_counter() - began:.1f} s", flush=True)  # fmt: skip
+    return round_, tokens
+
+
+def _measure(
+    args: argparse.Namespace, *, tokens: list[str], var_dir: Path
+) -> tuple[LoadReport, str, dict[str, float | None]]:
+    """The load against a fresh gunicorn; its report, PostgreSQL's version, and the CPU seconds
+    gunicorn and PostgreSQL spent on it (None where they cannot be read)."""
+    import psycopg
 
     began = time.perf_counter()
     with (
@@ -512,23 +551,27 @@ def main() -> None:
         report = load_run(base_url=server.base_url, tokens=tokens, skip_rate=args.skip_rate)
         app_after = cpu_seconds_gunicorn(server.process)
         db_after = cpu_seconds_backends(conn)
-
-    problems = load_problems(report, round_=round_)
-    loops = len(report.submitted)
-    cpu_app = None if app_before is None or app_after is None else app_after - app_before
-    cpu_db = None if db_before is None or db_after is None else db_after - db_before
-    cpu_ms = {
-        "gunicorn": None if cpu_app is None or not loops else 1000 * cpu_app / loops,
-        "postgres": None if cpu_db is None or not loops else 1000 * cpu_db / loops,
+    cpu_seconds = {
+        "gunicorn": None if app_before is None or app_after is None else app_after - app_before,
+        "postgres": None if db_before is None or db_after is None else db_after - db_before,
     }
-    percentiles = report.percentiles_ms()
+    return report, server_version, cpu_seconds
 
+
+def _print_table(
+    report: LoadReport,
+    *,
+    clients: int,
+    percentiles: dict[str, dict[str, float]],
+    cpu_ms: dict[str, float | None],
+    problems: list[str],
+) -> None:
     print()
     print(f"{'call':8} {'n':>7} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}")
     for call, p in percentiles.items():
         print(f"{call:8} {p['n']:>7} {p['p50']:9.1f} {p['p95']:9.1f} {p['p99']:9.1f}")
     print(
-        f"{loops} loops by {args.clients} clients in {report.seconds:.1f} s: "
+        f"{len(report.submitted)} loops by {clients} clients in {report.seconds:.1f} s: "
         f"{report.loops_per_s:.1f} loops/s; statuses {dict(sorted(report.statuses.items()))}"
     )
     if None not in cpu_ms.values():
@@ -541,20 +584,6 @@ def main() -> None:
         f"<= {TARGET['lease_p99_ms']} ms, <= {TARGET['cpu_ms_per_loop']} ms CPU per loop"
     )
     print("invariants: " + ("all hold" if not problems else "; ".join(problems)))
-
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "postgresql": server_version},
-        "loops": loops, "seconds": report.seconds, "loops_per_s": report.loops_per_s,
-        "passes": report.passes, "statuses": dict(report.statuses),
-        "latency_ms": percentiles, "cpu_ms_per_loop": cpu_ms, "targets": TARGET,
-        "problems": problems,
-    }, indent=2))  # fmt: skip
-    print(f"wrote {args.json}")
-    if problems:
-        raise SystemExit(1)
 
 
 if __name__ == "__main__":

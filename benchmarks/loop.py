@@ -42,6 +42,8 @@ TARGET = {"win_rate_vs_round0_after_3": 0.70, "rudeness_at_most": 0.05,
 # The gate's stage is mostly scoring (the reward model and the KL drift: inference, like
 # generation), so it is shown apart rather than counted as machinery.
 NOT_MACHINERY = ("train", "generate", "annotate", "gate", "measure")
+# The table's and the chart's columns, in order.
+STAGES = ["generate", "annotate", "train", "gate", "deploy", "measure", "machinery"]
 
 
 def tiny_policy_ready() -> None:
@@ -77,14 +79,33 @@ def round_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    args = _arguments()
+    _prepare()
+    rounds = _measure(args)
+    _print_table(rounds)
+    checks = _targets_check(rounds)
+    print("targets: " + "; ".join(f"{k}: {verdict(v)}" for k, v in checks.items()))
+    results_write(
+        "loop",
+        {"rounds": args.rounds, "prompts_per_round": args.prompts, "targets": TARGET,
+         "results": rounds, "verdicts": checks},
+        chart=lambda plt: _chart(plt, rounds),
+        command=f"python benchmarks/loop.py --rounds {args.rounds} --prompts {args.prompts}",
+    )  # fmt: skip
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=32 if quick() else 64)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _prepare() -> None:
+    """A fresh folder and database, migrated, and the tiny model built and registered."""
     shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True)
     import django
@@ -92,79 +113,79 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
-    from training.simulate import simulate
-
     call_command("migrate", verbosity=0)
     began = time.perf_counter()
     tiny_policy_ready()
     print(f"tiny model ready in {time.perf_counter() - began:.1f} s", flush=True)
 
-    def report(row: dict[str, Any]) -> None:
-        s = row["seconds"]
-        print(f"round {row['round']}: {s['total']:.0f} s; win rate vs round 0 "
-              f"{row['win_rate_vs_round0']:.2f}, rudeness {row['rudeness']:.2f}",
-              flush=True)  # fmt: skip
+
+def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``simulate``'s rounds, each summed up as ``round_summary`` does."""
+    from training.simulate import simulate
 
     rows = simulate(rounds=args.rounds, prompts_per_round=args.prompts, seed=args.seed,
-                    report=report, progress=True)  # fmt: skip
-    rounds = [round_summary(row) for row in rows]
+                    report=_round_print, progress=True)  # fmt: skip
+    return [round_summary(row) for row in rows]
 
-    stages = ["generate", "annotate", "train", "gate", "deploy", "measure", "machinery"]
+
+def _round_print(row: dict[str, Any]) -> None:
+    s = row["seconds"]
+    print(f"round {row['round']}: {s['total']:.0f} s; win rate vs round 0 "
+          f"{row['win_rate_vs_round0']:.2f}, rudeness {row['rudeness']:.2f}",
+          flush=True)  # fmt: skip
+
+
+def _print_table(rounds: list[dict[str, Any]]) -> None:
     print()
-    print(f"{'round':>5} " + " ".join(f"{s:>9}" for s in stages)
+    print(f"{'round':>5} " + " ".join(f"{s:>9}" for s in STAGES)
           + f" {'total':>7} {'outside':>8} {'win vs r0':>9} {'rude':>5}")  # fmt: skip
     for r in rounds:
         cells = [r["seconds"].get(s, 0.0) if s != "machinery" else r["machinery_s"]
-                 for s in stages]  # fmt: skip
+                 for s in STAGES]  # fmt: skip
         print(f"{r['round']:>5} " + " ".join(f"{c:9.1f}" for c in cells)
               + f" {r['seconds']['total']:7.1f} "
               f"{r['share_outside_training_and_generation']:8.0%} "
               f"{r['win_rate_vs_round0']:9.2f} {r['rudeness']:5.2f}")  # fmt: skip
+
+
+def _targets_check(rounds: list[dict[str, Any]]) -> dict[str, bool]:
     last = rounds[-1]
-    checks = {
+    return {
         f"win rate vs round 0 after {len(rounds)} rounds >= 0.70":
             last["win_rate_vs_round0"] >= TARGET["win_rate_vs_round0_after_3"],
         "rudeness <= 0.05": last["rudeness"] <= TARGET["rudeness_at_most"],
         "machinery < 60 s every round":
             all(r["machinery_s"] < TARGET["machinery_s_per_round_below"] for r in rounds),
     }  # fmt: skip
-    print("targets: " + "; ".join(f"{k}: {verdict(v)}" for k, v in checks.items()))
 
-    def chart(plt: Any) -> Any:
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-        numbers = [r["round"] for r in rounds]
-        bottom = [0.0] * len(rounds)
-        for stage in stages:
-            values = [r["machinery_s"] if stage == "machinery" else r["seconds"].get(stage, 0.0)
-                      for r in rounds]  # fmt: skip
-            left.bar(numbers, values, bottom=bottom, label=stage)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        left.set_xlabel("round")
-        left.set_ylabel("seconds")
-        left.set_xticks(numbers)
-        left.set_title("Wall time per stage")
-        left.legend(fontsize=7)
-        right.plot(numbers, [r["win_rate_vs_round0"] for r in rounds], marker="o",
-                   label="win rate vs round 0")  # fmt: skip
-        right.plot(numbers, [r["win_rate_vs_previous"] for r in rounds], marker="s",
-                   label="win rate vs previous round")  # fmt: skip
-        right.plot(numbers, [r["rudeness"] for r in rounds], marker="^", label="rudeness")
-        right.axhline(TARGET["win_rate_vs_round0_after_3"], color="grey", linestyle="--",
-                      label="target after 3 rounds")  # fmt: skip
-        right.set_ylim(0, 1)
-        right.set_xticks(numbers)
-        right.set_xlabel("round")
-        right.set_title("Oracle on held-out questions")
-        right.legend(fontsize=7)
-        return figure
 
-    results_write(
-        "loop",
-        {"rounds": args.rounds, "prompts_per_round": args.prompts, "targets": TARGET,
-         "results": rounds, "verdicts": checks},
-        chart=chart,
-        command=f"python benchmarks/loop.py --rounds {args.rounds} --prompts {args.prompts}",
-    )  # fmt: skip
+def _chart(plt: Any, rounds: list[dict[str, Any]]) -> Any:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    numbers = [r["round"] for r in rounds]
+    bottom = [0.0] * len(rounds)
+    for stage in STAGES:
+        values = [r["machinery_s"] if stage == "machinery" else r["seconds"].get(stage, 0.0)
+                  for r in rounds]  # fmt: skip
+        left.bar(numbers, values, bottom=bottom, label=stage)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    left.set_xlabel("round")
+    left.set_ylabel("seconds")
+    left.set_xticks(numbers)
+    left.set_title("Wall time per stage")
+    left.legend(fontsize=7)
+    right.plot(numbers, [r["win_rate_vs_round0"] for r in rounds], marker="o",
+               label="win rate vs round 0")  # fmt: skip
+    right.plot(numbers, [r["win_rate_vs_previous"] for r in rounds], marker="s",
+               label="win rate vs previous round")  # fmt: skip
+    right.plot(numbers, [r["rudeness"] for r in rounds], marker="^", label="rudeness")
+    right.axhline(TARGET["win_rate_vs_round0_after_3"], color="grey", linestyle="--",
+                  label="target after 3 rounds")  # fmt: skip
+    right.set_ylim(0, 1)
+    right.set_xticks(numbers)
+    right.set_xlabel("round")
+    right.set_title("Oracle on held-out questions")
+    right.legend(fontsize=7)
+    return figure
 
 
 if __name__ == "__main__":

@@ -143,6 +143,24 @@ def export_part(sizes: list[int]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    args = _arguments()
+    task_sizes = [int(n) for n in args.tasks.split(",")]
+    pair_sizes = [int(n) for n in args.pairs.split(",")]
+    _database_prepare()
+    tasks = tasks_part(task_sizes, args.loops)
+    exports = export_part(pair_sizes)
+    _print_table(tasks, exports)
+    results_write(
+        "scaling",
+        {"clients": CLIENTS, "loops": args.loops, "tasks": tasks, "exports": exports},
+        chart=lambda plt: _chart(plt, tasks, exports),
+        command=f"python benchmarks/scaling.py --tasks {args.tasks} --pairs {args.pairs}",
+    )
+    if any(r["over_assigned_tasks"] or r["lost_judgments"] or r["errors"] for r in tasks):
+        raise SystemExit("over-assignment, lost judgments or errors: see the table")
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -150,10 +168,11 @@ def main() -> None:
     parser.add_argument("--tasks", default=default_tasks, help="task table sizes")
     parser.add_argument("--pairs", default=default_tasks, help="export sizes, in pairs")
     parser.add_argument("--loops", type=int, default=300 if quick() else 900)
-    args = parser.parse_args()
-    task_sizes = [int(n) for n in args.tasks.split(",")]
-    pair_sizes = [int(n) for n in args.pairs.split(",")]
+    return parser.parse_args()
 
+
+def _database_prepare() -> None:
+    """A fresh database for the task table, Django set up on it (``tasks_part`` migrates it)."""
     from benchmarks.export import database_ensure
 
     var_dir = ROOT / "var" / "bench" / "scaling"
@@ -169,9 +188,8 @@ def main() -> None:
     django.setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    tasks = tasks_part(task_sizes, args.loops)
-    exports = export_part(pair_sizes)
 
+def _print_table(tasks: list[dict[str, Any]], exports: list[dict[str, Any]]) -> None:
     print()
     print(f"{'tasks':>9} {'loops/s':>8} {'lease p50':>9} {'lease p99':>9} {'submit p99':>10} "
           f"{'over':>5} {'lost':>5}")  # fmt: skip
@@ -184,36 +202,28 @@ def main() -> None:
         print(f"{r['pairs']:>9,} {r['seconds']:8.1f} {r['rows_per_s']:9,.0f} "
               f"{r['mb_per_s']:6.1f} {r['peak_rss_mb']:8.0f}")  # fmt: skip
 
-    def chart(plt: Any) -> Any:
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-        left.plot([r["tasks"] for r in tasks], [r["loops_per_s"] for r in tasks], marker="o",
-                  label="loops/s")  # fmt: skip
-        left.set_xscale("log")
-        left.set_xlabel("tasks in the table")
-        left.set_ylabel(f"lease+submit loops/s ({CLIENTS} clients)")
-        left.set_ylim(bottom=0)
-        twin = left.twinx()
-        twin.plot([r["tasks"] for r in tasks], [r["lease_ms"]["p99"] for r in tasks],
-                  marker="s", color="tab:red", label="lease p99 (ms)")  # fmt: skip
-        twin.set_ylabel("lease p99 (ms)")
-        twin.set_ylim(bottom=0)
-        left.set_title("Annotation as the task table grows")
-        right.plot([r["pairs"] for r in exports], [r["seconds"] for r in exports], marker="o")
-        right.set_xscale("log")
-        right.set_yscale("log")
-        right.set_xlabel("preference pairs")
-        right.set_ylabel("export seconds (TRL JSONL)")
-        right.set_title("Export time as judgments grow")
-        return figure
 
-    results_write(
-        "scaling",
-        {"clients": CLIENTS, "loops": args.loops, "tasks": tasks, "exports": exports},
-        chart=chart,
-        command=f"python benchmarks/scaling.py --tasks {args.tasks} --pairs {args.pairs}",
-    )
-    if any(r["over_assigned_tasks"] or r["lost_judgments"] or r["errors"] for r in tasks):
-        raise SystemExit("over-assignment, lost judgments or errors: see the table")
+def _chart(plt: Any, tasks: list[dict[str, Any]], exports: list[dict[str, Any]]) -> Any:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot([r["tasks"] for r in tasks], [r["loops_per_s"] for r in tasks], marker="o",
+              label="loops/s")  # fmt: skip
+    left.set_xscale("log")
+    left.set_xlabel("tasks in the table")
+    left.set_ylabel(f"lease+submit loops/s ({CLIENTS} clients)")
+    left.set_ylim(bottom=0)
+    twin = left.twinx()
+    twin.plot([r["tasks"] for r in tasks], [r["lease_ms"]["p99"] for r in tasks],
+              marker="s", color="tab:red", label="lease p99 (ms)")  # fmt: skip
+    twin.set_ylabel("lease p99 (ms)")
+    twin.set_ylim(bottom=0)
+    left.set_title("Annotation as the task table grows")
+    right.plot([r["pairs"] for r in exports], [r["seconds"] for r in exports], marker="o")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("preference pairs")
+    right.set_ylabel("export seconds (TRL JSONL)")
+    right.set_title("Export time as judgments grow")
+    return figure
 
 
 if __name__ == "__main__":

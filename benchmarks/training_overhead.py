@@ -99,11 +99,37 @@ def bare_trl(kind: str, model_dir: Path, snapshot_dir: Path, out: Path, recipe: 
 
 
 def main() -> None:
+    args = _arguments()
+    root, model_dir, policy = _prepare()
+    snapshot_dir, snapshot, pairs = _snapshot_prepare(root, pairs=args.pairs)
+    seconds = _measure(args.repeats, root=root, model_dir=model_dir, policy=policy,
+                       snapshot_dir=snapshot_dir, snapshot=snapshot)  # fmt: skip
+    result = _summarize(seconds)
+    ratios = {kind: result[f"{kind}: platform"]["ratio"] for kind in RECIPES}
+    checks = {f"{kind} platform <= 1.10x bare": r <= TARGET_RATIO for kind, r in ratios.items()}
+    _print_table(result)
+    print(f"{pairs} pairs, {args.repeats} alternating repeats; targets: "
+          + "; ".join(f"{k}: {verdict(v)}" for k, v in checks.items()))  # fmt: skip
+    results_write(
+        "training_overhead",
+        {"pairs": pairs, "repeats": args.repeats, "target_ratio_at_most": TARGET_RATIO,
+         "results": result, "ratios": ratios, "verdicts": checks},
+        chart=lambda plt: _chart(plt, result, ratios),
+        command=f"python benchmarks/training_overhead.py --pairs {args.pairs} "
+        f"--repeats {args.repeats}",
+    )  # fmt: skip
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=150 if quick() else 300)
     parser.add_argument("--repeats", type=int, default=2 if quick() else 3)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _prepare() -> tuple[Path, Path, Any]:
+    """The benchmark's database, migrated, and the tiny model built where it is missing or stale
+    and registered; the artifacts folder, the model's folder and its policy version."""
     import django
 
     django.setup()
@@ -112,8 +138,6 @@ def main() -> None:
 
     from feedback.serving.policies import policy_register
     from feedback.serving.tiny_model import TinyRecipe, build_tiny_model, tiny_model_current
-    from training.models import DatasetSnapshot, TrainingRun
-    from training.runs import recipe_validate, training_run_execute
 
     call_command("migrate", verbosity=0)
     root = Path(settings.ARTIFACTS_DIR)
@@ -122,19 +146,35 @@ def main() -> None:
         build_tiny_model(model_dir, TinyRecipe(), progress=False)
     policy = policy_register(name="tiny-bench", base_model="models/tiny-bench",
                              activate_if_none=True)  # fmt: skip
+    return root, model_dir, policy
+
+
+def _snapshot_prepare(root: Path, *, pairs: int) -> tuple[Path, Any, int]:
+    """Synthetic preference pairs written as a snapshot both sides train on; its folder, its
+    record and how many pairs it holds."""
+    from training.models import DatasetSnapshot
 
     snapshot_dir = root / "snapshots" / "bench"
     snapshot_dir.mkdir(parents=True, exist_ok=True)
-    rows = synthetic_pairs(min(args.pairs, 400), seed=5)
+    rows = synthetic_pairs(min(pairs, 400), seed=5)
     (snapshot_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (snapshot_dir / "eval.jsonl").write_text("")  # both sides train only: same work
     snapshot, _ = DatasetSnapshot.objects.get_or_create(
         path="snapshots/bench", defaults={"kind": "preference", "sha256": "bench",
                                           "manifest": {"rows": {"train": len(rows), "eval": 0}}},
     )  # fmt: skip
+    return snapshot_dir, snapshot, len(rows)
+
+
+def _measure(
+    repeats: int, *, root: Path, model_dir: Path, policy: Any, snapshot_dir: Path, snapshot: Any
+) -> dict[str, list[float]]:
+    """Seconds of each kind's bare TRL script and platform run, alternating, ``repeats`` times."""
+    from training.models import TrainingRun
+    from training.runs import recipe_validate, training_run_execute
 
     seconds: dict[str, list[float]] = {}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for kind, overrides in RECIPES.items():
             recipe = vars(recipe_validate(kind, overrides))
             scratch = root / "bench-bare"
@@ -149,8 +189,11 @@ def main() -> None:
             run = training_run_execute(run_id=run.pk)
             seconds.setdefault(f"{kind}: platform", []).append(time.perf_counter() - began)
             assert run.status == "succeeded", run.error
+    return seconds
 
-    print(f"{'':20} {'seconds (median)':>17} {'spread':>14} {'ratio':>7}")
+
+def _summarize(seconds: dict[str, list[float]]) -> dict[str, Any]:
+    """Per kind and side, the spread of the seconds and the median's ratio to bare TRL's."""
     result: dict[str, Any] = {}
     for kind in RECIPES:
         base = statistics.median(seconds[f"{kind}: bare TRL"])
@@ -158,34 +201,28 @@ def main() -> None:
             values = seconds[f"{kind}: {side}"]
             median = statistics.median(values)
             result[f"{kind}: {side}"] = {**spread(values), "ratio": median / base}
-            print(f"{kind + ': ' + side:20} {median:17.2f} "
-                  f"{f'{min(values):.2f}-{max(values):.2f}':>14} {median / base:7.3f}")  # fmt: skip
-    ratios = {kind: result[f"{kind}: platform"]["ratio"] for kind in RECIPES}
-    checks = {f"{kind} platform <= 1.10x bare": r <= TARGET_RATIO for kind, r in ratios.items()}
-    print(f"{len(rows)} pairs, {args.repeats} alternating repeats; targets: "
-          + "; ".join(f"{k}: {verdict(v)}" for k, v in checks.items()))  # fmt: skip
+    return result
 
-    def chart(plt: Any) -> Any:
-        figure, axes = plt.subplots(figsize=(6, 4))
-        xs = list(range(len(RECIPES)))
-        for offset, side in ((-0.2, "bare TRL"), (0.2, "platform")):
-            axes.bar([x + offset for x in xs],
-                     [result[f"{kind}: {side}"]["median"] for kind in RECIPES], width=0.4,
-                     label=side)  # fmt: skip
-        axes.set_xticks(xs, [f"{kind}\n{ratios[kind]:.2f}x" for kind in RECIPES])
-        axes.set_ylabel("seconds (median)")
-        axes.set_title("Training: platform run against a bare TRL script")
-        axes.legend()
-        return figure
 
-    results_write(
-        "training_overhead",
-        {"pairs": len(rows), "repeats": args.repeats, "target_ratio_at_most": TARGET_RATIO,
-         "results": result, "ratios": ratios, "verdicts": checks},
-        chart=chart,
-        command=f"python benchmarks/training_overhead.py --pairs {args.pairs} "
-        f"--repeats {args.repeats}",
-    )  # fmt: skip
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"{'':20} {'seconds (median)':>17} {'spread':>14} {'ratio':>7}")
+    for name, r in result.items():
+        span = f"{r['min']:.2f}-{r['max']:.2f}"
+        print(f"{name:20} {r['median']:17.2f} {span:>14} {r['ratio']:7.3f}")
+
+
+def _chart(plt: Any, result: dict[str, Any], ratios: dict[str, float]) -> Any:
+    figure, axes = plt.subplots(figsize=(6, 4))
+    xs = list(range(len(RECIPES)))
+    for offset, side in ((-0.2, "bare TRL"), (0.2, "platform")):
+        axes.bar([x + offset for x in xs],
+                 [result[f"{kind}: {side}"]["median"] for kind in RECIPES], width=0.4,
+                 label=side)  # fmt: skip
+    axes.set_xticks(xs, [f"{kind}\n{ratios[kind]:.2f}x" for kind in RECIPES])
+    axes.set_ylabel("seconds (median)")
+    axes.set_title("Training: platform run against a bare TRL script")
+    axes.legend()
+    return figure
 
 
 if __name__ == "__main__":

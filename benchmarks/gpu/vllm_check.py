@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -65,31 +66,56 @@ def main() -> None:
 
     django.setup()
     import torch
-    from django.conf import settings
-    from vllm import LLM, SamplingParams
+    import vllm  # noqa: F401  (missing, it fails here: before the tiny model is built)
 
     from feedback.serving import synthetic
-    from feedback.serving.backends import Sampling, Target, get_backend
-    from feedback.serving.tiny_model import build_tiny_model
+    from feedback.serving.backends import Sampling
 
     assert torch.cuda.is_available(), "this check needs a CUDA device"
-    model = args.model
-    if not model:
-        tiny = Path(settings.ARTIFACTS_DIR) / settings.TINY_MODEL_DIR
-        if not (tiny / "meta.json").exists():
-            build_tiny_model(tiny)
-        model = str(tiny)
+    model = _model_ready(args.model)
     prompts = [[{"role": "user", "content": q}] for q in synthetic.prompts(args.prompts, seed=1)]
     sampling = Sampling(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
-    rows = []
+    rows = _in_process(model, prompts, k=args.k, max_new_tokens=args.max_new_tokens,
+                       sampling=sampling)  # fmt: skip
+    few = prompts[: max(16, args.prompts // 8)]  # one HTTP request per sample
+    rows.append(_served(model, few, k=args.k, sampling=sampling))
+
+    baseline = rows[0][1]
+    print(f"{'path':32} {'tokens/s':>10} {'vs vLLM alone':>14}")
+    for name, rate in rows:
+        print(f"{name:32} {rate:10.0f} {rate / baseline:14.3f}")
+
+
+def _model_ready(model: str) -> str:
+    """``--model``, or else the tiny model, built where it is missing."""
+    if model:
+        return model
+    from django.conf import settings
+
+    from feedback.serving.tiny_model import build_tiny_model
+
+    tiny = Path(settings.ARTIFACTS_DIR) / settings.TINY_MODEL_DIR
+    if not (tiny / "meta.json").exists():
+        build_tiny_model(tiny)
+    return str(tiny)
+
+
+def _in_process(
+    model: str, prompts: list, *, k: int, max_new_tokens: int, sampling: Any
+) -> list[tuple[str, float]]:
+    """Tokens per second of vLLM alone (the baseline, first), then of the platform's ``vllm``
+    backend on the same engine, plain and with a LoRA adapter; the engine is freed after."""
+    import torch
+    from vllm import LLM, SamplingParams
+
+    from feedback.serving.backends import Target, get_backend
 
     engine = LLM(model=model, enable_lora=True, max_lora_rank=8, gpu_memory_utilization=0.4)
-    params = SamplingParams(n=args.k, temperature=1.0, max_tokens=args.max_new_tokens, seed=0)
+    params = SamplingParams(n=k, temperature=1.0, max_tokens=max_new_tokens, seed=0)
     began = time.perf_counter()
     outputs = engine.chat(prompts, params, use_tqdm=False)
     tokens = sum(len(o.token_ids) for out in outputs for o in out.outputs)
-    baseline = tokens / (time.perf_counter() - began)
-    rows.append(("vLLM alone", baseline))
+    rows = [("vLLM alone", tokens / (time.perf_counter() - began))]
 
     from feedback.serving.backends import vllm_backend
 
@@ -105,12 +131,18 @@ def main() -> None:
         ),
     ):
         began = time.perf_counter()
-        out = backend.generate(target, prompts, n=args.k, sampling=sampling)
+        out = backend.generate(target, prompts, n=k, sampling=sampling)
         tokens = sum(s.completion_tokens or 0 for samples in out for s in samples)
         rows.append((name, tokens / (time.perf_counter() - began)))
     del engine
     vllm_backend._ENGINES.clear()
     torch.cuda.empty_cache()
+    return rows
+
+
+def _served(model: str, prompts: list, *, k: int, sampling: Any) -> tuple[str, float]:
+    """Tokens per second of the platform's ``openai`` backend against a ``vllm serve``."""
+    from feedback.serving.backends import Target, get_backend
 
     port = 8077
     server = subprocess.Popen(
@@ -120,18 +152,13 @@ def main() -> None:
     try:
         wait_port(port, server)
         openai = get_backend("openai", base_url=f"http://127.0.0.1:{port}", read_timeout=300)
-        few = prompts[: max(16, args.prompts // 8)]  # one HTTP request per sample
         began = time.perf_counter()
-        out = openai.generate(Target(model=model), few, n=args.k, sampling=sampling)
+        out = openai.generate(Target(model=model), prompts, n=k, sampling=sampling)
         tokens = sum(s.completion_tokens or 0 for samples in out for s in samples)
-        rows.append(("openai backend -> vllm serve", tokens / (time.perf_counter() - began)))
+        return ("openai backend -> vllm serve", tokens / (time.perf_counter() - began))
     finally:
         server.terminate()
         server.wait(timeout=60)
-
-    print(f"{'path':32} {'tokens/s':>10} {'vs vLLM alone':>14}")
-    for name, rate in rows:
-        print(f"{name:32} {rate:10.0f} {rate / baseline:14.3f}")
 
 
 if __name__ == "__main__":
