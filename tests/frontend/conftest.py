@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import expect
 
 from ..conftest import service_missing
 
@@ -31,6 +32,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+PAGE_TIMEOUT_MS = 30_000
+expect.set_options(timeout=PAGE_TIMEOUT_MS)
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -72,7 +75,9 @@ def page(browser: Any, live_server: Any) -> Iterator[Any]:
             errors.append(text)
 
     page.on("console", on_console)
-    page.set_default_timeout(15_000)
+    # Generous, since a loaded 2-core machine (CI beside a training run) can take seconds to
+    # paint; every wait is still on a condition, so a fast machine never waits this long.
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     yield page
     context.close()
     assert errors == [], errors

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ..factories import open_round
+from .conftest import PAGE_TIMEOUT_MS
 from .test_workspace import answer_ids
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,6 +32,7 @@ def audited(browser: Any, live_server: Any) -> Iterator[Any]:
         )
         contexts.append(context)
         page = context.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
         page.goto("/login/")
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill("pw-for-tests")

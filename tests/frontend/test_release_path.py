@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from annotation.exports import judgments_for_export, preference_rows
 from feedback.models import Deployment, PolicyVersion
-from feedback.serving.policies import policy_register
+from feedback.serving.policies import deployment_request, policy_register
 from training.models import GateEvaluation, TrainingRun
 
 from ..annotation.helpers import lease, submit_url, valid_body
@@ -97,7 +97,7 @@ def test_roll_back_is_disabled_with_its_reason_and_a_switch_in_flight_holds_the_
     sign_in, page, admin
 ):
     alpha = policy_register(name="alpha", base_model="models/none", activate_if_none=True)
-    policy_register(name="beta", base_model="models/none")
+    beta_pk = policy_register(name="beta", base_model="models/none").pk
     gamma_pk = policy_register(name="gamma", base_model="models/none").pk
     sign_in(admin.username)
     page.goto("/manage/policies/")
@@ -115,9 +115,11 @@ def test_roll_back_is_disabled_with_its_reason_and_a_switch_in_flight_holds_the_
         "The gate needs a succeeded reward-model run: train one first."
     )
 
-    # No worker runs here: the deployment stays pending, and the page says so while it waits.
-    beta.get_by_role("button", name="Deploy").click()
-    page.get_by_text("Deploy of beta requested").wait_for()
+    # A deployment requested but not yet run (its job waits in the queue: requested here without
+    # enqueueing, since a worker that other tests started may be running in this session). The
+    # page says so while it waits, and holds the other switches.
+    deployment_request(policy_id=beta_pk, requested_by=admin, enqueue=False)
+    page.reload()
     expect(page.get_by_text("A gate or a deployment is running")).to_be_visible()
     assert page.locator('meta[http-equiv="refresh"]').count() == 1
     gamma = page.locator("table.policies tr", has_text="gamma")

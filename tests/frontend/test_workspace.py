@@ -14,6 +14,7 @@ from annotation.rounds import round_open_from_imported
 from feedback.models import Completion, PolicyVersion, Prompt, messages_hash
 
 from ..factories import open_round
+from .conftest import PAGE_TIMEOUT_MS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 AXES = ("helpful", "honest", "harmless")
@@ -237,6 +238,7 @@ def test_workspace_fits_a_tablet(browser, live_server, annotator):
     open_round(n=1, k=3)
     context = browser.new_context(viewport={"width": 820, "height": 1180}, base_url=live_server.url)
     page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto("/login/")
     page.get_by_label("Username").fill(annotator.username)
     page.get_by_label("Password").fill("pw-for-tests")

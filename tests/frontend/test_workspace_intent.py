@@ -15,6 +15,7 @@ from annotation.rounds import round_open_from_imported
 from feedback.models import Completion, PolicyVersion, Prompt, messages_hash
 
 from ..factories import open_round
+from .conftest import PAGE_TIMEOUT_MS
 from .test_workspace import AXES, answer_ids, wait_saved
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -220,6 +221,7 @@ def test_a_phone_ranks_by_tapping_without_sideways_scroll(
         viewport={"width": 390, "height": 844}, base_url=live_server.url, has_touch=True
     )
     page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto("/login/")
     page.get_by_label("Username").fill(annotator.username)
     page.get_by_label("Password").fill("pw-for-tests")
