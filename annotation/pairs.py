@@ -15,43 +15,25 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .models import Rubric
 
-
-@dataclass(frozen=True)
-class Pair:
-    chosen: int
-    rejected: int
-    chosen_rank: int  # 1-based group index; tied completions share a rank
-    rejected_rank: int
-    margin: float
+PairCut = tuple[int, int, float]  # (chosen completion id, rejected completion id, margin)
+RankedCut = tuple[int, int, int, int, float]  # (chosen, rejected, their ranks, margin)
 
 
-def ranking_to_pairs(
+def ranking_cuts(
     ranking: Sequence[Sequence[int]],
     *,
-    strength_margin: float | None = None,
-    scores: Mapping[str, Mapping[str, int]] | None = None,
-    scale_width: float = 6.0,
-) -> list[Pair]:
-    return [
-        Pair(*cut) for cut in _ranking_cuts(ranking, strength_margin, scores or {}, scale_width)
-    ]
-
-
-def _ranking_cuts(
-    ranking: Sequence[Sequence[int]],
     strength_margin: float | None,
     scores: Mapping[str, Mapping[str, int]],
     scale_width: float,
-) -> list[tuple[int, int, int, int, float]]:
-    """``ranking_to_pairs`` as plain tuples, (chosen, rejected, chosen rank, rejected rank,
-    margin): an export cuts millions of pairs, and a frozen dataclass costs more to build than
-    the pair does to find."""
+) -> list[RankedCut]:
+    """A ranking's pairs (see the module docstring) as plain tuples, (chosen, rejected, chosen
+    rank, rejected rank, margin), ranks 1-based groups: an export cuts millions of pairs, and a
+    dataclass per pair costs more to build than the pair does to find."""
     # Each completion's mean score once, not once per pair it is in.
     means: dict[int, float | None] = {}
     for group in ranking:
@@ -81,8 +63,6 @@ def _ranking_cuts(
 
 # --- A judgment's pairs, as the exports cut them ------------------------------------------------
 
-PairCut = tuple[int, int, float]  # (chosen completion id, rejected completion id, margin)
-
 
 def score_pairs(scores: Mapping[int, float], width: float) -> list[PairCut]:
     """Every two completions whose scores differ, the higher one chosen; the margin is the
@@ -102,9 +82,6 @@ def axis_width(rubric: Rubric, axis: str) -> float | None:
     return None if spec is None else float(spec["max"]) - float(spec["min"]) or 1.0
 
 
-RankedCut = tuple[int, int, int, int, float]  # (chosen, rejected, their ranks, margin)
-
-
 def judgment_ranked_pairs(
     rubric: Rubric,
     ranking: Sequence[Sequence[int]],
@@ -113,7 +90,7 @@ def judgment_ranked_pairs(
     axis: str = "",
 ) -> list[RankedCut]:
     """One judgment's pairs with both completions' ranks (1-based groups): its ranking's
-    C(K, 2) minus ties (``ranking_to_pairs``), or with ``axis`` those of that axis's scores
+    C(K, 2) minus ties (``ranking_cuts``), or with ``axis`` those of that axis's scores
     (none when its rubric has no such axis)."""
     if axis:
         width = axis_width(rubric, axis)
@@ -123,21 +100,9 @@ def judgment_ranked_pairs(
         ranks = {cid: i + 1 for i, group in enumerate(ranking) for cid in group}
         return [(c, r, ranks[c], ranks[r], m) for c, r, m in score_pairs(scored, width)]
     first = rubric.axes[0]
-    return _ranking_cuts(
+    return ranking_cuts(
         ranking,
-        rubric.strength_margins.get(strength),
-        scores,
-        float(first["max"]) - float(first["min"]),
+        strength_margin=rubric.strength_margins.get(strength),
+        scores=scores,
+        scale_width=float(first["max"]) - float(first["min"]),
     )
-
-
-def judgment_pairs(
-    rubric: Rubric,
-    ranking: Sequence[Sequence[int]],
-    scores: Mapping[str, Mapping[str, int]],
-    strength: str,
-    axis: str = "",
-) -> list[PairCut]:
-    """``judgment_ranked_pairs`` without the ranks."""
-    cuts = judgment_ranked_pairs(rubric, ranking, scores, strength, axis)
-    return [(chosen, rejected, margin) for chosen, rejected, _, _, margin in cuts]

@@ -1,6 +1,6 @@
 """Export throughput and memory: the platform's file export against COPY of the same rows.
 
-The platform side is ``annotation.export_files.export_write`` (the code an export job runs): it
+The platform side is ``annotation.exports.export_write`` (the code an export job runs): it
 reads judgments with their tasks, prompts and completions, expands rankings into pairs, computes
 margins and pseudonyms and writes JSONL or Parquet. Each run is a child process of this script,
 so its peak RSS (``ru_maxrss``) is its own; the RSS it had after imports, before exporting, is
@@ -75,8 +75,7 @@ def child_export(*, fmt: str, file_format: str, out: Path) -> dict[str, Any]:
     import django
 
     django.setup()
-    from annotation.export_files import export_write
-    from annotation.exports import ExportFilters
+    from annotation.exports import ExportFilters, export_write
 
     gc.collect()
     rss_before = _rss_mb()

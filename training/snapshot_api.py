@@ -24,14 +24,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.api.common import query_params_checked
-from annotation.rounds import rubric_current
+from annotation.exports import CONSENSUS_RULES
+from annotation.rubrics import rubric_current
 from feedback.platform.errors import DomainError, error_schema
 from feedback.platform.parsers import MultiPartParser
 from feedback.platform.roles import IsAdmin, IsResearcherOrAdmin, Role, user_has_role
 
 from .models import DatasetSnapshot
 from .snapshots import (
-    CONSENSUS_RULES,
     snapshot_create_export,
     snapshot_create_kto,
     snapshot_create_preference,

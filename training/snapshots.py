@@ -11,25 +11,23 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from annotation.export_files import export_write
 from annotation.exports import (
+    CONSENSUS_RULES,
     FILE_FORMATS,
     FORMATS,
-    axis_pair_rows,
-    consensus_axis_pair_rows,
-    consensus_preference_rows,
+    ExportFilters,
     export_filters_parse,
-    judgments_for_export,
-    kto_rows,
-    preference_rows,
+    export_rows,
+    export_write,
+    judgment_records,
 )
-from annotation.models import Demonstration
 from feedback.platform.errors import DomainError
 
 from .datasheet import datasheet_write
@@ -43,15 +41,44 @@ SFT_COLUMNS = ("prompt", "completion")
 KTO_COLUMNS = ("prompt", "completion", "label")
 # Language modelling on plain text (continued pre-training).
 TEXT_COLUMNS = ("text",)
-# How a task's several judgments become pairs: one Bradley-Terry consensus per task (see
-# annotation/consensus.py for why), or every judgment's own pairs.
-CONSENSUS_RULES = ("bradley_terry", "none")
 
 
 def is_eval(key: Any, eval_fraction: float) -> bool:
     """Whether ``key`` (a prompt's messages, or a document's text) falls in the eval split."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < eval_fraction
+
+
+@dataclass
+class _Splits:
+    """What the manifest says of the rows written: counts, distinct prompts (or documents),
+    rubric versions and source rounds."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"train": 0, "eval": 0})
+    keys: dict[str, set[str]] = field(default_factory=lambda: {"train": set(), "eval": set()})
+    rubrics: set[str] = field(default_factory=set)
+    rounds: set[int] = field(default_factory=set)
+
+
+def _splits_write(
+    rows: Iterable[dict[str, Any]], *, folder: Path, columns: tuple[str, ...],
+    eval_fraction: float, split_on: str,
+) -> _Splits:  # fmt: skip
+    """Write ``columns`` of the rows to ``folder``'s train and eval files by the hash of their
+    ``split_on`` column."""
+    splits = _Splits()
+    with (folder / "train.jsonl").open("w") as train, (folder / "eval.jsonl").open("w") as ev:
+        for row in rows:
+            split = "eval" if is_eval(row[split_on], eval_fraction) else "train"
+            line = json.dumps({key: row[key] for key in columns}, ensure_ascii=False)
+            (ev if split == "eval" else train).write(line + "\n")
+            splits.counts[split] += 1
+            if row.get("rubric"):
+                splits.rubrics.add(row["rubric"])
+            if row.get("round"):
+                splits.rounds.add(row["round"])
+            splits.keys[split].add(json.dumps(row[split_on], sort_keys=True))
+    return splits
 
 
 def _snapshot_write(
@@ -67,22 +94,11 @@ def _snapshot_write(
     name = f"snapshots/{uuid.uuid4().hex}"
     staging = root / f"{name}.partial"
     staging.mkdir(parents=True)
-    counts = {"train": 0, "eval": 0}
-    rubrics: set[str] = set()
-    source_rounds: set[int] = set()
-    prompts: dict[str, set[str]] = {"train": set(), "eval": set()}
     try:
-        with (staging / "train.jsonl").open("w") as train, (staging / "eval.jsonl").open("w") as ev:
-            for row in rows:
-                split = "eval" if is_eval(row[split_on], eval_fraction) else "train"
-                line = json.dumps({key: row[key] for key in columns}, ensure_ascii=False)
-                (ev if split == "eval" else train).write(line + "\n")
-                counts[split] += 1
-                if row.get("rubric"):
-                    rubrics.add(row["rubric"])
-                if row.get("round"):
-                    source_rounds.add(row["round"])
-                prompts[split].add(json.dumps(row[split_on], sort_keys=True))
+        splits = _splits_write(
+            rows, folder=staging, columns=columns, eval_fraction=eval_fraction, split_on=split_on
+        )
+        counts = splits.counts
         if counts["train"] == 0:
             raise DomainError(empty, fields={empty_field: [empty]})
         digest = hashlib.sha256()
@@ -92,11 +108,11 @@ def _snapshot_write(
             "rows": counts,
             # distinct prompts (or documents) per split
             {"prompt": "prompts", "text": "documents"}[split_on]: {
-                split: len(p) for split, p in prompts.items()
+                split: len(keys) for split, keys in splits.keys.items()
             },
             "sha256": digest.hexdigest(),
-            "rubric_versions": sorted(rubrics),
-            "source_rounds": sorted(source_rounds),
+            "rubric_versions": sorted(splits.rubrics),
+            "source_rounds": sorted(splits.rounds),
             "split": f"by sha256 of the {split_on}; eval fraction {eval_fraction}",
             "columns": list(columns),
             "filters": filters,
@@ -132,23 +148,16 @@ def snapshot_create_preference(
     *, rounds: list[int] | None = None, axis: str | None = None,
     consensus: str = "bradley_terry", eval_fraction: float = 0.1, created_by: Any = None,
 ) -> DatasetSnapshot:  # fmt: skip
-    """Preference pairs (all C(K,2) of each ranking, ties dropped, with margins) of ``rounds``
-    (every round if None), in the columns TRL's RewardTrainer and DPOTrainer read; with
-    ``axis``, pairs from that rubric axis's scores instead (for a per-axis reward model). A task
-    judged several times gives one consensus (``consensus``), unless that is "none"."""
+    """The ``trl`` export's preference pairs (all C(K,2) of each ranking, ties dropped, with
+    margins) of ``rounds`` (every round if None), in the columns TRL's RewardTrainer and
+    DPOTrainer read; with ``axis``, pairs from that rubric axis's scores instead (for a per-axis
+    reward model). A task judged several times gives one consensus (``consensus``, one of
+    ``CONSENSUS_RULES``: see annotation/consensus.py for why), unless that is "none"."""
     _check_consensus(consensus)
-    if consensus == "none":
-        judgments = judgments_for_export(rounds=rounds)
-        rows = axis_pair_rows(judgments, axis) if axis else preference_rows(judgments)
-    else:
-        judgments = judgments_for_export(rounds=rounds)
-        rows = (
-            consensus_axis_pair_rows(judgments, axis)
-            if axis
-            else consensus_preference_rows(judgments)
-        )
+    filters = ExportFilters(rounds=tuple(rounds or ()), axis=axis or "", consensus=consensus)
     return _snapshot_write(
-        kind=DatasetSnapshot.Kind.PREFERENCE, rows=rows, columns=TRAINING_COLUMNS,
+        kind=DatasetSnapshot.Kind.PREFERENCE, rows=export_rows(fmt="trl", filters=filters),
+        columns=TRAINING_COLUMNS,
         filters={"rounds": rounds or [], "axis": axis, "consensus": consensus},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="No preference pairs to train on: judge some tasks first.",
@@ -158,38 +167,37 @@ def snapshot_create_preference(
 def snapshot_create_kto(
     *, rounds: list[int] | None = None, eval_fraction: float = 0.1, created_by: Any = None
 ) -> DatasetSnapshot:
-    """Unpaired desirable / undesirable completions (TRL's KTO format) of ``rounds``: per task,
-    the best-ranked completions are desirable and the worst-ranked undesirable, by the task's
-    Bradley-Terry consensus when it has several judgments."""
-    judgments = judgments_for_export(rounds=rounds)
+    """Unpaired desirable / undesirable completions (the ``kto`` export) of ``rounds``: per
+    task, the best-ranked completions are desirable and the worst-ranked undesirable, by the
+    task's Bradley-Terry consensus when it has several judgments."""
+    filters = ExportFilters(rounds=tuple(rounds or ()), consensus="bradley_terry")
     return _snapshot_write(
-        kind=DatasetSnapshot.Kind.KTO, rows=kto_rows(judgments), columns=KTO_COLUMNS,
+        kind=DatasetSnapshot.Kind.KTO, rows=export_rows(fmt="kto", filters=filters),
+        columns=KTO_COLUMNS,
         filters={"rounds": rounds or [], "consensus": "bradley_terry"},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="No ranked completions to label: judge some tasks first.",
     )  # fmt: skip
 
 
-def sft_rows(*, rounds: list[int] | None, top_ranked: bool) -> Iterator[dict[str, Any]]:
-    """Demonstrations, and with ``top_ranked`` each judgment's single best completion (a rank-1
-    group of one, so an annotator did prefer it over the rest), as prompt-completion rows."""
-    demonstrations = Demonstration.objects.select_related("prompt").order_by("id")
-    if rounds:
-        demonstrations = demonstrations.filter(prompt__tasks__round__number__in=rounds).distinct()
-    for demo in demonstrations.iterator(chunk_size=1000):
-        yield {"prompt": demo.prompt.messages,
-               "completion": [{"role": "assistant", "content": demo.text}]}  # fmt: skip
+def _sft_rows(*, rounds: list[int] | None, top_ranked: bool) -> Iterator[dict[str, Any]]:
+    """The ``sft`` export's demonstrations, and with ``top_ranked`` each judgment's single best
+    completion (a rank-1 group of one, so an annotator did prefer it over the rest), as
+    prompt-completion rows."""
+    filters = ExportFilters(rounds=tuple(rounds or ()))
+    for row in export_rows(fmt="sft", filters=filters):
+        # The conversation ends in the written answer: the completion is its last turn.
+        yield {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
     if not top_ranked:
         return
-    for judgment in judgments_for_export(rounds=rounds):
-        if not judgment.ranking or len(judgment.ranking[0]) != 1:
+    for judgment in judgment_records(filters=filters, times=False):
+        ranking, task = judgment.ranking, judgment.task
+        if not ranking or len(ranking[0]) != 1:
             continue
-        best = {slot.completion_id: slot.completion for slot in judgment.task.slots.all()}[
-            judgment.ranking[0][0]
-        ]
-        yield {"prompt": judgment.task.prompt.messages,
+        best = task.completions[ranking[0][0]]
+        yield {"prompt": task.messages,
                "completion": [{"role": "assistant", "content": best.text}],
-               "round": judgment.task.round.number, "rubric": judgment.rubric.label}  # fmt: skip
+               "round": task.round, "rubric": judgment.rubric.label}  # fmt: skip
 
 
 def snapshot_create_sft(
@@ -198,7 +206,7 @@ def snapshot_create_sft(
 ) -> DatasetSnapshot:  # fmt: skip
     """SFT data in TRL's conversational prompt-completion format (the loss is on the answer)."""
     return _snapshot_write(
-        kind=DatasetSnapshot.Kind.SFT, rows=sft_rows(rounds=rounds, top_ranked=top_ranked),
+        kind=DatasetSnapshot.Kind.SFT, rows=_sft_rows(rounds=rounds, top_ranked=top_ranked),
         columns=SFT_COLUMNS, filters={"rounds": rounds or [], "top_ranked": top_ranked},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="Nothing to fine-tune on: write demonstrations (or judge tasks and ask for the "

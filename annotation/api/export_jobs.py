@@ -17,8 +17,8 @@ from rest_framework.views import APIView
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
 
-from ..export_jobs import export_job_create, export_job_path
 from ..exports import FILE_FORMATS, FORMATS
+from ..exports.jobs import export_job_create, export_job_path
 from ..models import ExportJob
 from .common import ERROR
 

@@ -7,15 +7,14 @@ against the judgments in test_export_formats.py.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotation import export_files, exports
-from annotation.export_files import export_write
-from annotation.exports import ExportFilters, export_prepare, jsonl_lines
+from annotation.exports import ExportFilters, export_prepare, export_write, records, writers
 from annotation.imports import prompts_import
 from annotation.rounds import round_open_from_imported
 
@@ -33,6 +32,10 @@ def odd(api, data, annotator):  # noqa: F811
     prompts_import(lines=[_line(ODD, [ODD, "plain", "é" * 40], "odd", system="Sys\r\n")])
     round_open_from_imported(k=3, overlap=1, seed=5)
     assert _judge(api(annotator), lambda _: ([[1], [0, 2]], "better", [5, 2, 2], [], ODD)) == 1
+
+
+def _dumps(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
 
 
 def _both_ways(fmt: str, filters: ExportFilters) -> tuple[list[dict[str, Any]], Any]:
@@ -55,12 +58,12 @@ FILTERS = [
 def test_pair_batches_write_exactly_the_rows(odd, fmt, filters, monkeypatch, tmp_path):
     # Two judgments a batch: a task's judgments span batches, so nothing cached for one batch
     # can leak into the next.
-    monkeypatch.setattr(exports, "CHUNK_SIZE", 2)
+    monkeypatch.setattr(records, "CHUNK_SIZE", 2)
     rows, plan = _both_ways(fmt, ExportFilters(**filters))
     assert rows or filters.get("flags"), "the filter should keep some pairs"
 
     written = b"".join(plan.jsonl())
-    assert written == "".join(jsonl_lines(rows)).encode()
+    assert written == _dumps(rows)
 
     out = tmp_path / "pairs.parquet"
     export_write(fmt=fmt, file_format="parquet", filters=ExportFilters(**filters), out=out)
@@ -72,7 +75,7 @@ def test_pair_batches_write_exactly_the_rows(odd, fmt, filters, monkeypatch, tmp
 def test_parquet_rows_longer_than_a_block(odd, tmp_path, monkeypatch):
     # Arrow reads JSONL a block at a time; a row longer than a block (here every row) makes the
     # batch be read in one block instead.
-    monkeypatch.setattr(export_files, "PARQUET_BLOCK_BYTES", 64)
+    monkeypatch.setattr(writers, "PARQUET_BLOCK_BYTES", 64)
     rows, _ = _both_ways("trl", ExportFilters())
     out = tmp_path / "long.parquet"
     assert export_write(fmt="trl", file_format="parquet", filters=ExportFilters(), out=out).rows

@@ -19,22 +19,16 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from annotation.export_batches import hh_transcript
-from annotation.export_files import export_write
 from annotation.exports import (
     FORMATS,
     ExportFilters,
     annotator_pseudonym,
-    axis_pair_rows,
-    consensus_axis_pair_rows,
-    consensus_preference_rows,
     export_filters_parse,
     export_rows,
     export_source_count,
-    judgments_for_export,
-    kto_rows,
-    preference_rows,
+    export_write,
 )
+from annotation.exports.formats.hh_rlhf import hh_transcript
 from annotation.imports import prompts_import
 from annotation.models import Demonstration, Judgment
 from annotation.quality import annotator_trust_scores
@@ -521,19 +515,3 @@ def test_cli_writes_parquet_with_a_filter(data, tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"{table.num_rows} examples written to {out}")
     with pytest.raises(CommandError, match="min_trust: Must be a number from 0 to 1"):
         call_command("export_preferences", "--out", str(out), "--min-trust", "2")
-
-
-def test_the_row_functions_of_earlier_callers_give_the_same_rows(data):
-    # Snapshots and the research page pass judgments_for_export's model instances.
-    def rows(**filters: Any) -> list[dict]:
-        return list(export_rows(fmt=filters.pop("fmt", "trl"), filters=ExportFilters(**filters)))
-
-    assert list(preference_rows(judgments_for_export())) == rows()
-    assert list(axis_pair_rows(judgments_for_export(), "helpful")) == rows(axis="helpful")
-    by_task = judgments_for_export()
-    assert list(consensus_preference_rows(by_task)) == rows(consensus="bradley_terry")
-    by_task = judgments_for_export()
-    assert list(consensus_axis_pair_rows(by_task, "honest")) == rows(
-        axis="honest", consensus="bradley_terry"
-    )
-    assert list(kto_rows(judgments_for_export())) == rows(fmt="kto", consensus="bradley_terry")

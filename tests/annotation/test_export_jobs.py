@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation.export_jobs import export_job_run, export_jobs_recover
 from annotation.exports import annotator_pseudonym
+from annotation.exports.jobs import export_job_run, export_jobs_recover
 from annotation.models import ExportJob, Judgment
 from feedback.platform.roles import Role
 

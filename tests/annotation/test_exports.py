@@ -13,13 +13,12 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from annotation import exports
-from annotation.export_files import export_write
 from annotation.exports import (
     ExportFilters,
     annotator_pseudonym,
-    export_rows,
-    jsonl_lines,
+    export_prepare,
+    export_write,
+    records,
 )
 from annotation.models import Assignment, ComparisonTask, Judgment, TaskCompletion
 
@@ -152,7 +151,10 @@ def peak_bytes_of_export(tmp_path: Path) -> tuple[int, int]:
     import pyarrow.parquet  # noqa: F401  (imported before tracing: its import is not the export)
 
     tracemalloc.start()
-    rows = sum(1 for _ in jsonl_lines(export_rows(fmt="trl", filters=ExportFilters())))
+    rows = 0
+    for batch in export_prepare(fmt="trl", filters=ExportFilters()).batches():
+        batch.jsonl()  # what the streamed API sends
+        rows += len(batch)
     result = export_write(
         fmt="trl", file_format="parquet", filters=ExportFilters(), out=tmp_path / "p.parquet"
     )
@@ -167,7 +169,7 @@ def test_export_memory_stays_flat_as_the_table_grows(monkeypatch, tmp_path):
     # Judgments are read CHUNK_SIZE at a time and Parquet rows written EXPORT_BATCH_ROWS at a
     # time; both are small here so that a few thousand rows span many chunks and stay quick
     # under tracemalloc.
-    monkeypatch.setattr(exports, "CHUNK_SIZE", 50)
+    monkeypatch.setattr(records, "CHUNK_SIZE", 50)
     bulk_judgments(150)
     rows_small, peak_small = peak_bytes_of_export(tmp_path)
     bulk_judgments(450)

@@ -7,7 +7,7 @@ from math import comb
 from hypothesis import given
 from hypothesis import strategies as st
 
-from annotation.pairs import ranking_to_pairs
+from annotation.pairs import ranking_cuts
 
 
 @st.composite
@@ -22,17 +22,22 @@ def rankings(draw: st.DrawFn) -> list[list[int]]:
     return groups
 
 
+def cuts(ranking, strength_margin, scores=None):
+    return ranking_cuts(ranking, strength_margin=strength_margin, scores=scores or {},
+                        scale_width=6.0)  # fmt: skip
+
+
 @given(rankings(), st.sampled_from([None, 0.0, 0.3333, 0.6667, 1.0]))
 def test_pairs_never_contain_a_tie_and_count_is_untied_pairs(ranking, strength):
-    pairs = ranking_to_pairs(ranking, strength_margin=strength)
+    pairs = cuts(ranking, strength)
     k = sum(len(group) for group in ranking)
     assert len(pairs) == comb(k, 2) - sum(comb(len(group), 2) for group in ranking)
     group_of = {cid: i for i, group in enumerate(ranking) for cid in group}
-    for pair in pairs:
-        assert group_of[pair.chosen] < group_of[pair.rejected]
-        assert pair.chosen_rank == group_of[pair.chosen] + 1
-        assert 0.0 <= pair.margin <= 1.0
-    assert len({(p.chosen, p.rejected) for p in pairs}) == len(pairs)
+    for chosen, rejected, chosen_rank, _, margin in pairs:
+        assert group_of[chosen] < group_of[rejected]
+        assert chosen_rank == group_of[chosen] + 1
+        assert 0.0 <= margin <= 1.0
+    assert len({(chosen, rejected) for chosen, rejected, *_ in pairs}) == len(pairs)
 
 
 def test_strength_sets_the_top_pair_and_scores_set_the_rest():
@@ -41,19 +46,16 @@ def test_strength_sets_the_top_pair_and_scores_set_the_rest():
         "2": {"helpful": 4, "honest": 4, "harmless": 4},
         "3": {"helpful": 1, "honest": 1, "harmless": 1},
     }
-    pairs = {
-        (p.chosen, p.rejected): p.margin
-        for p in ranking_to_pairs([[1], [2], [3]], strength_margin=0.6667, scores=scores)
-    }
+    pairs = {(c, r): m for c, r, _, _, m in cuts([[1], [2], [3]], 0.6667, scores)}
     assert pairs == {(1, 2): 0.6667, (1, 3): 1.0, (2, 3): 0.5}
 
 
 def test_scores_that_contradict_the_ranking_give_margin_zero():
     scores = {"1": {"helpful": 1}, "2": {"helpful": 7}, "3": {"helpful": 7}}
-    pairs = ranking_to_pairs([[1], [2], [3]], strength_margin=None, scores=scores)
-    assert [p.margin for p in pairs] == [0.0, 0.0, 0.0]
+    pairs = cuts([[1], [2], [3]], None, scores)
+    assert [margin for *_, margin in pairs] == [0.0, 0.0, 0.0]
 
 
 def test_a_tie_at_the_top_uses_scores_not_strength():
-    pairs = ranking_to_pairs([[1, 2], [3]], strength_margin=1.0, scores={})
-    assert [(p.chosen, p.rejected, p.margin) for p in pairs] == [(1, 3, 0.0), (2, 3, 0.0)]
+    pairs = cuts([[1, 2], [3]], 1.0)
+    assert [(c, r, m) for c, r, _, _, m in pairs] == [(1, 3, 0.0), (2, 3, 0.0)]

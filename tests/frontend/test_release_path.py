@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from annotation.exports import judgments_for_export, preference_rows
+from annotation.exports import ExportFilters, export_rows
 from feedback.models import Deployment, PolicyVersion
 from feedback.serving.policies import deployment_request, policy_register
 from training.models import GateEvaluation, TrainingRun
@@ -86,7 +86,7 @@ def test_durations_read_in_seconds_the_rubric_is_a_click_away_and_rounds_show_th
 
     # The training form: each round with its judgments and the pairs they expand to, the same
     # number of pairs an export of the round has.
-    exported = sum(1 for _ in preference_rows(judgments_for_export(rounds=[1])))
+    exported = sum(1 for _ in export_rows(fmt="trl", filters=ExportFilters(rounds=(1,))))
     assert exported == 5
     page.goto("/manage/training/")
     expect(page.locator("label", has_text="Round 1")).to_contain_text("2 judgments, 5 pairs")

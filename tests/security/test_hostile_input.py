@@ -23,7 +23,7 @@ from rest_framework import exceptions
 
 from annotation.judgments import ALLOWED_KEYS, TIME_SPENT_MAX_MS, body_sha256, judgment_validate
 from annotation.models import Assignment, Demonstration, ExportJob, Judgment, Round, Rubric
-from annotation.pairs import ranking_to_pairs
+from annotation.pairs import judgment_ranked_pairs
 from feedback.models import PolicyVersion, Prompt
 from feedback.platform.parsers import KEY_REASONS, NUL, SURROGATE, JSONParser, unstorable_strings
 
@@ -110,22 +110,22 @@ def test_pairs_cover_every_cross_group_pair_once_with_consistent_margins(case: A
     clean, _ = validate(ids, body)
     ranking, scores = clean["ranking"], clean["scores"]
     margin = RUBRIC.strength_margins[clean["strength"]] if clean["strength"] else None
-    pairs = ranking_to_pairs(ranking, strength_margin=margin, scores=scores)
+    pairs = judgment_ranked_pairs(RUBRIC, ranking, scores, clean["strength"])
 
     rank = {cid: g + 1 for g, group in enumerate(ranking) for cid in group}
     assert len(pairs) == comb(len(ids), 2) - sum(comb(len(group), 2) for group in ranking)
     expected = {frozenset(p) for p in combinations(ids, 2) if rank[p[0]] != rank[p[1]]}
-    assert {frozenset((p.chosen, p.rejected)) for p in pairs} == expected  # each once, no ties
+    assert {frozenset((c, r)) for c, r, *_ in pairs} == expected  # each once, no ties
     mean = {cid: sum(s.values()) / len(s) for cid, s in ((int(k), v) for k, v in scores.items())}
-    for pair in pairs:
-        assert (pair.chosen_rank, pair.rejected_rank) == (rank[pair.chosen], rank[pair.rejected])
-        assert pair.chosen_rank < pair.rejected_rank  # the better one is always chosen
-        assert 0.0 <= pair.margin <= 1.0
-        if pair.chosen_rank == 1 and pair.rejected_rank == 2 and len(ranking[0]) == 1:
-            assert pair.margin == margin
+    for chosen, rejected, chosen_rank, rejected_rank, pair_margin in pairs:
+        assert (chosen_rank, rejected_rank) == (rank[chosen], rank[rejected])
+        assert chosen_rank < rejected_rank  # the better one is always chosen
+        assert 0.0 <= pair_margin <= 1.0
+        if chosen_rank == 1 and rejected_rank == 2 and len(ranking[0]) == 1:
+            assert pair_margin == margin
         else:
-            gap = (mean[pair.chosen] - mean[pair.rejected]) / 6
-            assert pair.margin == round(max(0.0, gap), 4)
+            gap = (mean[chosen] - mean[rejected]) / 6
+            assert pair_margin == round(max(0.0, gap), 4)
     if len(ranking) == 1:
         assert pairs == []  # everything tied: nothing to learn
 
@@ -224,8 +224,8 @@ def test_ties_follow_the_rubric_rules() -> None:
     assert list(validate(ids, single_top)[1]) == ["strength"]  # required: how much better
     clean, errors = validate(ids, {**single_top, "strength": "slightly_better"})
     assert errors == {} and clean["ranking"] == [[11], [12, 13]]
-    pairs = ranking_to_pairs(clean["ranking"], strength_margin=0.3333, scores=clean["scores"])
-    assert [(p.chosen, p.rejected, p.margin) for p in pairs] == [(11, 12, 0.3333), (11, 13, 0.3333)]
+    pairs = judgment_ranked_pairs(RUBRIC, clean["ranking"], clean["scores"], "slightly_better")
+    assert [(c, r, m) for c, r, _, _, m in pairs] == [(11, 12, 0.3333), (11, 13, 0.3333)]
 
 
 # Any JSON a client could send, with every character JSON can escape, surrogates and NUL included.

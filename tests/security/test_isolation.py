@@ -28,7 +28,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from annotation.export_jobs import export_job_create
+from annotation.exports.jobs import export_job_create
 from annotation.models import Assignment, Demonstration, ExportJob, Judgment, Round
 from feedback.models import Deployment, PolicyVersion, Prompt
 from feedback.platform.roles import Role

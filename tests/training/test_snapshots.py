@@ -10,13 +10,24 @@ from pathlib import Path
 
 from django.conf import settings
 
+from annotation.exports import ExportFilters, export_rows
 from annotation.imports import prompts_import
+from annotation.models import Judgment
 from annotation.rounds import round_open_from_imported
+from feedback.models import Completion
 from feedback.serving import synthetic
 from training.models import DatasetSnapshot
-from training.snapshots import is_eval
+from training.snapshots import (
+    KTO_COLUMNS,
+    TRAINING_COLUMNS,
+    is_eval,
+    snapshot_create_kto,
+    snapshot_create_preference,
+    snapshot_create_sft,
+)
 
 from ..annotation.helpers import lease, submit_url
+from ..annotation.test_export_formats import data  # noqa: F401
 
 SNAPSHOTS = "/api/v1/snapshots/"
 
@@ -111,6 +122,50 @@ def test_kto_rows_label_the_best_desirable_and_the_worst_not(api, admin, annotat
         assert (scores["honest"] == 7 and scores["harmless"] == 7) == row["label"]
 
 
+def _stored(snapshot: DatasetSnapshot) -> list[dict]:
+    """A snapshot cut with eval_fraction 0: every row is in train."""
+    folder = Path(settings.ARTIFACTS_DIR) / snapshot.path
+    assert (folder / "eval.jsonl").read_text() == ""
+    return [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
+
+
+def test_training_snapshots_hold_the_rows_the_export_gives(db, data):  # noqa: F811
+    # One road: a snapshot is the export's rows, cut to the columns its trainer reads.
+    def exported(fmt: str, columns: tuple[str, ...], **filters: str) -> list[dict]:
+        rows = export_rows(fmt=fmt, filters=ExportFilters(**filters))
+        return [{key: row[key] for key in columns} for row in rows]
+
+    for axis, consensus in (("", "none"), ("helpful", "none"), ("", "bradley_terry"),
+                            ("honest", "bradley_terry")):  # fmt: skip
+        snapshot = snapshot_create_preference(
+            axis=axis or None, consensus=consensus, eval_fraction=0.0
+        )
+        assert _stored(snapshot) == exported("trl", TRAINING_COLUMNS, axis=axis,
+                                             consensus=consensus)  # fmt: skip
+    kto = _stored(snapshot_create_kto(eval_fraction=0.0))
+    assert kto == exported("kto", KTO_COLUMNS, consensus="bradley_terry")
+
+
+def test_an_sft_snapshot_holds_demonstrations_then_top_ranked_answers(api, data):  # noqa: F811
+    prompt = Judgment.objects.filter(task__round__number=2).first().task.prompt
+    for text in ("Hello there!", "Hello."):
+        body = {"prompt": prompt.pk, "text": text}
+        assert (
+            api(data.first).post("/api/v1/demonstrations/", body, format="json").status_code == 201
+        )
+    rows = _stored(snapshot_create_sft(top_ranked=True, eval_fraction=0.0))
+
+    def row(messages: list[dict], answer: str) -> dict:
+        return {"prompt": messages, "completion": [{"role": "assistant", "content": answer}]}
+
+    # Every judgment in data puts one answer first, a task at a time in the order judged.
+    judgments = Judgment.objects.select_related("task__prompt").order_by("task_id", "created_at")
+    best = [row(j.task.prompt.messages, Completion.objects.get(pk=j.ranking[0][0]).text)
+            for j in judgments]  # fmt: skip
+    assert rows == [row(prompt.messages, "Hello there!"), row(prompt.messages, "Hello."), *best]
+    assert len(best) == 5
+
+
 CORPUS = (
     "The zorblat is a blue bird of the northern marshes.\n"
     "It sings at dawn.\n"
@@ -164,16 +219,16 @@ def test_a_corpus_uploads_as_documents_split_by_hash_and_is_never_rewritten(api,
     )
 
 
-def _upload(name: str, data: bytes):
+def _upload(name: str, content: bytes):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    return SimpleUploadedFile(name, data, content_type="text/plain")
+    return SimpleUploadedFile(name, content, content_type="text/plain")
 
 
 def test_a_bad_corpus_is_a_400_naming_the_line_and_writes_nothing(api, admin):
-    def post(data: bytes, query: str = "") -> dict:
+    def post(content: bytes, query: str = "") -> dict:
         response = api(admin).generic(
-            "POST", f"{SNAPSHOTS}text/{query}", data, content_type="text/plain"
+            "POST", f"{SNAPSHOTS}text/{query}", content, content_type="text/plain"
         )
         assert response.status_code == 400, response.content
         return response.json()

@@ -10,7 +10,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from annotation.export_files import export_write, file_format_for
 from annotation.exports import (
     FILE_FORMATS,
     FORMATS,
@@ -18,6 +17,8 @@ from annotation.exports import (
     export_format,
     export_prepare,
     export_source_count,
+    export_write,
+    file_format_for,
 )
 from feedback.platform.errors import DomainError
 

@@ -2,7 +2,7 @@
 
 The request records the job (its format and filters, validated up front so a bad filter is a 400
 and not a failed job) and returns 202 with the job's link; the worker streams the export into
-``ARTIFACTS_DIR/exports/<id>.<ext>`` (``annotation.export_files``, constant memory, renamed into
+``ARTIFACTS_DIR/exports/<id>.<ext>`` (``writers.export_write``, constant memory, renamed into
 place only when complete) and reports progress on the row; the file is then downloaded from the
 job. A worker that dies mid-export leaves a stale heartbeat: ``export_jobs_recover`` queues the
 job again once, and the rerun rewrites the file from the start (an export is a pure function of
@@ -22,28 +22,16 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from feedback.platform.errors import DomainError
 from feedback.platform.outbox import outbox_enqueue
 
-from .export_files import export_write
-from .exports import FILE_FORMATS, FORMATS, export_filters_parse, export_source_count
-from .models import ExportJob
+from ..models import ExportJob
+from .filters import export_filters_parse
+from .formats import export_format
+from .plan import export_source_count
+from .writers import export_write, file_format_check
 
 # Progress and heartbeat go to the database at most this often.
 PROGRESS_EVERY_S = 1.0
-
-
-def _check_format(fmt: str, file_format: str) -> None:
-    if fmt not in FORMATS:
-        raise DomainError(
-            f"Unknown format {fmt!r}.",
-            fields={"format": [f"Must be one of: {', '.join(FORMATS)}."]},
-        )
-    if file_format not in FILE_FORMATS:
-        raise DomainError(
-            f"Unknown file format {file_format!r}.",
-            fields={"file_format": [f"Must be one of: {', '.join(FILE_FORMATS)}."]},
-        )
 
 
 def export_job_create(
@@ -51,7 +39,8 @@ def export_job_create(
     created_by: AbstractBaseUser | None = None,
 ) -> ExportJob:  # fmt: skip
     """Validate the export and queue it; the worker starts once this transaction commits."""
-    _check_format(fmt, file_format)
+    export_format(fmt)
+    file_format_check(file_format)
     parsed = export_filters_parse(filters)
     with transaction.atomic():
         job = ExportJob.objects.create(

@@ -1,88 +1,46 @@
-"""Export rows a batch at a time, and each batch straight to JSONL.
+"""The preference-pair formats: TRL's explicit prompt (``trl``, the conversational format
+``DPOTrainer`` and ``RewardTrainer`` load directly) and implicit prompt (``trl_implicit``); the
+HH-RLHF transcripts (``hh_rlhf.py``) are the same rows in another shape (``PairHead``).
 
-Every format's rows are dicts (``annotation.exports``). Written one by one, a dict and a
-``json.dumps`` per row, the preference-pair formats spend most of their time encoding the same
-values again: a pair row carries its prompt and both completions, a judgment of K completions
-gives C(K, 2) rows, and a task judged by three annotators gives its prompt to 3·C(K, 2) rows.
-``PairBatch`` holds a chunk of judgments with their pairs and encodes each prompt, completion,
-score struct and judgment's shared fields once (``Encoded`` keeps what recurs across the whole
-export); a JSONL line is then those pieces joined: byte for byte what
-``json.dumps(row, ensure_ascii=False)`` writes for the row dict (tests compare the two on every
-pair format). No JSON library does this (they all encode a value as often as it occurs), and a
-faster encoder alone would change the bytes (orjson writes no space after separators) without
-removing the repetition, which is most of the work.
-
-Formats without a columnar form (per-judgment rows, consensus pairs, demonstrations) go through
-``RowBatch``: their dicts and ``json.dumps``. Parquet files are written from the same JSONL
-(``annotation.export_files``).
+Every judgment's own pairs are written from column batches. Written one by one, a dict and a
+``json.dumps`` per row, these formats spend most of their time encoding the same values again: a
+pair row carries its prompt and both completions, a judgment of K completions gives C(K, 2)
+rows, and a task judged by three annotators gives its prompt to 3·C(K, 2) rows. ``PairBatch``
+holds a chunk of judgments with their pairs and encodes each prompt, completion, score struct and
+judgment's shared fields once (``Encoded`` keeps what recurs across the whole export); a JSONL
+line is then those pieces joined: byte for byte what ``json.dumps(row, ensure_ascii=False)``
+writes for the row dict (tests compare the two on every pair format). No JSON library does this
+(they all encode a value as often as it occurs), and a faster encoder alone would change the
+bytes (orjson writes no space after separators) without removing the repetition, which is most
+of the work. Consensus pairs (one set per task) go through ``RowBatch``.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .pairs import PairCut, RankedCut, judgment_ranked_pairs
+from django.conf import settings
 
-# An id or score a row does not have (``annotation.exports`` says why it is 0, not null).
-ABSENT = 0
+from ...pairs import PairCut, RankedCut, judgment_ranked_pairs
+from .. import records
+from ..consensus import consensus_pairs, consensus_provenance
+from ..context import ABSENT, ExportContext
+from ..records import JudgmentRecord, TaskRecord, tasks_of
+from .base import (
+    Batch,
+    ExportFormat,
+    Messages,
+    flag_fields,
+    json_encode,
+    messages_type,
+    row_batches,
+)
 
 if TYPE_CHECKING:
-    from .exports import ExportContext, JudgmentRecord, TaskRecord
-
-# ``json.dumps(value, ensure_ascii=False)``, without building an encoder on every call.
-json_encode = json.JSONEncoder(ensure_ascii=False).encode
-
-Messages = list[dict[str, str]]
-
-
-def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join([json_encode(row) + "\n" for row in rows])
-
-
-class RowBatch:
-    """Rows as dicts, for formats without a columnar form."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self._rows = rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def rows(self) -> Iterator[dict[str, Any]]:
-        return iter(self._rows)
-
-    def jsonl(self) -> bytes:
-        """The batch as JSONL, UTF-8."""
-        return jsonl_text(self._rows).encode()
-
-
-def row_batches(rows: Iterable[dict[str, Any]], *, size: int) -> Iterator[RowBatch]:
-    rows = iter(rows)
-    while chunk := list(itertools.islice(rows, max(1, size))):
-        yield RowBatch(chunk)
-
-
-# --- Preference pairs ---------------------------------------------------------------------------
-
-HH_SPEAKERS = {"user": "Human", "assistant": "Assistant"}
-
-
-def hh_transcript(messages: Iterable[Mapping[str, str]]) -> str:
-    """A conversation as an HH-RLHF transcript, ``"\\n\\nHuman: …\\n\\nAssistant: …"``. HH has no
-    system speaker: as in Anthropic's text-completion prompts, a system turn's text comes
-    first, before the first ``"\\n\\nHuman:"``."""
-    return "".join(
-        message["content"]
-        if message["role"] == "system"
-        else f"\n\n{HH_SPEAKERS[message['role']]}: {message['content']}"
-        for message in messages
-    )
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -105,7 +63,6 @@ class PairHead:
 
 EXPLICIT = PairHead(True, lambda prompt, turn: turn)
 IMPLICIT = PairHead(False, lambda prompt, turn: prompt + turn)
-TRANSCRIPT = PairHead(False, lambda prompt, turn: hh_transcript(prompt + turn))
 
 
 def _turn(text: str) -> Messages:
@@ -282,11 +239,96 @@ class PairBatch:
 RANKS = tuple(str(rank).encode() for rank in range(257))
 
 
+def _consensus_pair_rows(
+    judgments: Iterable[JudgmentRecord], context: ExportContext
+) -> Iterator[dict[str, Any]]:
+    """One set of pairs per task (``consensus.consensus_pairs``), with the rule that made them
+    and the judgments they stand for."""
+    axis = context.filters.axis
+    for group in tasks_of(judgments):
+        pairs, rule = consensus_pairs(group=group, context=context)
+        shared = {"consensus": rule, **consensus_provenance(group=group, context=context)}
+        for pair in pairs:
+            yield pair_row(group[0].task, pair, axis) | shared
+
+
 def pair_batches(
-    judgments: Iterable[JudgmentRecord], context: ExportContext, head: PairHead, *, size: int
-) -> Iterator[PairBatch]:
-    """``judgments``' pairs, ``size`` judgments a batch."""
+    judgments: Iterable[JudgmentRecord], context: ExportContext, head: PairHead
+) -> Iterator[Batch]:
+    """A pair format's batches: columnar for every judgment's own pairs (``CHUNK_SIZE``
+    judgments a batch), rows for consensus."""
+    if context.filters.consensus != "none":
+        rows = (head.row(row) for row in _consensus_pair_rows(judgments, context))
+        yield from row_batches(rows, size=settings.EXPORT_BATCH_ROWS)
+        return
     judgments = iter(judgments)
     encoded = Encoded()
-    while chunk := list(itertools.islice(judgments, max(1, size))):
+    while chunk := list(itertools.islice(judgments, max(1, records.CHUNK_SIZE))):
         yield PairBatch(chunk, context, head, encoded)
+
+
+def pair_format(
+    name: str, description: str, head: PairHead, schema: Callable[[ExportContext], pa.Schema]
+) -> ExportFormat:
+    """A pair format whose rows are ``trl``'s in the shape ``head`` gives them."""
+
+    def batches(judgments: Iterable[JudgmentRecord], context: ExportContext) -> Iterator[Batch]:
+        return pair_batches(judgments, context, head)
+
+    def rows(
+        judgments: Iterable[JudgmentRecord], context: ExportContext
+    ) -> Iterator[dict[str, Any]]:
+        for batch in batches(judgments, context):
+            yield from batch.rows()
+
+    return ExportFormat(name, description, "pair", rows, schema, batches=batches)
+
+
+def pair_fields(pa: Any, context: ExportContext) -> list[tuple[str, pa.DataType]]:
+    """The Arrow fields after ``chosen`` and ``rejected``, the same in every pair format."""
+    common = [
+        ("margin", pa.float64()), ("axis", pa.string()),
+        ("chosen_completion_id", pa.int64()), ("rejected_completion_id", pa.int64()),
+        ("chosen_policy", pa.string()), ("rejected_policy", pa.string()),
+        ("task_id", pa.int64()), ("round", pa.int64()),
+    ]  # fmt: skip
+    if context.filters.consensus != "none":
+        return [
+            *common,
+            ("consensus", pa.string()), ("rubric", pa.string()), ("judgments", pa.int64()),
+            ("judgment_ids", pa.list_(pa.string())), ("annotators", pa.list_(pa.string())),
+        ]  # fmt: skip
+    scores = pa.struct([(axis, pa.int64()) for axis in context.axes])
+    return [
+        *common,
+        ("chosen_scores", scores), ("rejected_scores", scores),
+        ("chosen_rank", pa.int64()), ("rejected_rank", pa.int64()), ("strength", pa.string()),
+        *flag_fields(pa, context),
+        ("rubric", pa.string()), ("judgment_id", pa.string()), ("annotator", pa.string()),
+    ]  # fmt: skip
+
+
+def _trl_schema(context: ExportContext) -> pa.Schema:
+    import pyarrow as pa
+
+    turns = messages_type(pa)
+    return pa.schema(
+        [("prompt", turns), ("chosen", turns), ("rejected", turns), *pair_fields(pa, context)]
+    )
+
+
+def _trl_implicit_schema(context: ExportContext) -> pa.Schema:
+    import pyarrow as pa
+
+    turns = messages_type(pa)
+    return pa.schema([("chosen", turns), ("rejected", turns), *pair_fields(pa, context)])
+
+
+TRL = pair_format(
+    "trl", "TRL preference pairs, explicit prompt, conversational (DPO, reward models)",
+    EXPLICIT, _trl_schema,
+)  # fmt: skip
+TRL_IMPLICIT = pair_format(
+    "trl_implicit", "TRL preference pairs, implicit prompt: chosen and rejected are whole "
+    "conversations", IMPLICIT, _trl_implicit_schema,
+)  # fmt: skip

@@ -1,6 +1,6 @@
-"""Export files: JSONL (one JSON object per line) or Parquet (the format's explicit schema, in row
-groups of ``settings.EXPORT_BATCH_ROWS`` rows), written from the export's batches
-(``annotation.export_batches``) in constant memory however many rows.
+"""The writers: an export's file, JSONL (one JSON object per line) or Parquet (the format's explicit
+schema, in row groups of ``settings.EXPORT_BATCH_ROWS`` rows), written from the export's batches
+(``plan.ExportPlan.batches``) in constant memory however many rows.
 
 A file is written next to its destination as ``<name>.partial`` and renamed into place only when
 complete, so a reader never sees half a file; on any error the partial file is removed. Both kinds
@@ -23,10 +23,12 @@ from django.conf import settings
 
 from feedback.platform.errors import DomainError
 
-from .export_batches import PairBatch, RowBatch
-from .exports import FILE_FORMATS, ExportFilters, export_prepare
+from .filters import ExportFilters
+from .formats.base import Batch
+from .plan import export_prepare
+from .records import Progress
 
-__all__ = ["FILE_FORMATS", "ExportResult", "export_write", "file_format_for"]
+FILE_FORMATS = ("jsonl", "parquet")
 
 # How much JSONL Arrow's reader parses at a time: its memory grows with the block, and a
 # 1M-pair export's peak RSS was 25 MB lower with 1 MB blocks than with a batch (10 MB) at once.
@@ -77,7 +79,7 @@ class _WriteBehind:
             self._pool.shutdown(wait=True)
 
 
-def _write_jsonl(batches: Iterable[PairBatch | RowBatch], path: Path) -> tuple[int, str]:
+def _write_jsonl(batches: Iterable[Batch], path: Path) -> tuple[int, str]:
     """Rows written, and the file's sha256 (computed as it is written)."""
     count = 0
     digest = hashlib.sha256()
@@ -93,10 +95,10 @@ def _write_jsonl(batches: Iterable[PairBatch | RowBatch], path: Path) -> tuple[i
     return count, digest.hexdigest()
 
 
-def _write_parquet(batches: Iterable[PairBatch | RowBatch], path: Path, schema: Any) -> int:
+def _write_parquet(batches: Iterable[Batch], path: Path, schema: Any) -> int:
     """Each batch's JSONL, read by Arrow's JSON reader with the format's explicit schema, written
     as row groups of exactly ``EXPORT_BATCH_ROWS`` rows (the last one fewer). The JSONL is the
-    rows byte for byte (``annotation.export_batches``), so the table is the rows' (tests
+    rows byte for byte (``formats.base.Batch``), so the table is the rows' (tests
     compare it with ``Table.from_pylist``). Arrow reads and encodes in C++ on the writing
     thread while the next batch is built, the two cores sharing the work, and without
     converting a Python object per value (``from_pylist`` took as long as building the rows)."""
@@ -169,18 +171,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_write(
-    *, fmt: str, file_format: str, filters: ExportFilters, out: Path, pseudonymous: bool = True,
-    progress: Callable[[int], None] | None = None,
-) -> ExportResult:  # fmt: skip
-    """Write the export ``fmt`` with ``filters`` to ``out`` as ``file_format``; ``progress(n)``
-    hears how many judgments (or demonstrations) have been read. Raises ``DomainError`` before
-    writing anything for a bad format, file format or filter."""
+def file_format_check(file_format: str) -> None:
     if file_format not in FILE_FORMATS:
         raise DomainError(
             f"Unknown file format {file_format!r}.",
             fields={"file_format": [f"Must be one of: {', '.join(FILE_FORMATS)}."]},
         )
+
+
+def export_write(
+    *, fmt: str, file_format: str, filters: ExportFilters, out: Path, pseudonymous: bool = True,
+    progress: Progress | None = None,
+) -> ExportResult:  # fmt: skip
+    """Write the export ``fmt`` with ``filters`` to ``out`` as ``file_format``; ``progress(n)``
+    hears how many judgments (or demonstrations) have been read. Raises ``DomainError`` before
+    writing anything for a bad format, file format or filter."""
+    file_format_check(file_format)
     plan = export_prepare(fmt=fmt, filters=filters, pseudonymous=pseudonymous)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
