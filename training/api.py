@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.exports import CONSENSUS_RULES
 from annotation.models import Round
 from annotation.selectors import round_get
 from feedback.platform.errors import DomainError, error_schema
@@ -20,7 +21,6 @@ from .gate import gate_request
 from .models import Automation, GateEvaluation, TrainingRun
 from .runs import training_run_cancel, training_run_create
 from .selectors import automation_of_round, gate_get, training_run_get, training_run_list
-from .snapshots import CONSENSUS_RULES
 
 ERROR = error_schema()
 
