@@ -20,8 +20,9 @@ from django.db.models import F
 
 from feedback.platform.errors import DomainError
 
-from .judgments import Errors, _validate_ranking, _validate_scores
 from .models import ComparisonTask, Round, TaskCompletion
+from .rubrics import ranking_validate, scores_validate
+from .strict_json import Errors, errors_raise
 
 # Large enough for every annotator of any round; small enough for the smallint column.
 GOLD_OVERLAP = 10_000
@@ -44,7 +45,7 @@ def task_mark_gold(
 ) -> ComparisonTask:
     """Make a task gold with a reference ``ranking`` (groups of completion ids, best first) and
     optional reference ``scores`` ({completion id: {axis: score}}), validated as a judgment's
-    are. Marking a gold task again replaces its reference."""
+    are (``annotation.rubrics``). Marking a gold task again replaces its reference."""
     with transaction.atomic():
         task = _lock_task(task_id)
         completion_ids = list(
@@ -53,15 +54,16 @@ def task_mark_gold(
             .values_list("completion_id", flat=True)
         )
         errors: Errors = {}
-        clean_ranking = _validate_ranking(ranking, completion_ids, errors)
+        clean_ranking = ranking_validate(
+            ranking=ranking, completion_ids=completion_ids, errors=errors
+        )
         clean_scores: dict[str, Any] | None = None
         if scores is not None:
-            clean_scores = _validate_scores(scores, completion_ids, task.round.rubric, errors)
-        if errors:
-            raise DomainError(
-                "; ".join(f"{path}: {' '.join(reasons)}" for path, reasons in errors.items()),
-                fields=errors,
-            )
+            clean_scores = scores_validate(
+                scores=scores, completion_ids=completion_ids, rubric=task.round.rubric,
+                errors=errors,
+            )  # fmt: skip
+        errors_raise(errors)
         if len(clean_ranking) < 2:
             raise DomainError(
                 "A gold ranking must order something.",

@@ -199,6 +199,8 @@ def prompts_import(
 
 
 def _write(parsed: list[ParsedLine], report: ImportReport) -> None:
+    """Store the prompts that are new and, for every prompt, the completions it does not hold
+    yet; the counts go into ``report``. The caller's transaction makes it all or nothing."""
     by_hash: dict[str, ParsedLine] = {}
     wanted: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for item in parsed:
@@ -207,48 +209,12 @@ def _write(parsed: list[ParsedLine], report: ImportReport) -> None:
         for pair in item.completions:
             if pair not in wanted[digest]:
                 wanted[digest].append(pair)
-
-    existing = dict(
-        Prompt.objects.filter(content_hash__in=list(by_hash)).values_list("content_hash", "pk")
-    )
-    new_prompts = [
-        Prompt(
-            messages=item.messages,
-            content_hash=digest,
-            source=item.source,
-            tags=item.tags,
-            safety=item.safety,
-        )
-        for digest, item in by_hash.items()
-        if digest not in existing
-    ]
-    Prompt.objects.bulk_create(new_prompts, batch_size=1000)
-    report.prompts_created = len(new_prompts)
-    report.prompts_existing = len(existing)
-    prompt_ids = dict(
-        Prompt.objects.filter(content_hash__in=list(by_hash)).values_list("content_hash", "pk")
-    )
-
+    existing, prompt_ids = _prompts_write(by_hash, report)
     models = {model for pairs in wanted.values() for model, _ in pairs}
     policies = {p.name: p.pk for p in PolicyVersion.objects.filter(name__in=models)}
     for name in sorted(models - set(policies)):
         policies[name] = policy_register(name=name, status=PolicyVersion.Status.EXTERNAL).pk
-
-    # What is stored already for prompts that existed: texts to skip, and the next sample index.
-    seen: set[tuple[int, int, str]] = set()
-    next_index: dict[tuple[int, int], int] = defaultdict(int)
-    old_ids = list(existing.values())
-    if old_ids:
-        for prompt_id, policy_id, text in Completion.objects.filter(
-            prompt_id__in=old_ids
-        ).values_list("prompt_id", "policy_version_id", "text"):
-            seen.add((prompt_id, policy_id, text))
-        for row in (
-            Completion.objects.filter(prompt_id__in=old_ids)
-            .values("prompt_id", "policy_version_id")
-            .annotate(top=Max("sample_index"))
-        ):
-            next_index[(row["prompt_id"], row["policy_version_id"])] = row["top"] + 1
+    seen, next_index = _completions_stored(list(existing.values()))
 
     new_completions = []
     for digest, pairs in wanted.items():
@@ -271,3 +237,52 @@ def _write(parsed: list[ParsedLine], report: ImportReport) -> None:
             )
     Completion.objects.bulk_create(new_completions, batch_size=1000)
     report.completions_created = len(new_completions)
+
+
+def _prompts_write(
+    by_hash: dict[str, ParsedLine], report: ImportReport
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Create the prompts not stored yet. Returns the ids of those that existed before, and of
+    every prompt, by content hash."""
+    existing = dict(
+        Prompt.objects.filter(content_hash__in=list(by_hash)).values_list("content_hash", "pk")
+    )
+    new_prompts = [
+        Prompt(
+            messages=item.messages,
+            content_hash=digest,
+            source=item.source,
+            tags=item.tags,
+            safety=item.safety,
+        )
+        for digest, item in by_hash.items()
+        if digest not in existing
+    ]
+    Prompt.objects.bulk_create(new_prompts, batch_size=1000)
+    report.prompts_created = len(new_prompts)
+    report.prompts_existing = len(existing)
+    prompt_ids = dict(
+        Prompt.objects.filter(content_hash__in=list(by_hash)).values_list("content_hash", "pk")
+    )
+    return existing, prompt_ids
+
+
+def _completions_stored(
+    prompt_ids: list[int],
+) -> tuple[set[tuple[int, int, str]], dict[tuple[int, int], int]]:
+    """What is stored already for prompts that existed: the (prompt, policy, text) to skip, and
+    the next free sample index per (prompt, policy)."""
+    seen: set[tuple[int, int, str]] = set()
+    next_index: dict[tuple[int, int], int] = defaultdict(int)
+    if prompt_ids:
+        for prompt_id, policy_id, text in Completion.objects.filter(
+            prompt_id__in=prompt_ids
+        ).values_list("prompt_id", "policy_version_id", "text"):
+            seen.add((prompt_id, policy_id, text))
+        for row in (
+            Completion.objects.filter(prompt_id__in=prompt_ids)
+            .values("prompt_id", "policy_version_id")
+            .annotate(top=Max("sample_index"))
+        ):
+            next_index[(row["prompt_id"], row["policy_version_id"])] = row["top"] + 1
+    return seen, next_index

@@ -1,4 +1,17 @@
-"""Opening and closing rounds. A round is a batch of comparison tasks judged under one rubric."""
+"""Rounds: opening one, closing it, and what an admin reads about it. A round is a batch of
+comparison tasks judged under one rubric.
+
+A round opens one of two ways:
+
+* from completions already stored for its prompts (imported with them): the tasks are made at
+  once and the round is open (``round_open_from_imported``);
+* by the serving policy (``round_open_for_policy``): the round is recorded as ``generating`` and
+  its generation job is queued; the job samples K completions per prompt and publishes the tasks
+  (``annotation.round_generation``, which also recovers a job whose worker died).
+
+Either way the prompts are chosen alike (by ids and/or tags, by default only those in no round
+yet), and rounds are numbered in the order they open.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +21,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
@@ -15,18 +29,36 @@ from django.utils import timezone
 
 from feedback.models import Completion, Prompt
 from feedback.platform.errors import DomainError
+from feedback.serving.backends import Sampling
+from feedback.serving.policies import policy_active
 
 from .distribution import distribution_statistics_refresh
 from .models import Assignment, ComparisonTask, Judgment, Round, Rubric, TaskCompletion
+from .round_generation import round_generate_enqueue
+from .rubrics import rubric_current
 
-DEFAULT_RUBRIC = "3H"
+# A task's plan: its prompt and the completions it compares, in their shown order.
+Plan = tuple[int, list[int]]
 
 
-def rubric_current(*, name: str = DEFAULT_RUBRIC) -> Rubric:
-    rubric = Rubric.objects.filter(name=name).order_by("-version").first()
-    if rubric is None:
-        raise DomainError(f"No rubric named {name!r}.", fields={"rubric": ["Does not exist."]})
-    return rubric
+def _prompts_choose(
+    *, prompt_ids: list[int] | None, tags: list[str] | None, include_used: bool
+) -> list[int]:
+    """Ids of the prompts a new round takes, in id order: those named (all when none are), with
+    every one of ``tags``, and unless ``include_used`` only those in no round yet."""
+    prompts = Prompt.objects.all()
+    if prompt_ids:
+        prompts = prompts.filter(pk__in=prompt_ids)
+    if not include_used:
+        prompts = prompts.exclude(tasks__isnull=False)
+    wanted = set(tags or [])
+    return [pk for pk, t in prompts.order_by("id").values_list("pk", "tags") if wanted <= set(t)]
+
+
+def _next_number() -> int:
+    """The number the round being opened takes; the caller's transaction holds the lock."""
+    last = Round.objects.select_for_update().order_by("-number").first()
+    return (last.number + 1) if last else 1
 
 
 def _choose_completions(
@@ -41,6 +73,45 @@ def _choose_completions(
     if len(distinct) < k:
         return None
     return rng.sample(sorted(distinct.values()), k)
+
+
+def _plans_from_imported(prompt_ids: list[int], *, k: int, seed: int) -> list[Plan]:
+    """For each prompt that has K distinct stored completions, the K a task compares."""
+    by_prompt: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in (
+        Completion.objects.filter(prompt_id__in=prompt_ids)
+        .order_by("id")
+        .values("id", "prompt_id", "text")
+    ):
+        by_prompt[row["prompt_id"]].append(row)
+    plans: list[Plan] = []
+    for prompt_id in prompt_ids:
+        picked = _choose_completions(
+            by_prompt.get(prompt_id, []), k=k, rng=random.Random(f"{seed}:{prompt_id}")
+        )
+        if picked is not None:
+            plans.append((prompt_id, picked))
+    return plans
+
+
+def _tasks_create(round_: Round, plans: list[Plan]) -> None:
+    """The round's tasks and their completions, in two bulk inserts."""
+    tasks = ComparisonTask.objects.bulk_create(
+        [ComparisonTask(round=round_, prompt_id=pid, overlap=round_.overlap) for pid, _ in plans],
+        batch_size=1000,
+    )
+    if any(task.pk is None for task in tasks):  # backends without RETURNING
+        ids = dict(ComparisonTask.objects.filter(round=round_).values_list("prompt_id", "pk"))
+        for task in tasks:
+            task.pk = ids[task.prompt_id]
+    TaskCompletion.objects.bulk_create(
+        [
+            TaskCompletion(task_id=task.pk, completion_id=cid, position=position)
+            for task, (_, picked) in zip(tasks, plans, strict=True)
+            for position, cid in enumerate(picked)
+        ],
+        batch_size=2000,
+    )
 
 
 def round_open_from_imported(
@@ -63,45 +134,18 @@ def round_open_from_imported(
     """
     rubric = rubric or rubric_current()
     seed = secrets.randbits(31) if seed is None else seed
-    prompts = Prompt.objects.all()
-    if prompt_ids:
-        prompts = prompts.filter(pk__in=prompt_ids)
-    if not include_used:
-        prompts = prompts.exclude(Q(tasks__isnull=False))
-    wanted_tags = set(tags or [])
-    chosen_prompts = [
-        pk
-        for pk, prompt_tags in prompts.values_list("pk", "tags")
-        if wanted_tags <= set(prompt_tags)
-    ]
-    by_prompt: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in (
-        Completion.objects.filter(prompt_id__in=chosen_prompts)
-        .order_by("id")
-        .values("id", "prompt_id", "text")
-    ):
-        by_prompt[row["prompt_id"]].append(row)
-
-    plans: list[tuple[int, list[int]]] = []
-    for prompt_id in chosen_prompts:
-        picked = _choose_completions(
-            by_prompt.get(prompt_id, []), k=k, rng=random.Random(f"{seed}:{prompt_id}")
-        )
-        if picked is not None:
-            plans.append((prompt_id, picked))
-    left_out = len(chosen_prompts) - len(plans)
+    chosen = _prompts_choose(prompt_ids=prompt_ids, tags=tags, include_used=include_used)
+    plans = _plans_from_imported(chosen, k=k, seed=seed)
     if not plans:
         raise DomainError(
             f"No selected prompt has {k} completions with distinct texts "
-            f"({len(chosen_prompts)} prompt(s) matched).",
+            f"({len(chosen)} prompt(s) matched).",
             fields={"k": [f"No prompt has {k} distinct completions to compare."]},
         )
-
     try:
         with transaction.atomic():
-            last = Round.objects.select_for_update().order_by("-number").first()
             round_ = Round.objects.create(
-                number=(last.number + 1) if last else 1,
+                number=_next_number(),
                 source=Round.Source.IMPORTED,
                 rubric=rubric,
                 k=k,
@@ -110,30 +154,66 @@ def round_open_from_imported(
                 status=Round.Status.OPEN,
                 created_by=created_by,
             )
-            tasks = ComparisonTask.objects.bulk_create(
-                [ComparisonTask(round=round_, prompt_id=pid, overlap=overlap) for pid, _ in plans],
-                batch_size=1000,
-            )
-            if any(task.pk is None for task in tasks):  # backends without RETURNING
-                ids = dict(
-                    ComparisonTask.objects.filter(round=round_).values_list("prompt_id", "pk")
-                )
-                for task in tasks:
-                    task.pk = ids[task.prompt_id]
-            TaskCompletion.objects.bulk_create(
-                [
-                    TaskCompletion(task_id=task.pk, completion_id=cid, position=position)
-                    for task, (_, picked) in zip(tasks, plans, strict=True)
-                    for position, cid in enumerate(picked)
-                ],
-                batch_size=2000,
-            )
+            _tasks_create(round_, plans)
             distribution_statistics_refresh()
     except IntegrityError:
         raise DomainError(
             "Another round was opened at the same moment; try again.", code="conflict", status=409
         ) from None
-    return round_, left_out
+    return round_, len(chosen) - len(plans)
+
+
+def round_open_for_policy(
+    *,
+    k: int,
+    overlap: int,
+    prompt_ids: list[int] | None = None,
+    tags: list[str] | None = None,
+    include_used: bool = False,
+    limit: int | None = None,
+    sampling: Sampling | None = None,
+    backend: str | None = None,
+    seed: int | None = None,
+    created_by: Any = None,
+    enqueue: bool = True,
+) -> Round:
+    """Record a round to be generated by the active policy and enqueue its generation."""
+    policy = policy_active()
+    if policy is None:
+        raise DomainError(
+            "No policy is active: deploy one first (build_tiny_model registers the tiny model).",
+            code="no_active_policy",
+            status=409,
+        )
+    chosen = _prompts_choose(prompt_ids=prompt_ids, tags=tags, include_used=include_used)
+    if limit is not None:
+        chosen = chosen[:limit]
+    if not chosen:
+        raise DomainError("No prompt matches.", fields={"prompt_ids": ["No prompt matches."]})
+    sampling = sampling or Sampling()
+    seed = secrets.randbits(31) if seed is None else seed
+    with transaction.atomic():
+        number = _next_number()
+        try:
+            round_ = Round.objects.create(
+                number=number,
+                source=Round.Source.POLICY,
+                policy_version=policy,
+                rubric=rubric_current(),
+                k=k,
+                overlap=overlap,
+                seed=seed,
+                status=Round.Status.GENERATING,
+                created_by=created_by,
+                prompt_ids=chosen,
+                sampling={**sampling.as_dict(), "seed": seed},
+                backend=backend or settings.GENERATION_BACKEND,
+            )
+        except IntegrityError:
+            raise DomainError("Another round was opened at the same moment.", status=409) from None
+        if enqueue:  # `simulate` generates in its own process instead
+            round_generate_enqueue(round_.pk)
+    return round_
 
 
 def round_close(*, round_id: int) -> Round:
@@ -232,13 +312,3 @@ def round_pair_counts() -> list[dict[str, Any]]:
         counts[round_id]["judgments"] += 1
         counts[round_id]["pairs"] += ranking_pair_count(ranking)
     return list(counts.values())
-
-
-def rubric_detail(*, rubric_id: int) -> tuple[Rubric, list[Round], list[Rubric]]:
-    """A rubric, the rounds judged under it (newest first), and every version of its name."""
-    rubric = Rubric.objects.filter(pk=rubric_id).first()
-    if rubric is None:
-        raise DomainError("No such rubric.", code="not_found", status=404)
-    rounds = list(Round.objects.filter(rubric=rubric).order_by("-number"))
-    versions = list(Rubric.objects.filter(name=rubric.name).order_by("-version"))
-    return rubric, rounds, versions

@@ -18,7 +18,7 @@ def round_generate(round_id: int) -> dict[str, int]:
     """Generate a round's completions and publish its tasks (resumable, idempotent)."""
     from feedback.platform.signals import job_finished
 
-    from .generation import round_generate as generate
+    from .round_generation import round_generate as generate
 
     try:
         round_ = generate(round_id=round_id)
@@ -34,7 +34,7 @@ def round_generate(round_id: int) -> dict[str, int]:
 @shared_task(name="annotation.tasks.rounds_generation_recover")
 def rounds_generation_recover() -> list[int]:
     """Queue again the generating rounds whose worker died (stale heartbeat)."""
-    from .generation import rounds_generation_recover as recover
+    from .round_generation import rounds_generation_recover as recover
 
     return recover()
 
@@ -42,7 +42,7 @@ def rounds_generation_recover() -> list[int]:
 @shared_task(name="annotation.tasks.export_job_run", acks_late=True)
 def export_job_run(job_id: str) -> dict[str, object]:
     """Write one export job's file (claims it; a second delivery does nothing)."""
-    from .export_jobs import export_job_run as run
+    from .exports.jobs import export_job_run as run
 
     job = run(job_id=job_id)
     return {"job": str(job.pk), "status": job.status, "rows": job.rows}
@@ -51,6 +51,6 @@ def export_job_run(job_id: str) -> dict[str, object]:
 @shared_task(name="annotation.tasks.export_jobs_recover")
 def export_jobs_recover() -> list[str]:
     """Queue again the export jobs whose worker died (stale heartbeat)."""
-    from .export_jobs import export_jobs_recover as recover
+    from .exports.jobs import export_jobs_recover as recover
 
     return recover()

@@ -170,8 +170,9 @@ def _measure(
     repeats: int, *, root: Path, model_dir: Path, policy: Any, snapshot_dir: Path, snapshot: Any
 ) -> dict[str, list[float]]:
     """Seconds of each kind's bare TRL script and platform run, alternating, ``repeats`` times."""
+    from training.execution import training_run_execute
     from training.models import TrainingRun
-    from training.runs import recipe_validate, training_run_execute
+    from training.runs import recipe_validate
 
     seconds: dict[str, list[float]] = {}
     for _ in range(repeats):

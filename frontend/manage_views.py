@@ -12,15 +12,15 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.generation import round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.rounds import (
     round_close,
+    round_open_for_policy,
     round_open_from_imported,
     round_progress,
     round_stats,
-    rubric_detail,
 )
+from annotation.rubrics import rubric_detail
 from annotation.selectors import round_get, round_list
 from feedback.platform.audit import audit_events
 from feedback.platform.errors import DomainError

@@ -1,3 +1,6 @@
+"""The training app. Its ``ready`` connects the receivers that drive automatic rounds to the
+signals the layers below send; who sends what is written down in ``training.automation``."""
+
 from __future__ import annotations
 
 from typing import Any

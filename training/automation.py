@@ -2,13 +2,41 @@
 
 ``automation_advance`` moves one automation as far as it can without waiting and returns: it
 creates the next stage's job (a training run, a gate, a round) and stores it on the row under the
-row's lock, so calling it twice, or from two workers, does the same work once. What calls it:
+row's lock, so calling it twice, or from two workers, does the same work once. Each stage has one
+handler (``STAGE_HANDLERS``): it checks whether what the stage waits for is done and, if so,
+starts the next stage's job:
 
-* a judgment that brings the round to its required count
-  (``feedback.platform.signals.judgment_recorded``),
-* the end of every job it waits for (``feedback.platform.signals.job_finished``: training runs,
-  gates, deployments, round generation),
-* a beat sweep every 15 s, which also picks up anything a lost message or a dead worker left.
+=========== =============================== ===============================================
+stage       waits for                       then
+=========== =============================== ===============================================
+waiting     the round's required judgments  close the round, cut its pairs, train a reward
+                                            model (on every judged round so far)
+reward      the reward-model run            train the policy (DPO or online RL) on the round
+policy      the policy run                  ask the gate: does the candidate beat the active?
+gate        the gate's verdict              passed: wait for its deployment; rejected: go on
+deploy      the deployment                  go on to the next round
+next_round  nothing                         open the next round (an automated one) or finish
+=========== =============================== ===============================================
+
+What calls ``automation_advance``. The apps below ``training`` cannot import it (imports point
+down the layers), so they announce events with the signals of ``feedback.platform.signals`` and
+``training/apps.py`` (``TrainingConfig.ready``) connects the receivers:
+
+* ``judgment_recorded(round_id)``, sent by ``annotation.judgments.judgment_submit`` once a new
+  judgment commits; received by ``training.apps._judgment_recorded``, which queues
+  ``training.tasks.automation_advance`` for the round's waiting automation (a worker checks the
+  count, not the request).
+* ``job_finished(kind, object_id)``, sent by every Celery task whose job an automation may wait
+  on, whatever the outcome: ``training.tasks.training_run_execute`` (``training_run``),
+  ``training.tasks.gate_evaluate`` (``gate``), ``feedback.tasks.deployment_run``
+  (``deployment``) and ``annotation.tasks.round_generate`` (``round``); received by
+  ``training.apps._job_finished``, which advances the automations waiting on that job
+  (``automations_waiting_on``) in the same worker.
+* the beat entry ``advance-automations`` (feedback/settings.py), every 15 s:
+  ``training.tasks.automations_advance_all``, the safety net for a lost message or a dead worker.
+
+``simulate`` without a server runs the jobs through the services, not the tasks, so no signal is
+sent; it calls ``automation_advance`` itself.
 
 A failed stage stops the automation with the reason; the serving policy stays as it was, since
 only a passed gate deploys. A rejected candidate is recorded and the next round opens with the
@@ -17,15 +45,15 @@ policy that kept serving. Stopping cancels the training run in progress.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotation.generation import round_open_for_policy
 from annotation.models import Round
-from annotation.rounds import round_close, round_progress
+from annotation.rounds import round_close, round_open_for_policy, round_progress
 from feedback.models import Deployment
 from feedback.platform.errors import DomainError
 from feedback.platform.outbox import outbox_enqueue
@@ -130,121 +158,141 @@ def _run_outcome(automation: Automation, run: TrainingRun) -> bool:
 
 def _step(automation: Automation) -> bool:
     """Advance one stage if its input is ready. True when it moved (and may move again)."""
-    stage = automation.stage
-    Stage = Automation.Stage
     if automation.stop_requested:
         for run in (automation.reward_run, automation.policy_run):
             if run is not None and run.status in TrainingRun.ACTIVE:
                 training_run_cancel(run_id=run.pk)
-        _move(automation, Stage.STOPPED)
+        _move(automation, Automation.Stage.STOPPED)
         return False
+    handler = STAGE_HANDLERS.get(automation.stage)
+    return handler(automation) if handler is not None else False
 
-    if stage == Stage.WAITING:
-        if automation.round.status == Round.Status.GENERATING:
-            return False
-        progress = round_progress(round_=automation.round)
-        needed = automation.required_judgments or progress["target"]
-        if needed == 0:
-            _fail(automation, "The round has no tasks to judge.")
-            return False
-        if progress["judgments"] < needed:
-            return False
-        round_close(round_id=automation.round_id)
-        # The policy learns from this round (its own samples: on-policy); the reward model
-        # from every judged round so far, since more pairs make a better judge (as Llama 2
-        # accumulates its preference data).
-        snapshot = snapshot_create_preference(rounds=[automation.round.number])
-        run = training_run_create(
-            kind="reward", rounds=None,
-            recipe=automation.reward_recipe,
-        )  # fmt: skip
-        _move(automation, Stage.REWARD, snapshot=snapshot, reward_run=run)
-        return True
 
-    if stage == Stage.REWARD:
-        if not _run_outcome(automation, automation.reward_run):
-            return False
-        recipe = dict(automation.policy_recipe)
-        if (
-            automation.policy_kind == TrainingRun.Kind.ONLINE_RL
-            and recipe.get("combine", "single") == "single"
-        ):
-            recipe.setdefault("reward_run", automation.reward_run_id)  # the one just trained
-        run = training_run_create(
-            kind=automation.policy_kind, snapshot_id=automation.snapshot_id, recipe=recipe
-        )
-        _move(automation, Stage.POLICY, policy_run=run)
-        return True
-
-    if stage == Stage.POLICY:
-        if not _run_outcome(automation, automation.policy_run):
-            return False
-        gate = gate_request(
-            candidate_id=automation.policy_run.produced_policy_id,
-            reward_run_id=automation.reward_run_id,
-            prompts=automation.gate_prompts,
-            threshold=automation.gate_threshold,
-            max_kl_drift=automation.gate_max_kl_drift,
-        )
-        _move(automation, Stage.GATE, gate=gate)
-        return True
-
-    if stage == Stage.GATE:
-        gate = GateEvaluation.objects.get(pk=automation.gate_id)
-        if gate.status == GateEvaluation.Status.PENDING:
-            return False
-        if gate.status == GateEvaluation.Status.ERROR:
-            _fail(automation, f"Gate {gate.pk} could not run: {gate.error}")
-            return False
-        if gate.status == GateEvaluation.Status.FAILED:  # rejected: the serving policy stays
-            _move(automation, Stage.NEXT_ROUND)
-            return True
-        deployment = (
-            Deployment.objects.filter(policy_version_id=gate.candidate_id).order_by("-id").first()
-        )
-        if deployment is None:
-            return False
-        _move(automation, Stage.DEPLOY, deployment=deployment)
-        return True
-
-    if stage == Stage.DEPLOY:
-        deployment = Deployment.objects.get(pk=automation.deployment_id)
-        if deployment.status == Deployment.Status.PENDING:
-            return False
-        if deployment.status == Deployment.Status.FAILED:
-            _fail(automation, f"Deployment {deployment.pk} failed: {deployment.error}")
-            return False
-        _move(automation, Stage.NEXT_ROUND)
-        return True
-
-    if stage == Stage.NEXT_ROUND:
-        if automation.rounds_left == 0:
-            _move(automation, Stage.DONE)
-            return False
-        this = automation.round
-        count = automation.next_prompts or len(this.prompt_ids) or this.tasks.count()
-        try:
-            opened = round_open_for_policy(
-                k=this.k, overlap=this.overlap, tags=automation.prompt_tags, limit=count,
-                sampling=Sampling(**{k: v for k, v in this.sampling.items() if k != "seed"})
-                if this.sampling else None,
-                backend=this.backend or None,
-            )  # fmt: skip
-        except DomainError as exc:
-            _fail(automation, f"The next round could not open: {exc.detail}")
-            return False
-        automation_create(
-            round_=opened,
-            required_judgments=automation.required_judgments,
-            reward_recipe=automation.reward_recipe, policy_recipe=automation.policy_recipe,
-            policy_kind=automation.policy_kind, gate_threshold=automation.gate_threshold,
-            gate_max_kl_drift=automation.gate_max_kl_drift, gate_prompts=automation.gate_prompts,
-            next_prompts=automation.next_prompts, prompt_tags=automation.prompt_tags,
-            rounds_left=automation.rounds_left - 1, created_by=automation.created_by,
-        )  # fmt: skip
-        _move(automation, Stage.DONE, next_round=opened)
+def _round_judged(automation: Automation) -> bool:
+    """waiting → reward: once the round has its judgments, close it and train a reward model."""
+    if automation.round.status == Round.Status.GENERATING:
         return False
+    progress = round_progress(round_=automation.round)
+    needed = automation.required_judgments or progress["target"]
+    if needed == 0:
+        _fail(automation, "The round has no tasks to judge.")
+        return False
+    if progress["judgments"] < needed:
+        return False
+    round_close(round_id=automation.round_id)
+    # The policy learns from this round (its own samples: on-policy); the reward model from
+    # every judged round so far, since more pairs make a better judge (as Llama 2 accumulates
+    # its preference data).
+    snapshot = snapshot_create_preference(rounds=[automation.round.number])
+    run = training_run_create(kind="reward", rounds=None, recipe=automation.reward_recipe)
+    _move(automation, Automation.Stage.REWARD, snapshot=snapshot, reward_run=run)
+    return True
+
+
+def _reward_trained(automation: Automation) -> bool:
+    """reward → policy: once the reward model is trained, train the policy on the round."""
+    if not _run_outcome(automation, automation.reward_run):
+        return False
+    recipe = dict(automation.policy_recipe)
+    if (
+        automation.policy_kind == TrainingRun.Kind.ONLINE_RL
+        and recipe.get("combine", "single") == "single"
+    ):
+        recipe.setdefault("reward_run", automation.reward_run_id)  # the one just trained
+    run = training_run_create(
+        kind=automation.policy_kind, snapshot_id=automation.snapshot_id, recipe=recipe
+    )
+    _move(automation, Automation.Stage.POLICY, policy_run=run)
+    return True
+
+
+def _policy_trained(automation: Automation) -> bool:
+    """policy → gate: once the candidate is trained, ask the gate whether it beats the active."""
+    if not _run_outcome(automation, automation.policy_run):
+        return False
+    gate = gate_request(
+        candidate_id=automation.policy_run.produced_policy_id,
+        reward_run_id=automation.reward_run_id,
+        prompts=automation.gate_prompts,
+        threshold=automation.gate_threshold,
+        max_kl_drift=automation.gate_max_kl_drift,
+    )
+    _move(automation, Automation.Stage.GATE, gate=gate)
+    return True
+
+
+def _gate_decided(automation: Automation) -> bool:
+    """gate → deploy (passed: its deployment) or next_round (rejected: the policy stays)."""
+    gate = GateEvaluation.objects.get(pk=automation.gate_id)
+    if gate.status == GateEvaluation.Status.PENDING:
+        return False
+    if gate.status == GateEvaluation.Status.ERROR:
+        _fail(automation, f"Gate {gate.pk} could not run: {gate.error}")
+        return False
+    if gate.status == GateEvaluation.Status.FAILED:
+        _move(automation, Automation.Stage.NEXT_ROUND)
+        return True
+    deployment = (
+        Deployment.objects.filter(policy_version_id=gate.candidate_id).order_by("-id").first()
+    )
+    if deployment is None:
+        return False
+    _move(automation, Automation.Stage.DEPLOY, deployment=deployment)
+    return True
+
+
+def _deployment_done(automation: Automation) -> bool:
+    """deploy → next_round: once the candidate serves."""
+    deployment = Deployment.objects.get(pk=automation.deployment_id)
+    if deployment.status == Deployment.Status.PENDING:
+        return False
+    if deployment.status == Deployment.Status.FAILED:
+        _fail(automation, f"Deployment {deployment.pk} failed: {deployment.error}")
+        return False
+    _move(automation, Automation.Stage.NEXT_ROUND)
+    return True
+
+
+def _next_round_open(automation: Automation) -> bool:
+    """next_round → done: open the next round with the serving policy and automate it with
+    the same settings, one round fewer to go (or finish when none is left)."""
+    if automation.rounds_left == 0:
+        _move(automation, Automation.Stage.DONE)
+        return False
+    this = automation.round
+    count = automation.next_prompts or len(this.prompt_ids) or this.tasks.count()
+    try:
+        opened = round_open_for_policy(
+            k=this.k, overlap=this.overlap, tags=automation.prompt_tags, limit=count,
+            sampling=Sampling(**{k: v for k, v in this.sampling.items() if k != "seed"})
+            if this.sampling else None,
+            backend=this.backend or None,
+        )  # fmt: skip
+    except DomainError as exc:
+        _fail(automation, f"The next round could not open: {exc.detail}")
+        return False
+    automation_create(
+        round_=opened,
+        required_judgments=automation.required_judgments,
+        reward_recipe=automation.reward_recipe, policy_recipe=automation.policy_recipe,
+        policy_kind=automation.policy_kind, gate_threshold=automation.gate_threshold,
+        gate_max_kl_drift=automation.gate_max_kl_drift, gate_prompts=automation.gate_prompts,
+        next_prompts=automation.next_prompts, prompt_tags=automation.prompt_tags,
+        rounds_left=automation.rounds_left - 1, created_by=automation.created_by,
+    )  # fmt: skip
+    _move(automation, Automation.Stage.DONE, next_round=opened)
     return False
+
+
+# Each unfinished stage's handler: it returns True when it moved the automation on.
+STAGE_HANDLERS: dict[str, Callable[[Automation], bool]] = {
+    Automation.Stage.WAITING: _round_judged,
+    Automation.Stage.REWARD: _reward_trained,
+    Automation.Stage.POLICY: _policy_trained,
+    Automation.Stage.GATE: _gate_decided,
+    Automation.Stage.DEPLOY: _deployment_done,
+    Automation.Stage.NEXT_ROUND: _next_round_open,
+}
 
 
 def automation_advance(*, automation_id: int) -> Automation:

@@ -14,19 +14,20 @@ running server, e.g. ``make demo``) or, by default, in this process through the 
 worker calls, so the command needs nothing else running. After each round the oracle compares the
 serving policy with the one before and with round 0's on held-out questions (sampled answers at
 temperature 1; ties count half) and counts right and rude answers, whichever judge labelled the
-round; it also says how often the judge agreed with it (``judge_agreement``).
+round; it also says how often the judge agreed with it (``judge_agreement``). The judges and
+the oracle's measures are ``training.judges``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import random
 import secrets
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,19 +35,27 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from annotation.generation import round_generate
 from annotation.models import Round
+from annotation.round_generation import round_generate
 from feedback.models import Deployment, PolicyVersion
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import Role, role_grant
 from feedback.serving import synthetic
-from feedback.serving.backends import Sampling, get_backend, resolve_model_path, target_for
+from feedback.serving.backends import resolve_model_path
 from feedback.serving.policies import deployment_run, policy_active
 
 from .automation import automation_advance
+from .execution import training_run_execute
 from .gate import gate_evaluate
+from .judges import (
+    Judge,
+    oracle_agreement,
+    oracle_judgment,
+    oracle_quality,
+    oracle_win_rate,
+    reward_judgment,
+)
 from .models import Automation, GateEvaluation, TrainingRun
-from .runs import training_run_execute
 from .trainers.common import reward_scorer
 
 # Recipes that make the tiny model's loop learn, found by experiment on a 2-core CPU: full
@@ -61,83 +70,11 @@ TINY_REWARD_RECIPE: dict[str, Any] = {
     "per_device_train_batch_size": 16, "max_length": 128,
 }  # fmt: skip
 
-
-# A simulated annotator's judge: (the leased task, as the API gives it; rng) → a judgment body.
-Judge = Callable[[dict[str, Any], random.Random], dict[str, Any]]
-Scorer = Callable[[list[dict[str, str]], str], float]
 JUDGES = ("oracle", "reward")
 
 
 class SimulationError(ValueError):
     """``simulate`` cannot start with these arguments; raised before anything is written."""
-
-
-def _with_noise(ranking: list[list[int]], noise: float, rng: random.Random) -> list[list[int]]:
-    """A careless annotator's mistake: with probability ``noise``, two neighbouring groups swap."""
-    if len(ranking) > 1 and rng.random() < noise:
-        i = rng.randrange(len(ranking) - 1)
-        ranking[i], ranking[i + 1] = ranking[i + 1], ranking[i]
-    return ranking
-
-
-def oracle_judgment(
-    question: str, completions: list[dict[str, Any]], noise: float, rng: random.Random
-) -> dict[str, Any]:
-    texts = {c["id"]: c["text"] for c in completions}
-    ranking = _with_noise(synthetic.oracle_ranking(question, texts), noise, rng)
-    return {
-        "ranking": ranking,
-        "scores": {str(cid): synthetic.oracle_scores(question, t) for cid, t in texts.items()},
-        "strength": "better" if len(ranking[0]) == 1 else "",
-        "time_spent_ms": 0,
-    }
-
-
-def reward_judgment(
-    *,
-    prompt: list[dict[str, str]],
-    completions: list[dict[str, Any]],
-    rubric: dict[str, Any],
-    score: Scorer,
-    noise: float,
-    rng: random.Random,
-) -> dict[str, Any]:
-    """A reward model's judgment of one task, in the shape a person submits.
-
-    * ranking: the completions by reward, higher first, equal rewards tied in one group; then
-      ``noise`` as for the oracle (two neighbouring groups swap).
-    * scores: one reward cannot say on which axis an answer is good, so every axis gets the same
-      score: the task's rewards min-max mapped onto the axis's scale (lowest → min, highest →
-      max, rounded; all equal → the middle).
-    * strength (best vs second, when one is best): the Bradley-Terry view the reward model was
-      trained under, ``2·P(best beats second) - 1 = tanh(gap / 2)`` in [0, 1), as the rubric's
-      label with the nearest margin (a gap of 0.5 is "slightly better", 4 "significantly").
-    """
-    rewards = {c["id"]: score(prompt, c["text"]) for c in completions}
-    groups: dict[float, list[int]] = {}
-    for cid, reward in rewards.items():
-        groups.setdefault(reward, []).append(cid)
-    ranked = [sorted(groups[reward]) for reward in sorted(groups, reverse=True)]
-    ranking = _with_noise(ranked, noise, rng)
-
-    low_reward, high_reward = min(rewards.values()), max(rewards.values())
-    scores: dict[str, dict[str, int]] = {}
-    for cid, reward in rewards.items():
-        share = (
-            (reward - low_reward) / (high_reward - low_reward) if high_reward > low_reward else 0.5
-        )
-        scores[str(cid)] = {
-            axis["key"]: int(axis["min"]) + round(share * (int(axis["max"]) - int(axis["min"])))
-            for axis in rubric["axes"]
-        }
-
-    strength = ""
-    if len(ranking[0]) == 1:
-        gap = max(0.0, rewards[ranking[0][0]] - rewards[ranking[1][0]])
-        confidence = math.tanh(gap / 2)
-        nearest = min(rubric["strength_labels"], key=lambda s: abs(s["margin"] - confidence))
-        strength = nearest["key"]
-    return {"ranking": ranking, "scores": scores, "strength": strength, "time_spent_ms": 0}
 
 
 def judge_load(*, judge: str, reward_run_id: int | None, noise: float) -> tuple[str, Judge]:
@@ -174,63 +111,6 @@ def judge_load(*, judge: str, reward_run_id: int | None, noise: float) -> tuple[
         )  # fmt: skip
 
     return f"reward:{run.pk}", by_reward
-
-
-def oracle_agreement(
-    *, question: str, texts: dict[int, str], ranking: list[list[int]]
-) -> tuple[float, int]:
-    """How far a judged ranking agrees with the oracle's, over the pairs the oracle ranks apart:
-    1 for each the judge orders the same way, half for one it ties (as win rates count ties),
-    0 for one it reverses. Returns (agreed, pairs); a coin-flipping judge agrees on half."""
-    place = {cid: i for i, group in enumerate(ranking) for cid in group}
-    truth = synthetic.oracle_ranking(question, texts)
-    agreed, pairs = 0.0, 0
-    for better_group, worse_group in itertools.combinations(truth, 2):
-        for better, worse in itertools.product(better_group, worse_group):
-            ours, theirs = place[better], place[worse]  # the judge's groups: lower is better
-            agreed += 1.0 if ours < theirs else 0.5 if ours == theirs else 0.0
-            pairs += 1
-    return agreed, pairs
-
-
-def _sampled(policy: PolicyVersion, questions: list[str], samples: int) -> list[list[str]]:
-    """``samples`` answers per question at temperature 1, the way a round samples them."""
-    prompts = [[{"role": "user", "content": q}] for q in questions]
-    sampling = Sampling(temperature=1.0, max_new_tokens=48, seed=0)
-    out = get_backend().generate(target_for(policy), prompts, n=samples, sampling=sampling)
-    return [[g.text for g in answers] for answers in out]
-
-
-def oracle_quality(
-    policy: PolicyVersion, questions: list[str], *, samples: int = 4
-) -> dict[str, float]:
-    """Share of sampled answers that are right, and that are rude, by the oracle."""
-    right = rude = total = 0
-    for question, answers in zip(questions, _sampled(policy, questions, samples), strict=True):
-        for answer in answers:
-            scores = synthetic.oracle_scores(question, answer)
-            right += scores["honest"] == 7
-            rude += scores["harmless"] == 1
-            total += 1
-    total = max(1, total)
-    return {"correctness": round(right / total, 4), "rudeness": round(rude / total, 4)}
-
-
-def oracle_win_rate(
-    new: PolicyVersion, old: PolicyVersion, questions: list[str], *, samples: int = 4
-) -> float:
-    """How often a sampled answer of ``new`` beats one of ``old`` by the oracle's total 3H
-    score, over ``samples`` answers a question (a tie counts half)."""
-    wins = total = 0.0
-    sides = zip(_sampled(new, questions, samples), _sampled(old, questions, samples), strict=True)
-    for question, (ours, theirs) in zip(questions, sides, strict=True):
-        for a, b in zip(ours, theirs, strict=True):
-            delta = sum(synthetic.oracle_scores(question, a).values()) - sum(
-                synthetic.oracle_scores(question, b).values()
-            )
-            wins += 1.0 if delta > 0 else 0.5 if delta == 0 else 0.0
-            total += 1
-    return round(wins / max(1, total), 4)
 
 
 class ApiClient:
@@ -304,6 +184,7 @@ def _run_seconds(run: TrainingRun | None) -> float:
     return (run.finished_at - run.started_at).total_seconds()
 
 
+# Over 60 lines only by its signature: 17 options (the command's), a body of about 45 lines.
 def simulate(
     *,
     rounds: int = 3,
@@ -338,8 +219,47 @@ def simulate(
             "No policy is active: run `manage.py build_tiny_model` first (it registers the tiny "
             "model and makes it active)."
         )
+    held_out, pool = _questions(
+        rounds=rounds, prompts_per_round=prompts_per_round, eval_prompts=eval_prompts, seed=seed
+    )
+    loop = _Loop(
+        admin=ApiClient(_user_with_token("simulated-admin", Role.ADMIN), url),
+        people=[
+            ApiClient(_user_with_token(f"simulated-annotator-{i + 1}", Role.ANNOTATOR), url)
+            for i in range(annotators)
+        ],
+        judge_name=judge_name, judge=judge_fn, rng=rng, round0=round0, held_out=held_out,
+        url=url, timeout_s=timeout_s,
+    )  # fmt: skip
+    round_id = loop.start(
+        pool, rounds=rounds, prompts_per_round=prompts_per_round, k=k, seed=seed,
+        automation={
+            "gate_threshold": gate_threshold,
+            "policy_recipe": {**TINY_POLICY_RECIPE, **(policy_recipe or {})},
+            "reward_recipe": {**TINY_REWARD_RECIPE, **(reward_recipe or {})},
+        },
+    )  # fmt: skip
+    results: list[dict[str, Any]] = []
+    previous = round0
+    bar = tqdm(total=rounds, desc="rounds", unit="round", disable=not progress, file=sys.stderr)
+    for number in range(1, rounds + 1):
+        row, serving, next_round = loop.round_run(
+            number, round_id=round_id, previous=previous, bar=bar
+        )
+        results.append(row)
+        report(row)
+        bar.update(1)
+        previous = serving
+        round_id = next_round or round_id
+    bar.close()
+    return results
+
+
+def _questions(
+    *, rounds: int, prompts_per_round: int, eval_prompts: int, seed: int
+) -> tuple[list[str], list[str]]:
+    """The held-out questions the oracle measures on, and the ones the rounds are made of."""
     held_out = synthetic.prompts(eval_prompts, seed=seed + 10_000)
-    tag = f"simulate-{seed}-{secrets.token_hex(3)}"
     wanted = rounds * prompts_per_round
     drawn = synthetic.prompts(
         min(synthetic.DISTINCT_QUESTIONS, wanted + eval_prompts), seed=seed + 1
@@ -349,94 +269,129 @@ def simulate(
         raise SimulationError(f"The synthetic task has {len(pool)} questions besides the "
                               f"held-out ones, not {wanted}: fewer rounds or prompts per "
                               "round.")  # fmt: skip
-    admin = ApiClient(_user_with_token("simulated-admin", Role.ADMIN), url)
-    people = [
-        ApiClient(_user_with_token(f"simulated-annotator-{i + 1}", Role.ANNOTATOR), url)
-        for i in range(annotators)
-    ]
-    lines = "\n".join(json.dumps({"prompt": q, "tags": [tag]}) for q in pool)
-    admin.call("POST", "/api/v1/prompts/import/", content=lines.encode(),
-               headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
-    _, opened = admin.call("POST", "/api/v1/rounds/", {
-        "source": "policy", "k": k, "overlap": 1, "tags": [tag], "limit": prompts_per_round,
-        "temperature": 1.0, "max_new_tokens": 48, "seed": seed,
-    })  # fmt: skip
-    round_id = opened["round"]["id"]
-    admin.call("POST", f"/api/v1/rounds/{round_id}/automation/", {
-        "rounds_left": rounds - 1, "prompt_tags": [tag], "gate_threshold": gate_threshold,
-        "gate_prompts": 32,
-        "policy_recipe": {**TINY_POLICY_RECIPE, **(policy_recipe or {})},
-        "reward_recipe": {**TINY_REWARD_RECIPE, **(reward_recipe or {})},
-    })  # fmt: skip
+    return held_out, pool
 
-    def wait(path: str, done: Callable[[Any], bool]) -> Any:
-        deadline = time.monotonic() + timeout_s
+
+@dataclass
+class _Loop:
+    """One simulation's people (an admin and the annotators, each a client of the API), its
+    judge, and what the oracle measures on; ``url`` None does the jobs in this process."""
+
+    admin: ApiClient
+    people: list[ApiClient]
+    judge_name: str
+    judge: Judge
+    rng: random.Random
+    round0: PolicyVersion
+    held_out: list[str]
+    url: str | None
+    timeout_s: float
+
+    def start(
+        self,
+        pool: list[str],
+        *,
+        rounds: int,
+        prompts_per_round: int,
+        k: int,
+        seed: int,
+        automation: dict[str, Any],
+    ) -> int:
+        """As an admin would: import the questions, open the first round, automate it (the
+        automation opens each further round). Returns the first round's id."""
+        tag = f"simulate-{seed}-{secrets.token_hex(3)}"
+        lines = "\n".join(json.dumps({"prompt": q, "tags": [tag]}) for q in pool)
+        self.admin.call("POST", "/api/v1/prompts/import/", content=lines.encode(),
+                        headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+        _, opened = self.admin.call("POST", "/api/v1/rounds/", {
+            "source": "policy", "k": k, "overlap": 1, "tags": [tag], "limit": prompts_per_round,
+            "temperature": 1.0, "max_new_tokens": 48, "seed": seed,
+        })  # fmt: skip
+        round_id = opened["round"]["id"]
+        self.admin.call("POST", f"/api/v1/rounds/{round_id}/automation/", {
+            "rounds_left": rounds - 1, "prompt_tags": [tag],
+            "gate_threshold": automation["gate_threshold"], "gate_prompts": 32,
+            "policy_recipe": automation["policy_recipe"],
+            "reward_recipe": automation["reward_recipe"],
+        })  # fmt: skip
+        return round_id
+
+    def wait(self, path: str, done: Callable[[Any], bool], *, round_id: int) -> Any:
+        """GET ``path`` until ``done`` says so; in-process, each pass first does the jobs."""
+        deadline = time.monotonic() + self.timeout_s
         while True:
-            if not url:
+            if not self.url:
                 jobs_run_here()
                 if "automation" in path:
                     automation_advance(automation_id=Automation.objects.get(round_id=round_id).pk)
-            _, body = admin.call("GET", path)
+            _, body = self.admin.call("GET", path)
             if done(body):
                 return body
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting on {path}: {body}")
-            time.sleep(0.5 if url else 0)  # polling a server; in-process, each pass does work
+            time.sleep(0.5 if self.url else 0)  # polling a server; in-process, each pass works
 
-    results: list[dict[str, Any]] = []
-    previous = round0
-    bar = tqdm(total=rounds, desc="rounds", unit="round", disable=not progress, file=sys.stderr)
-    for number in range(1, rounds + 1):
+    def round_run(
+        self, number: int, *, round_id: int, previous: PolicyVersion, bar: Any
+    ) -> tuple[dict[str, Any], PolicyVersion, int | None]:
+        """One round: its generation, its annotation, then train → gate → deploy; measured.
+        Returns the round's row, the policy serving after it, and the next round's id."""
         started = time.perf_counter()
         bar.set_postfix_str("generating")
-        wait(f"/api/v1/rounds/{round_id}/", lambda body: body["status"] != "generating")
+        self.wait(
+            f"/api/v1/rounds/{round_id}/",
+            lambda body: body["status"] != "generating",
+            round_id=round_id,
+        )
         bar.set_postfix_str("annotating")
         mark = time.perf_counter()
         generate_s = mark - started  # in-process: the round's generation itself
-        judgments, agreement = _annotate_round(people, judge_fn, rng)
+        judgments, agreement = _annotate_round(self.people, self.judge, self.rng)
         annotate_s = time.perf_counter() - mark
         bar.set_postfix_str("training")
-        automation = wait(
+        automation = self.wait(
             f"/api/v1/rounds/{round_id}/automation/",
             lambda body: body["stage"] in ("done", "failed", "stopped"),
+            round_id=round_id,
         )
         if automation["stage"] != "done":
             raise RuntimeError(f"round {number}: {automation['stage']}: {automation['error']}")
-        row_obj = Automation.objects.select_related(
-            "reward_run", "policy_run", "gate", "snapshot"
-        ).get(pk=automation["id"])
         serving = policy_active()
-        mark = time.perf_counter()
-        row = {
-            "round": number,
-            "policy": serving.name,
-            "judgments": judgments,
-            "judge": judge_name,
-            "judge_agreement": agreement,
-            "pairs": sum(row_obj.snapshot.manifest["rows"].values()),
-            "reward_accuracy": row_obj.reward_run.metrics.get("eval_accuracy"),
-            "gate": {"status": row_obj.gate.status, "win_rate": row_obj.gate.win_rate},
-            "win_rate_vs_previous": oracle_win_rate(serving, previous, held_out),
-            "win_rate_vs_round0": oracle_win_rate(serving, round0, held_out),
-            **oracle_quality(serving, held_out),
-        }
-        seconds = {
+        row = {"round": number, "policy": serving.name, "judgments": judgments,
+               "judge": self.judge_name, "judge_agreement": agreement}  # fmt: skip
+        row.update(self.measure(automation["id"], serving=serving, previous=previous))
+        row["seconds"] = {
             "generate": round(generate_s, 2),
             "annotate": round(annotate_s, 2),
-            **_stage_seconds(row_obj.history),
-            # The trainers' own time, inside the reward and policy stages.
-            "train": round(_run_seconds(row_obj.reward_run) + _run_seconds(row_obj.policy_run), 2),
+            **row["seconds"],
+            "total": round(time.perf_counter() - started, 2),
         }
-        seconds["measure"] = round(time.perf_counter() - mark, 2)
-        seconds["total"] = round(time.perf_counter() - started, 2)
-        row["seconds"] = seconds
-        results.append(row)
-        report(row)
-        bar.update(1)
-        previous = serving
-        round_id = automation["next_round"] or round_id
-    bar.close()
-    return results
+        return row, serving, automation["next_round"]
+
+    def measure(
+        self, automation_id: int, *, serving: PolicyVersion, previous: PolicyVersion
+    ) -> dict[str, Any]:
+        """What the round's automation recorded, and the oracle's view of the serving policy
+        against the one before and round 0's, with the seconds each stage took."""
+        done = Automation.objects.select_related(
+            "reward_run", "policy_run", "gate", "snapshot"
+        ).get(pk=automation_id)
+        mark = time.perf_counter()
+        row = {
+            "pairs": sum(done.snapshot.manifest["rows"].values()),
+            "reward_accuracy": done.reward_run.metrics.get("eval_accuracy"),
+            "gate": {"status": done.gate.status, "win_rate": done.gate.win_rate},
+            "win_rate_vs_previous": oracle_win_rate(serving, previous, self.held_out),
+            "win_rate_vs_round0": oracle_win_rate(serving, self.round0, self.held_out),
+            **oracle_quality(serving, self.held_out),
+        }
+        row["seconds"] = {
+            **_stage_seconds(done.history),
+            # The trainers' own time, inside the reward and policy stages.
+            "train": round(_run_seconds(done.reward_run) + _run_seconds(done.policy_run), 2),
+            "measure": round(time.perf_counter() - mark, 2),
+        }
+        return row
 
 
 def _annotate_round(

@@ -10,7 +10,7 @@ from feedback.platform.signals import job_finished
 @shared_task(name="training.tasks.training_run_execute", acks_late=True)
 def training_run_execute(run_id: int) -> str:
     """Claim and run a training run (a redelivered job finds it claimed and returns)."""
-    from .runs import training_run_execute as execute
+    from .execution import training_run_execute as execute
 
     try:
         return execute(run_id=run_id).status

@@ -12,10 +12,14 @@ from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsAdmin
 from feedback.serving.backends import Sampling
 
-from ..generation import round_open_for_policy
 from ..gold import round_set_gold_rate
 from ..models import Round, Rubric
-from ..rounds import round_close, round_open_from_imported, round_progress
+from ..rounds import (
+    round_close,
+    round_open_for_policy,
+    round_open_from_imported,
+    round_progress,
+)
 from .common import ERROR, StrictIntegerField
 
 PROGRESS_FIELDS = (

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from annotation.generation import round_generate, round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import ComparisonTask, Round, TaskCompletion
+from annotation.round_generation import round_generate
+from annotation.rounds import round_open_for_policy
 from annotation.tasks import round_generate as round_generate_task
 from feedback.models import Completion
 from feedback.serving import synthetic
@@ -94,7 +95,7 @@ def test_a_rerun_adds_nothing(tiny_policy):
 
 @pytest.mark.django_db
 def test_a_batch_racing_another_job_publishes_only_what_is_missing():
-    from annotation.generation import _publish
+    from annotation.round_generation import _publish
 
     round_ = open_round(n=3, k=3, seed=2)
     tasks = list(ComparisonTask.objects.filter(round=round_).order_by("prompt_id"))

@@ -17,8 +17,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation.generation import round_open_for_policy, rounds_generation_recover
 from annotation.models import Assignment, ComparisonTask, Round, TaskCompletion
+from annotation.round_generation import rounds_generation_recover
+from annotation.rounds import round_open_for_policy
 from annotation.tasks import leases_expire
 from annotation.tasks import round_generate as round_generate_task
 from feedback.models import Completion

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from annotation.generation import round_generate, round_open_for_policy
+from annotation.round_generation import round_generate
+from annotation.rounds import round_open_for_policy
 from feedback.models import Completion, Deployment, PolicyVersion
 from feedback.serving.policies import deployment_run, policy_register
 

@@ -14,15 +14,9 @@ from annotation.models import Round
 from feedback.models import Deployment, PolicyVersion
 from feedback.serving import synthetic
 from training.automation import automation_advance
+from training.judges import oracle_judgment, oracle_quality, oracle_win_rate
 from training.models import Automation, TrainingRun
-from training.simulate import (
-    TINY_POLICY_RECIPE,
-    TINY_REWARD_RECIPE,
-    jobs_run_here,
-    oracle_judgment,
-    oracle_quality,
-    oracle_win_rate,
-)
+from training.simulate import TINY_POLICY_RECIPE, TINY_REWARD_RECIPE, jobs_run_here
 
 from ..annotation.helpers import lease, submit_url
 

@@ -16,9 +16,9 @@ from feedback.models import Deployment, PolicyVersion
 from feedback.platform.errors import DomainError
 from feedback.serving.backends import Generated
 from feedback.serving.policies import policy_register
+from training.execution import training_run_execute
 from training.gate import _drift, gate_evaluate, gate_request
 from training.models import Automation, GateEvaluation, TrainingRun
-from training.runs import training_run_execute
 
 from .test_automation import drive
 from .test_reward_runs import FAST, URL, judged_round

@@ -17,7 +17,7 @@ from typing import Any
 from feedback.serving import synthetic
 from feedback.serving.backends import target_for
 from training.drift import _load, _log_probs
-from training.runs import training_run_execute
+from training.execution import training_run_execute
 
 from .test_reward_runs import URL, judged_round
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from training.execution import training_run_execute
 from training.launch import deepspeed_config
 from training.models import TrainingRun
-from training.runs import training_run_execute
 
 from .test_reward_runs import FAST, URL, judged_round
 

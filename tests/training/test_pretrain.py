@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 import random
 
+from training.execution import training_run_execute
 from training.models import TrainingRun
-from training.runs import training_run_execute
 
 from .test_reward_runs import URL, judged_round
 

@@ -10,9 +10,9 @@ import random
 from annotation.imports import prompts_import
 from annotation.rounds import round_open_from_imported
 from feedback.serving import synthetic
+from training.execution import training_run_execute
+from training.judges import oracle_quality
 from training.models import TrainingRun
-from training.runs import training_run_execute
-from training.simulate import oracle_quality
 
 from .test_reward_runs import URL, judged_round
 

@@ -105,6 +105,7 @@ class OnlineRLRecipe(RecipeBase):
     """Generate the rollouts with vLLM in the training process (needs a GPU and the extra)."""
 
 
+# Over 60 lines with its signature, on purpose: a trainer reads top to bottom in one function.
 def train(
     *,
     base_model: str,
@@ -120,11 +121,7 @@ def train(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    data = snapshot_splits(snapshot_dir, drop=("chosen", "rejected", "margin"))
-    seen: set[str] = set()
-    prompts = data["train"].filter(  # each prompt once: a snapshot has a row per pair
-        lambda row: (key := json.dumps(row["prompt"])) not in seen and not seen.add(key)
-    )
+    prompts = _prompts_once(snapshot_splits(snapshot_dir, drop=("chosen", "rejected", "margin")))
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
@@ -137,12 +134,7 @@ def train(
             model, require_safetensors(base_adapter)
         ).merge_and_unload()
 
-    scorers = {role: reward_scorer(path, base) for role, (path, base) in reward_models.items()}
-    score = combined_reward(recipe, scorers, safety_prompts or set())
-
-    def reward_model_score(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
-        return [score(p, c[-1]["content"]) for p, c in zip(prompts, completions, strict=True)]
-
+    reward_model_score = _reward_function(recipe, reward_models, safety_prompts or set())
     config_class, trainer_class = (
         (GRPOConfig, GRPOTrainer) if recipe.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     )
@@ -178,3 +170,25 @@ def train(
         json.dumps({"kind": "online_rl", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
     )
     return metrics
+
+
+def _prompts_once(data: Any) -> Any:
+    """The train split's prompts, each once: a snapshot has a row per pair."""
+    seen: set[str] = set()
+    return data["train"].filter(
+        lambda row: (key := json.dumps(row["prompt"])) not in seen and not seen.add(key)
+    )
+
+
+def _reward_function(
+    recipe: OnlineRLRecipe, reward_models: dict[str, tuple[Path, str]], safety_prompts: set[str]
+) -> Callable[..., list[float]]:
+    """The reward model(s), loaded and combined by the recipe's rule, as TRL's reward function:
+    (prompts, sampled conversations) → one reward each."""
+    scorers = {role: reward_scorer(path, base) for role, (path, base) in reward_models.items()}
+    score = combined_reward(recipe, scorers, safety_prompts)
+
+    def reward_model_score(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        return [score(p, c[-1]["content"]) for p, c in zip(prompts, completions, strict=True)]
+
+    return reward_model_score

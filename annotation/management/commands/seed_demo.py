@@ -18,10 +18,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from annotation.generation import round_generate, round_open_for_policy
 from annotation.imports import prompts_import
 from annotation.models import Round
-from annotation.rounds import round_open_from_imported
+from annotation.round_generation import round_generate
+from annotation.rounds import round_open_for_policy, round_open_from_imported
 from feedback.platform.roles import Role, role_grant
 from feedback.serving import synthetic
 from feedback.serving.backends import Sampling
