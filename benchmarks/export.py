@@ -256,21 +256,7 @@ def chart(results: list[dict[str, Any]]) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--database-url",
-                        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))  # fmt: skip
-    parser.add_argument("--pairs", type=int, help="preference pairs to seed (default 1,000,000)")
-    parser.add_argument("--repeat", type=int, help="alternating repeats (default 3)")
-    parser.add_argument("--quick", action="store_true",
-                        default=os.environ.get("QUICK", "") not in ("", "0"),
-                        help="100,000 pairs, two repeats (also QUICK=1)")  # fmt: skip
-    parser.add_argument("--all-formats", action="store_true", help="every export format")
-    parser.add_argument("--reset", action="store_true", help="drop the database and seed anew")
-    parser.add_argument("--child", nargs=3, metavar=("FORMAT", "FILE_FORMAT", "OUT"),
-                        help=argparse.SUPPRESS)  # fmt: skip
-    args = parser.parse_args()
+    args = _arguments()
     os.environ["DATABASE_URL"] = args.database_url
     if args.child:
         fmt, file_format, out = args.child
@@ -278,39 +264,8 @@ def main() -> None:
         return
     pairs = args.pairs or (100_000 if args.quick else 1_000_000)
     repeat = args.repeat or (2 if args.quick else 3)
-
-    import psycopg
-
-    database_ensure(args.database_url, reset=args.reset)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connections
-
-    from annotation.exports import FILE_FORMATS, FORMATS
-    from benchmarks._seed import seed_preference_pairs
-
-    call_command("migrate", verbosity=0)
-    connections.close_all()
-    seeded = seed_preference_pairs(conninfo=args.database_url, pairs=pairs)
-    print(f"{seeded.pairs:,} pairs in {seeded.judgments:,} judgments: "
-          + ("seeded before, reused" if seeded.reused else f"seeded in {seeded.seconds:.0f} s"),
-          flush=True)  # fmt: skip
-
-    scratch = ROOT / "var" / "bench" / "export" / "out"
-    scratch.mkdir(parents=True, exist_ok=True)
-    formats = list(FORMATS) if args.all_formats else ["trl"]
-    results = []
-    with psycopg.connect(args.database_url) as conn:
-        server = conn.execute("SHOW server_version").fetchone()[0]
-        for fmt in formats:
-            results += measure_format(conn, url=args.database_url, fmt=fmt,
-                                      file_formats=list(FILE_FORMATS), repeat=repeat,
-                                      scratch=scratch)  # fmt: skip
-        conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        conn.commit()
-
+    seeded = _database_prepare(args.database_url, reset=args.reset, pairs=pairs)
+    results, server = _measure(args, repeat=repeat)
     print()
     table_print(results)
     measured = [r for r in results if r["rows"]]
@@ -335,6 +290,66 @@ def main() -> None:
         command=f"python benchmarks/export.py --pairs {pairs} --repeat {repeat}"
         + (" --all-formats" if args.all_formats else ""),
     )  # fmt: skip
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url",
+                        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))  # fmt: skip
+    parser.add_argument("--pairs", type=int, help="preference pairs to seed (default 1,000,000)")
+    parser.add_argument("--repeat", type=int, help="alternating repeats (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        default=os.environ.get("QUICK", "") not in ("", "0"),
+                        help="100,000 pairs, two repeats (also QUICK=1)")  # fmt: skip
+    parser.add_argument("--all-formats", action="store_true", help="every export format")
+    parser.add_argument("--reset", action="store_true", help="drop the database and seed anew")
+    parser.add_argument("--child", nargs=3, metavar=("FORMAT", "FILE_FORMAT", "OUT"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    return parser.parse_args()
+
+
+def _database_prepare(database_url: str, *, reset: bool, pairs: int) -> Any:
+    """The benchmark database, migrated and seeded with ``pairs`` preference pairs (reused when
+    an earlier run seeded the same)."""
+    database_ensure(database_url, reset=reset)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+
+    from benchmarks._seed import seed_preference_pairs
+
+    call_command("migrate", verbosity=0)
+    connections.close_all()
+    seeded = seed_preference_pairs(conninfo=database_url, pairs=pairs)
+    print(f"{seeded.pairs:,} pairs in {seeded.judgments:,} judgments: "
+          + ("seeded before, reused" if seeded.reused else f"seeded in {seeded.seconds:.0f} s"),
+          flush=True)  # fmt: skip
+    return seeded
+
+
+def _measure(args: argparse.Namespace, *, repeat: int) -> tuple[list[dict[str, Any]], str]:
+    """Each format against COPY of the same rows, alternating; and the server's version."""
+    import psycopg
+
+    from annotation.exports import FILE_FORMATS, FORMATS
+
+    scratch = ROOT / "var" / "bench" / "export" / "out"
+    scratch.mkdir(parents=True, exist_ok=True)
+    formats = list(FORMATS) if args.all_formats else ["trl"]
+    results = []
+    with psycopg.connect(args.database_url) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0]
+        for fmt in formats:
+            results += measure_format(conn, url=args.database_url, fmt=fmt,
+                                      file_formats=list(FILE_FORMATS), repeat=repeat,
+                                      scratch=scratch)  # fmt: skip
+        conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        conn.commit()
+    return results, server
 
 
 if __name__ == "__main__":

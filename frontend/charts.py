@@ -9,7 +9,7 @@ Coordinates are rounded to a tenth of a unit so the markup stays short.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # Room for the y tick labels on the left and the x labels underneath.
@@ -139,36 +139,13 @@ def interval_line_chart(
     def y_of(value: float) -> float:
         return _r(TOP + (high - value) / span * plot_h)
 
-    lines = []
-    for index, (key, label, values) in enumerate(series):
-        shift = (index - (len(series) - 1) / 2) * dodge
-        segments: list[list[str]] = [[]]
-        marks = []
-        for i, (value, lo, hi) in enumerate(values):
-            if value is None:
-                segments.append([])
-                continue
-            x = _r(LEFT + (i + 0.5) * slot + shift)
-            segments[-1].append(f"{x},{y_of(value)}")
-            interval = f" ({lo:.2f} to {hi:.2f})" if lo is not None and hi is not None else ""
-            marks.append(
-                Mark(
-                    x=x,
-                    y=y_of(value),
-                    low_y=y_of(lo) if lo is not None else None,
-                    high_y=y_of(hi) if hi is not None else None,
-                    title=f"{label}, {x_labels[i]}: {value:.2f}{interval}",
-                )
-            )
-        lines.append(
-            Line(
-                key=key,
-                label=label,
-                index=index,
-                segments=[" ".join(s) for s in segments if len(s) > 1],
-                marks=marks,
-            )
+    lines = [
+        _interval_line(
+            index, key, label, values, x_labels=x_labels, slot=slot, y_of=y_of,
+            shift=(index - (len(series) - 1) / 2) * dodge,
         )
+        for index, (key, label, values) in enumerate(series)
+    ]  # fmt: skip
     step = 0.25 if span <= 1.0 else 0.5
     first = math.ceil(low / step - 1e-9) * step
     ticks = [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
@@ -187,6 +164,41 @@ def interval_line_chart(
         plot_left=LEFT,
         plot_right=width - RIGHT,
     )
+
+
+def _interval_line(
+    index: int,
+    key: str,
+    label: str,
+    values: Sequence[Interval],
+    *,
+    x_labels: Sequence[str],
+    slot: float,
+    shift: float,
+    y_of: Callable[[float], float],
+) -> Line:
+    """One series: its polyline (broken where a value is missing) and a mark per estimate with
+    its whisker and a title that reads the numbers out."""
+    segments: list[list[str]] = [[]]
+    marks = []
+    for i, (value, lo, hi) in enumerate(values):
+        if value is None:
+            segments.append([])
+            continue
+        x = _r(LEFT + (i + 0.5) * slot + shift)
+        segments[-1].append(f"{x},{y_of(value)}")
+        interval = f" ({lo:.2f} to {hi:.2f})" if lo is not None and hi is not None else ""
+        marks.append(
+            Mark(
+                x=x,
+                y=y_of(value),
+                low_y=y_of(lo) if lo is not None else None,
+                high_y=y_of(hi) if hi is not None else None,
+                title=f"{label}, {x_labels[i]}: {value:.2f}{interval}",
+            )
+        )
+    segments_drawn = [" ".join(s) for s in segments if len(s) > 1]
+    return Line(key=key, label=label, index=index, segments=segments_drawn, marks=marks)
 
 
 def bar_chart(

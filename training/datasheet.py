@@ -154,14 +154,6 @@ def datasheet_write(
     where the folder will be once renamed into place. Returns the text."""
     rounds = [int(r) for r in filters.get("rounds") or []]
     facts = None if kind == "text" else _judgment_facts(rounds)
-    loader = "parquet" if file_format == "parquet" else "json"
-    # The folder as the project's processes see it: relative to the working directory (the
-    # repository) when it lies inside it, as it does by default.
-    try:
-        shown = final_folder.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        shown = final_folder
-    files = {split: str(shown / name) for split, name in data_files.items()}
     lines = [
         _yaml_configs(data_files),
         f"# {title}",
@@ -170,44 +162,10 @@ def datasheet_write(
         "",
         description or KIND_TEXT.get(kind, kind),
         "",
+        *_origin(facts),
+        *_load_section(final_folder, data_files, file_format),
+        *_counts_section(manifest, columns),
     ]
-    if facts is not None:
-        period = (
-            f" between {facts['first']:%Y-%m-%d} and {facts['last']:%Y-%m-%d}"
-            if facts["first"]
-            else ""
-        )
-        lines += [
-            f"Cut from {facts['judgments']} judgments of {facts['tasks']} tasks by "
-            f"{facts['annotators']} annotators{period}, in rounds "
-            f"{', '.join(map(str, facts['round_numbers'])) or 'none'}.",
-            "",
-        ]
-    lines += [
-        "## Load it",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "",
-        f"dataset = load_dataset({str(shown)!r})  # the splits named in this card",
-        f"# or: load_dataset({loader!r}, data_files={json.dumps(files)})",
-        "```",
-        "",
-        "## Counts",
-        "",
-        "| split | rows |",
-        "|---|---|",
-        *(f"| {split} | {n} |" for split, n in manifest.get("rows", {}).items()),
-        "",
-    ]
-    for key in ("prompts", "documents"):
-        if key in manifest:
-            per_split = ", ".join(f"{split} {n}" for split, n in manifest[key].items())
-            lines += [f"Distinct {key}: {per_split}.", ""]
-    if "split" in manifest:
-        lines += [f"Split: {manifest['split']}.", ""]
-    if columns:
-        lines += ["Columns: " + ", ".join(f"`{c}`" for c in columns) + ".", ""]
     if facts is not None:
         lines += ["## Rubric", ""]
         for rubric in facts["rubrics"]:
@@ -230,3 +188,60 @@ def datasheet_write(
     text = "\n".join(lines)
     (folder / "README.md").write_text(text, encoding="utf-8")
     return text
+
+
+def _origin(facts: dict[str, Any] | None) -> list[str]:
+    """Where the rows came from: judgments, tasks, annotators, the period and the rounds."""
+    if facts is None:
+        return []
+    period = (
+        f" between {facts['first']:%Y-%m-%d} and {facts['last']:%Y-%m-%d}" if facts["first"] else ""
+    )
+    return [
+        f"Cut from {facts['judgments']} judgments of {facts['tasks']} tasks by "
+        f"{facts['annotators']} annotators{period}, in rounds "
+        f"{', '.join(map(str, facts['round_numbers'])) or 'none'}.",
+        "",
+    ]
+
+
+def _load_section(final_folder: Path, data_files: Mapping[str, str], file_format: str) -> list[str]:
+    loader = "parquet" if file_format == "parquet" else "json"
+    # The folder as the project's processes see it: relative to the working directory (the
+    # repository) when it lies inside it, as it does by default.
+    try:
+        shown = final_folder.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = final_folder
+    files = {split: str(shown / name) for split, name in data_files.items()}
+    return [
+        "## Load it",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f"dataset = load_dataset({str(shown)!r})  # the splits named in this card",
+        f"# or: load_dataset({loader!r}, data_files={json.dumps(files)})",
+        "```",
+        "",
+    ]
+
+
+def _counts_section(manifest: Mapping[str, Any], columns: list[str] | None) -> list[str]:
+    lines = [
+        "## Counts",
+        "",
+        "| split | rows |",
+        "|---|---|",
+        *(f"| {split} | {n} |" for split, n in manifest.get("rows", {}).items()),
+        "",
+    ]
+    for key in ("prompts", "documents"):
+        if key in manifest:
+            per_split = ", ".join(f"{split} {n}" for split, n in manifest[key].items())
+            lines += [f"Distinct {key}: {per_split}.", ""]
+    if "split" in manifest:
+        lines += [f"Split: {manifest['split']}.", ""]
+    if columns:
+        lines += ["Columns: " + ", ".join(f"`{c}`" for c in columns) + ".", ""]
+    return lines

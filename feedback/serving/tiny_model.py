@@ -151,9 +151,7 @@ def build_tiny_model(
 ) -> dict[str, Any]:
     """Train the tiny model and write it to ``output`` (replaced only when complete)."""
     import torch
-    import transformers
     from tqdm import tqdm
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     recipe = recipe or TinyRecipe()
     started = time.perf_counter()
@@ -164,32 +162,8 @@ def build_tiny_model(
     plain, chats = _texts(recipe)
     tokenizer = build_tokenizer(plain, recipe)
     pad_id = tokenizer.pad_token_id
-    pretrain = [(tokenizer(text)["input_ids"] + [tokenizer.eos_token_id], 0) for text in plain]
-    sft = []
-    for question, answer in chats:
-        prompt_text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
-        )
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [
-            tokenizer.eos_token_id
-        ]
-        sft.append((list(prompt_ids) + answer_ids, len(prompt_ids)))
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=recipe.hidden_size,
-        intermediate_size=recipe.intermediate_size,
-        num_hidden_layers=recipe.layers,
-        num_attention_heads=recipe.heads,
-        num_key_value_heads=recipe.kv_heads,
-        max_position_embeddings=recipe.context,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=pad_id,
-    )
-    model = LlamaForCausalLM(config)
+    pretrain, sft = _examples(tokenizer, plain, chats)
+    model = _model_new(tokenizer, recipe)
     total = recipe.pretrain_steps + recipe.sft_steps
     with tqdm(total=total, desc="tiny model", unit="step", disable=not progress) as bar:
         bar.set_description("pre-training")
@@ -202,29 +176,84 @@ def build_tiny_model(
             model, _batches(sft, recipe, pad_id, generator), recipe.sft_steps,
             recipe.learning_rate, bar, pad_id,
         )  # fmt: skip
+    losses = {"pretrain_loss": round(pretrain_loss, 4), "sft_loss": round(sft_loss, 4)}
+    return _save(output, model, tokenizer, recipe, losses=losses, started=started)
+
+
+def _examples(
+    tokenizer: Any, plain: list[str], chats: list[tuple[str, str]]
+) -> tuple[list[tuple[list[int], int]], list[tuple[list[int], int]]]:
+    """Token ids with how many leading tokens carry no loss: whole texts for pre-training; for
+    chat fine-tuning, the prompt in the chat template (no loss) and the answer."""
+    pretrain = [(tokenizer(text)["input_ids"] + [tokenizer.eos_token_id], 0) for text in plain]
+    sft = []
+    for question, answer in chats:
+        prompt_text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id
+        ]
+        sft.append((list(prompt_ids) + answer_ids, len(prompt_ids)))
+    return pretrain, sft
+
+
+def _model_new(tokenizer: Any, recipe: TinyRecipe) -> Any:
+    """A freshly initialised Llama of the recipe's size (from the torch seed already set)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads,
+        num_key_value_heads=recipe.kv_heads,
+        max_position_embeddings=recipe.context,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _save(
+    output: Path,
+    model: Any,
+    tokenizer: Any,
+    recipe: TinyRecipe,
+    *,
+    losses: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """Write the model, its tokenizer and meta.json to a staging folder, then rename it into
+    place, so ``output`` is never half-written."""
+    import torch
+    import transformers
+    from transformers import GenerationConfig
+
     model.eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=pad_id,
+        pad_token_id=tokenizer.pad_token_id,
         do_sample=True,
         temperature=1.0,
         max_new_tokens=40,
     )
-
     staging = output.with_name(f".{output.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    corpus_sha = corpus_sha256(recipe)
     meta = {
         "kind": "tiny",
         "recipe": asdict(recipe),
-        "corpus_sha256": corpus_sha,
+        "corpus_sha256": corpus_sha256(recipe),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "pretrain_loss": round(pretrain_loss, 4),
-        "sft_loss": round(sft_loss, 4),
+        **losses,
         "seconds": round(time.perf_counter() - started, 1),
         "versions": {
             "torch": torch.__version__,
