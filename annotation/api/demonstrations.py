@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.models import Completion, Prompt
+from feedback.models import Prompt
 from feedback.platform.rendering import render_untrusted
 from feedback.platform.roles import IsAnnotator
 
@@ -23,6 +23,7 @@ from ..demonstrations import (
     prompt_next_for_demonstration,
     prompt_rubric,
 )
+from ..selectors import prompt_completions
 from .common import ERROR, RubricSerializer, StrictIntegerField
 from .tasks import (
     ChatMessageSerializer,
@@ -35,7 +36,7 @@ from .tasks import (
 def prompt_payload(prompt: Prompt) -> dict[str, Any]:
     """A prompt to demonstrate: the conversation, the answers one may start from, the rubric
     whose guidelines say what an ideal answer is."""
-    completions = Completion.objects.filter(prompt=prompt).order_by("id")[:8]
+    completions = prompt_completions(prompt=prompt)
     rubric = prompt_rubric(prompt=prompt)
     return {
         "prompt": prompt.pk,

@@ -20,6 +20,7 @@ from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
 from ..exports import FILE_FORMATS, FORMATS
 from ..exports.jobs import export_job_create, export_job_path
 from ..models import ExportJob
+from ..selectors import export_job_list
 from .common import ERROR
 
 
@@ -52,7 +53,7 @@ class ExportJobSerializer(serializers.ModelSerializer):
 
 def _visible_jobs(request: Request) -> QuerySet[ExportJob]:
     """Admins see every job; a researcher sees their own (another's is a 404)."""
-    jobs = ExportJob.objects.order_by("-created_at")
+    jobs = export_job_list()
     return jobs if user_has_role(request.user, Role.ADMIN) else jobs.filter(created_by=request.user)
 
 

@@ -15,6 +15,7 @@ from feedback.platform.roles import IsAdmin
 
 from ..gold import task_mark_gold, task_unmark_gold
 from ..models import ComparisonTask
+from ..selectors import task_get
 from .common import ERROR
 
 
@@ -49,7 +50,7 @@ class TaskGoldApi(APIView):
         )
 
     def _task(self, task_id: int) -> ComparisonTask:
-        task = ComparisonTask.objects.select_related("round").filter(pk=task_id).first()
+        task = task_get(task_id=task_id)
         if task is None:
             raise DomainError("No such task.", code="not_found", status=404)
         return task

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -20,8 +19,9 @@ from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
 
 from ..exports import annotator_pseudonym
-from ..models import Round
+from ..pseudonyms import usernames_by_id
 from ..quality import agreement_by_round, annotator_quality, disagreements
+from ..selectors import rounds_existing
 from .common import ERROR, query_params_checked
 
 
@@ -53,7 +53,7 @@ def _rounds(request: Request) -> list[int] | None:
                     "Bad round filter.", fields={"round": [f"{part!r} is not a round number."]}
                 )
             numbers.append(int(part))
-    known = set(Round.objects.filter(number__in=numbers).values_list("number", flat=True))
+    known = rounds_existing(numbers=numbers)
     if missing := sorted(set(numbers) - known):
         raise DomainError("Unknown round.", fields={"round": [f"No round number {missing[0]}."]})
     return numbers or None
@@ -114,9 +114,7 @@ class AnnotatorQualityApi(APIView):
         quality = annotator_quality(rounds=_rounds(request))
         names: dict[int, str] = {}
         if user_has_role(request.user, Role.ADMIN):
-            names = dict(
-                get_user_model().objects.filter(pk__in=quality).values_list("pk", "username")
-            )
+            names = usernames_by_id(user_ids=quality)
         rows: list[dict[str, Any]] = []
         for user_id, q in sorted(quality.items(), key=lambda item: item[1].trust):
             row = {

@@ -20,6 +20,7 @@ from ..rounds import (
     round_open_from_imported,
     round_progress,
 )
+from ..selectors import round_get, round_list
 from .common import ERROR, StrictIntegerField
 
 PROGRESS_FIELDS = (
@@ -119,7 +120,7 @@ class RoundListApi(APIView):
 
     @extend_schema(responses=RoundOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        rounds = Round.objects.select_related("rubric", "policy_version").order_by("-number")
+        rounds = round_list()
         return Response(RoundOutputSerializer(rounds, many=True).data)
 
     @extend_schema(
@@ -172,9 +173,7 @@ class RoundDetailApi(APIView):
         gold_rate = serializers.FloatField(min_value=0, max_value=1)
 
     def _round(self, round_id: int) -> Round:
-        round_ = (
-            Round.objects.select_related("rubric", "policy_version").filter(pk=round_id).first()
-        )
+        round_ = round_get(round_id=round_id)
         if round_ is None:
             raise DomainError("No such round.", code="not_found", status=404)
         return round_

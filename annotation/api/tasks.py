@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from django.db.models import Avg, Count, Q
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -20,9 +18,10 @@ from feedback.platform.throttle import LeaseThrottle
 
 from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
 from ..judgments import judgment_submit
-from ..models import Assignment, Judgment
+from ..models import Judgment
 from ..progress import annotator_round_progress
 from ..quality import annotator_quality
+from ..selectors import annotator_counts
 from .common import ERROR, RubricSerializer, query_params_checked
 
 
@@ -232,22 +231,14 @@ class MeStatsApi(APIView):
     def get(self, request: Request) -> Response:
         query_params_checked(request)
         round_number = _round_param(request)
-        today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-        judged = Judgment.objects.filter(annotator=request.user).aggregate(
-            total=Count("pk"),
-            today=Count("pk", filter=Q(created_at__gte=today)),
-            mean=Avg("time_spent_ms"),
-        )
-        skipped = Assignment.objects.filter(
-            annotator=request.user, status=Assignment.Status.SKIPPED
-        ).count()
+        counts = annotator_counts(annotator=request.user)
         quality = annotator_quality(annotator_id=request.user.pk).get(request.user.pk)
         return Response(
             {
-                "judgments_total": judged["total"],
-                "judgments_today": judged["today"],
-                "skipped": skipped,
-                "mean_time_spent_ms": judged["mean"],
+                "judgments_total": counts.judgments_total,
+                "judgments_today": counts.judgments_today,
+                "skipped": counts.skipped,
+                "mean_time_spent_ms": counts.mean_time_spent_ms,
                 "gold_judgments": quality.gold_judgments if quality else 0,
                 "gold_accuracy": quality.gold_accuracy.value if quality else None,
                 "agreement": quality.agreement.value if quality else None,
