@@ -32,7 +32,7 @@ class Prompt(models.Model):
     safety = models.BooleanField(
         default=False, help_text="Safety-relevant prompt: the harmless axis decides for it."
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was imported.")
 
     def __str__(self) -> str:
         return f"Prompt {self.pk}"
@@ -69,7 +69,7 @@ class PolicyVersion(models.Model):
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.CANDIDATE, help_text="Serving state."
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was registered.")
 
     class Meta:
         constraints = [
@@ -86,20 +86,42 @@ class PolicyVersion(models.Model):
 
 
 class Completion(models.Model):
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    prompt = models.ForeignKey(
+        Prompt,
+        on_delete=models.CASCADE,
+        related_name="completions",
+        help_text="The prompt it answers.",
+    )
     policy_version = models.ForeignKey(
-        PolicyVersion, on_delete=models.PROTECT, related_name="completions"
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="completions",
+        help_text="The policy that wrote it (an external one for imported completions).",
     )
     sample_index = models.PositiveIntegerField(
         help_text="Which of the policy's samples for this prompt (0-based)."
     )
     text = models.TextField(help_text="The answer, untrusted model output: always shown inert.")
-    sampling_params = models.JSONField(default=dict, blank=True)
-    finish_reason = models.CharField(max_length=32, blank=True)
-    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
-    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    sampling_params = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="How it was sampled: temperature, top_p, max tokens, seed; empty if imported.",
+    )
+    finish_reason = models.CharField(
+        max_length=32, blank=True, help_text="Why generation stopped: stop or length (backend's)."
+    )
+    prompt_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens in the prompt, as the backend counted them."
+    )
+    completion_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens generated for this answer."
+    )
+    latency_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Generation time for this answer in milliseconds (a batch's time shared out).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was stored.")
 
     class Meta:
         constraints = [
@@ -130,7 +152,10 @@ class Deployment(models.Model):
         ROLLBACK = "rollback", "rollback"
 
     policy_version = models.ForeignKey(
-        PolicyVersion, on_delete=models.PROTECT, related_name="deployments"
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="deployments",
+        help_text="The version to serve (deploy) or to go back to (rollback).",
     )
     previous = models.ForeignKey(
         PolicyVersion,
@@ -140,15 +165,32 @@ class Deployment(models.Model):
         related_name="+",
         help_text="The version that was active when the switch happened.",
     )
-    action = models.CharField(max_length=16, choices=Action.choices, default=Action.DEPLOY)
-    backend = models.CharField(max_length=32, help_text="The generation backend told to switch.")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    action = models.CharField(
+        max_length=16,
+        choices=Action.choices,
+        default=Action.DEPLOY,
+        help_text="deploy a new version, or rollback to an earlier one.",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    backend = models.CharField(max_length=32, help_text="The generation backend told to switch.")
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.PENDING,
+        help_text="pending until the backend answered with the version (done) or did not (failed).",
+    )
+    error = models.TextField(blank=True, help_text="Why it failed, if it did.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who asked for it; empty when the loop deployed it or the account is gone.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was requested.")
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was done or failed."
+    )
 
     def __str__(self) -> str:
         return f"{self.action} {self.policy_version} ({self.status})"
@@ -161,14 +203,23 @@ class OutboxMessage(models.Model):
     is the Celery task id, so a message sent twice (published, then the mark lost) is one task
     id delivered twice, and every task is safe to run twice (DESIGN §7)."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(
+        primary_key=True,
+        default=uuid.uuid4,
+        editable=False,
+        help_text="Also the Celery task id, so a message sent twice is one task id.",
+    )
     task = models.CharField(max_length=200, help_text="The Celery task name.")
-    args = models.JSONField(default=list)
-    queue = models.CharField(max_length=64)
-    created_at = models.DateTimeField(auto_now_add=True)
-    published_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
+    args = models.JSONField(default=list, help_text="The task's positional arguments (ids).")
+    queue = models.CharField(max_length=64, help_text="The Celery queue it is sent to.")
+    created_at = models.DateTimeField(
+        auto_now_add=True, help_text="When the request's transaction wrote it."
+    )
+    published_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the broker took it; empty while it waits."
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Tries to publish it so far.")
+    last_error = models.TextField(blank=True, help_text="Why the last try to publish failed.")
 
     class Meta:
         indexes = [
@@ -185,16 +236,22 @@ class AuditEvent(models.Model):
     """One admin action: who, what (the route and its ids), when, and how it ended."""
 
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The admin who acted (empty once the account is deleted).",
     )
     actor_name = models.CharField(max_length=150, help_text="Kept if the account is deleted.")
     action = models.CharField(max_length=100, help_text="The route's name, e.g. api:round-close.")
-    method = models.CharField(max_length=8)
-    path = models.CharField(max_length=500)
+    method = models.CharField(max_length=8, help_text="The HTTP method, e.g. POST.")
+    path = models.CharField(max_length=500, help_text="The request's path.")
     target = models.JSONField(default=dict, help_text="The ids named in the URL.")
-    status_code = models.PositiveSmallIntegerField()
-    ip = models.GenericIPAddressField(null=True, blank=True)
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status_code = models.PositiveSmallIntegerField(help_text="The HTTP status it ended with.")
+    ip = models.GenericIPAddressField(
+        null=True, blank=True, help_text="The client's address; empty when unknown."
+    )
+    at = models.DateTimeField(auto_now_add=True, db_index=True, help_text="When it happened.")
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -206,9 +263,9 @@ class AuditEvent(models.Model):
 class ThrottleWindow(models.Model):
     """Requests counted per key (scope and client) and fixed window; see feedback/throttle.py."""
 
-    key = models.CharField(max_length=200)
+    key = models.CharField(max_length=200, help_text="The throttle scope and the client's id.")
     bucket = models.BigIntegerField(help_text="The window's number: epoch seconds // its length.")
-    count = models.PositiveIntegerField(default=0)
+    count = models.PositiveIntegerField(default=0, help_text="Requests counted in this window.")
 
     class Meta:
         constraints = [

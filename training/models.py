@@ -19,7 +19,9 @@ class DatasetSnapshot(models.Model):
         TEXT = "text", "plain-text corpus (continued pre-training)"
         EXPORT = "export", "a frozen export in one of the research formats"
 
-    kind = models.CharField(max_length=16, choices=Kind.choices)
+    kind = models.CharField(
+        max_length=16, choices=Kind.choices, help_text="What its rows are, and so what it trains."
+    )
     filters = models.JSONField(default=dict, help_text="The filters it was cut with (rounds, …).")
     path = models.CharField(max_length=500, help_text="Folder under ARTIFACTS_DIR.")
     manifest = models.JSONField(
@@ -28,9 +30,14 @@ class DatasetSnapshot(models.Model):
     )
     sha256 = models.CharField(max_length=64, help_text="sha256 over the split files, in order.")
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who cut it (empty when a run or the loop did).",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was cut.")
 
     def __str__(self) -> str:
         return f"{self.kind} snapshot {self.pk}"
@@ -54,16 +61,32 @@ class TrainingRun(models.Model):
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    kind = models.CharField(
+        max_length=16,
+        choices=Kind.choices,
+        help_text="The training method (one trainer file each).",
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.QUEUED,
+        help_text="queued, running, then succeeded, failed or cancelled.",
+    )
     base_policy = models.ForeignKey(
         PolicyVersion, on_delete=models.PROTECT, related_name="training_runs",
         help_text="The policy whose weights the run starts from.",
     )  # fmt: skip
-    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="runs")
+    snapshot = models.ForeignKey(
+        DatasetSnapshot,
+        on_delete=models.PROTECT,
+        related_name="runs",
+        help_text="The data it trains on.",
+    )
     recipe = models.JSONField(help_text="The full recipe (defaults plus overrides) it ran with.")
-    progress_step = models.PositiveIntegerField(default=0)
-    progress_total = models.PositiveIntegerField(default=0)
+    progress_step = models.PositiveIntegerField(default=0, help_text="Optimizer steps done.")
+    progress_total = models.PositiveIntegerField(
+        default=0, help_text="Optimizer steps the run will take (0 until training starts)."
+    )
     metrics_history = models.JSONField(default=list, help_text="Logged metrics, one dict a step.")
     metrics = models.JSONField(default=dict, help_text="Final and held-out metrics.")
     artifact_path = models.CharField(max_length=500, blank=True, help_text="Under ARTIFACTS_DIR.")
@@ -74,19 +97,32 @@ class TrainingRun(models.Model):
     provenance = models.JSONField(
         default=dict, help_text="Recipe, dataset sha256, base model, seed, git commit, versions."
     )
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life: a stale one means the worker died."
+    )
     attempts = models.PositiveSmallIntegerField(
         default=0,
         help_text="How many times a worker claimed it (a dead worker's run is retried once).",
     )
-    cancel_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    cancel_requested = models.BooleanField(
+        default=False, help_text="Asked to stop while running; it stops at the next step."
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why it failed, if it did.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who started it (empty when the loop or a script did).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was asked for.")
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker claimed it (the latest claim)."
+    )
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it succeeded, failed or was cancelled."
+    )
 
     class Meta:
         constraints = [
@@ -111,9 +147,24 @@ class GateEvaluation(models.Model):
         FAILED = "failed", "failed"
         ERROR = "error", "error"
 
-    candidate = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="gates")
-    baseline = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
-    reward_run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="gates")
+    candidate = models.ForeignKey(
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="gates",
+        help_text="The version being judged.",
+    )
+    baseline = models.ForeignKey(
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The version it is compared with: the one serving when the gate was asked for.",
+    )
+    reward_run = models.ForeignKey(
+        TrainingRun,
+        on_delete=models.PROTECT,
+        related_name="gates",
+        help_text="The reward-model run that scores both versions' answers.",
+    )
     prompt_count = models.PositiveIntegerField(help_text="Held-out prompts compared.")
     threshold = models.FloatField(
         help_text="The candidate passes when its win rate is at least this."
@@ -123,15 +174,26 @@ class GateEvaluation(models.Model):
         help_text="The candidate fails when its KL drift from the baseline (nats per answer) "
         "exceeds this; empty: not checked.",
     )  # fmt: skip
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    win_rate = models.FloatField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.PENDING,
+        help_text="pending, then passed or failed (or error when it could not be measured).",
+    )
+    win_rate = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Share of answer pairs where the candidate's reward is higher (a tie is half).",
+    )
     metrics = models.JSONField(
         default=dict,
         help_text="Mean rewards, reward and length deltas, per-axis deltas, KL drift, failed_on.",
     )
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why it could not be measured, if so.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was asked for.")
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its verdict (or error) was written."
+    )
 
     def __str__(self) -> str:
         return f"gate {self.pk}: {self.candidate} vs {self.baseline} ({self.status})"
@@ -162,7 +224,8 @@ class Automation(models.Model):
     FINISHED = (Stage.DONE, Stage.STOPPED, Stage.FAILED)
 
     round = models.OneToOneField("annotation.Round", on_delete=models.CASCADE,
-                                 related_name="automation")  # fmt: skip
+                                 related_name="automation",
+                                 help_text="The round whose judgments start it.")  # fmt: skip
     required_judgments = models.PositiveIntegerField(
         null=True, blank=True,
         help_text="Judgments the round needs before training starts; empty: every task judged "
@@ -183,7 +246,9 @@ class Automation(models.Model):
         help_text="The gate also fails a candidate whose KL drift from the serving policy exceeds "
         "this (nats per answer); empty: not checked.",
     )  # fmt: skip
-    gate_prompts = models.PositiveIntegerField(default=32)
+    gate_prompts = models.PositiveIntegerField(
+        default=32, help_text="Held-out prompts the gate compares the two versions on."
+    )
     next_prompts = models.PositiveIntegerField(
         default=0, help_text="Prompts in the next round; 0 means as many as this round has."
     )
@@ -193,29 +258,51 @@ class Automation(models.Model):
     rounds_left = models.PositiveIntegerField(
         default=0, help_text="Further automated rounds to open after this one."
     )
-    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.WAITING)
+    stage = models.CharField(
+        max_length=16,
+        choices=Stage.choices,
+        default=Stage.WAITING,
+        help_text="Where it is now; see the class doc for the order.",
+    )
     snapshot = models.ForeignKey(
         DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
         help_text="This round's pairs (for DPO).",
     )  # fmt: skip
-    reward_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="+")  # fmt: skip
-    policy_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="+")  # fmt: skip
-    gate = models.ForeignKey(GateEvaluation, null=True, blank=True, on_delete=models.PROTECT,
-                             related_name="+")  # fmt: skip
-    deployment = models.ForeignKey("feedback.Deployment", null=True, blank=True,
-                                   on_delete=models.PROTECT, related_name="+")  # fmt: skip
-    next_round = models.ForeignKey("annotation.Round", null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")  # fmt: skip
+    reward_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The reward-model run it started.",
+    )  # fmt: skip
+    policy_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The policy run (DPO or online RL) it started.",
+    )  # fmt: skip
+    gate = models.ForeignKey(
+        GateEvaluation, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The gate it asked for on the candidate.",
+    )  # fmt: skip
+    deployment = models.ForeignKey(
+        "feedback.Deployment", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The deployment of a candidate that passed.",
+    )  # fmt: skip
+    next_round = models.ForeignKey(
+        "annotation.Round", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The round it opened next, if any.",
+    )  # fmt: skip
     history = models.JSONField(default=list, help_text="[{stage, at}] in order.")
-    stop_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    stop_requested = models.BooleanField(
+        default=False, help_text="An admin asked it to stop; it stops at its next step."
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    error = models.TextField(blank=True, help_text="Why it failed, if it did.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who automated the first round; the rounds it opens inherit them.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was set up.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Its last change.")
 
     def __str__(self) -> str:
         return f"automation of round {self.round_id} ({self.stage})"

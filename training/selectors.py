@@ -36,7 +36,12 @@ def gate_get(*, gate_id: int) -> GateEvaluation | None:
 def automation_of_round(*, round_id: int) -> Automation | None:
     """A round's automation with everything its page shows."""
     related = Automation.objects.select_related(
-        "round", "snapshot", "reward_run", "policy_run__produced_policy", "gate", "deployment",
+        "round",
+        "snapshot",
+        "reward_run",
+        "policy_run__produced_policy",
+        "gate",
+        "deployment",
         "next_round",
     )
     return related.filter(round_id=round_id).first()

@@ -47,7 +47,16 @@ def test_pickled_weights_are_refused_and_safetensors_load(tmp_path):
     safe = tmp_path / "safe"
     model.save_pretrained(safe)  # safetensors, the default and what our trainers write
     assert require_safetensors(str(safe)) == str(safe)
-    assert AutoModelForCausalLM.from_pretrained(safe, use_safetensors=True) is not None
+    # What loads is what was saved: the same architecture, and every weight equal (a loader that
+    # found no matching tensors would hand back freshly initialised ones, and only warn).
+    loaded = AutoModelForCausalLM.from_pretrained(safe, use_safetensors=True)
+    assert type(loaded) is LlamaForCausalLM
+    shape = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers")
+    assert [getattr(loaded.config, key) for key in shape] == [64, 16, 32, 1]
+    saved, got = model.state_dict(), loaded.state_dict()
+    assert sorted(got) == sorted(saved)
+    unequal = [name for name in saved if not torch.equal(got[name], saved[name])]
+    assert not unequal, f"loaded weights differ from the saved ones: {unequal}"
 
     # The same weights as a pickle (what torch.save and old checkpoints make).
     pickled = tmp_path / "pickled"

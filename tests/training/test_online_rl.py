@@ -4,15 +4,43 @@ request is a 400 naming the field."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from django.conf import settings
+
+from training.execution import training_run_execute
 from training.models import TrainingRun
-from training.runs import training_run_execute
 
 from .test_reward_runs import FAST, URL, judged_round
 
 SMALL = {"use_lora": False, "learning_rate": 1e-4, "num_generations": 4,
          "per_device_train_batch_size": 8, "max_completion_length": 24, "max_steps": 3}  # fmt: skip
+
+
+def rewards_told_apart(run: TrainingRun) -> None:
+    """The reward model's scores drove the run. Each step TRL logs the mean and spread of the
+    rewards of each prompt's group of samples, per reward function (ours is the only one), and
+    the share of groups whose rewards are all equal. A constant reward leaves every group
+    without spread: every advantage is 0, and the policy learns nothing."""
+    steps = [step for step in run.metrics_history if "reward" in step]
+    assert len(steps) == run.progress_step
+    assert all(s["rewards/reward_model_score/mean"] == s["reward"] for s in steps)
+    assert any(s["reward_std"] > 0 for s in steps), steps
+    assert min(s["frac_reward_zero_std"] for s in steps) < 1, steps
+    assert run.metrics["reward_first_step"] == steps[0]["reward"]
+    assert run.metrics["reward_last_step"] == steps[-1]["reward"]
+
+
+def weights_changed(before: str, after: str) -> list[str]:
+    """Names of the tensors that differ between two folders of full weights (artifacts)."""
+    from safetensors.torch import load_file
+
+    root = Path(settings.ARTIFACTS_DIR)
+    old = load_file(root / before / "model.safetensors")
+    new = load_file(root / after / "model.safetensors")
+    assert set(old) & set(new)
+    return [name for name in old.keys() & new.keys() if not old[name].equal(new[name])]
 
 
 def test_online_rl_needs_a_reward_model_and_a_known_algorithm(api, admin, annotator, tiny_policy):
@@ -46,10 +74,11 @@ def test_online_rl_trains_the_policy_against_the_reward_model(
     run = training_run_execute(run_id=response.json()["id"])
     assert run.status == "succeeded", run.error
     assert run.progress_step == 3
-    assert any("reward" in step for step in run.metrics_history)
-    assert "reward_last_step" in run.metrics
+    rewards_told_apart(run)
     candidate = run.produced_policy
     assert candidate.status == "candidate" and candidate.name == f"tiny-v0-online_rl-run{run.pk}"
+    # ... and the policy learned from them: its weights moved (all of them are trained here).
+    assert weights_changed(tiny_policy.base_model, candidate.base_model)
 
 
 def test_the_combination_rules():
@@ -108,4 +137,5 @@ def test_llama2_gate_with_per_axis_reward_models(api, admin, annotator, tiny_pol
     assert response.status_code == 202, response.content
     run = training_run_execute(run_id=response.json()["id"])
     assert run.status == "succeeded", run.error
-    assert any("reward" in step for step in run.metrics_history)
+    rewards_told_apart(run)
+    assert weights_changed(tiny_policy.base_model, run.produced_policy.base_model)

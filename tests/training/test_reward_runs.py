@@ -14,34 +14,49 @@ from django.conf import settings
 from annotation.imports import prompts_import
 from annotation.rounds import round_open_from_imported
 from feedback.serving import synthetic
+from training.execution import training_run_execute
+from training.judges import oracle_win_rate
 from training.models import TrainingRun
-from training.runs import training_run_execute
-from training.simulate import oracle_win_rate
 from training.tasks import training_run_execute as training_run_task
+from training.trainers.common import reward_scorer
 
 from ..annotation.helpers import lease, submit_url
 
 URL = "/api/v1/training-runs/"
 
 
-def judged_round(api, annotator, n: int = 40, *, seed: int = 9, invert: bool = False) -> int:
-    """n synthetic prompts with a right-polite, a wrong-polite and a right-rude answer, each
-    judged by the oracle acting as an annotator through the API (``invert``: worst first)."""
+# The (correct, polite) answers each prompt of a judged round gets. The oracle ranks them by
+# their 3H totals: right-polite 21 > right-rude 15 > wrong-polite 10.
+MIXED = ((True, True), (False, True), (True, False))
+# The wrong answer rude too: right-polite 21 > right-rude 15 > wrong-rude 4. Here tone never
+# goes against the ranking, and tone is what the tiny reward model learns from 40 prompts; right
+# from wrong it hardly learns (held-out agreement about 0.5 on either set), so on MIXED rounds,
+# where wrong-polite loses to right-rude, it learns little of anything (0.49-0.61 held out).
+TONE_CONSISTENT = ((True, True), (True, False), (False, False))
+
+
+def answers_for(text: str, kinds: tuple[tuple[bool, bool], ...], rng: random.Random) -> list[str]:
+    kind = "capital" if "capital" in text else "arithmetic"
+    question = synthetic.Question(text, synthetic.expected_answer(text), kind)
+    return [synthetic.answer_for(question, correct=c, polite=p, rng=rng) for c, p in kinds]
+
+
+def judged_round(
+    api, annotator, n: int = 40, *, seed: int = 9, invert: bool = False, answers=MIXED
+) -> int:
+    """n synthetic prompts with three answers each (``answers``: MIXED, a right-polite, a
+    wrong-polite and a right-rude one), each judged by the oracle acting as an annotator through
+    the API (``invert``: worst first)."""
     rng = random.Random(4)
     lines = []
     for text in synthetic.prompts(n, seed=seed):
-        kind = "capital" if "capital" in text else "arithmetic"
-        question = synthetic.Question(text, synthetic.expected_answer(text), kind)
-        answers = [
-            synthetic.answer_for(question, correct=True, polite=True, rng=rng),
-            synthetic.answer_for(question, correct=False, polite=True, rng=rng),
-            synthetic.answer_for(question, correct=True, polite=False, rng=rng),
-        ]
         lines.append(
             json.dumps(
                 {
                     "prompt": text,
-                    "completions": [{"text": a, "model": "synthetic"} for a in answers],
+                    "completions": [
+                        {"text": a, "model": "synthetic"} for a in answers_for(text, answers, rng)
+                    ],
                 }
             )
         )
@@ -70,12 +85,37 @@ FAST = {
 }
 
 
+def held_out_agreement(run: TrainingRun, *, trained_on: list[str], n: int = 40) -> dict[str, float]:
+    """How often the run's reward model orders two answers as the oracle does, on n questions
+    it never saw (none of ``trained_on``), each with a TONE_CONSISTENT set of answers: polite
+    over rude (both right), right over wrong (both rude), right-polite over wrong-rude, and all
+    three together. A coin flip scores 0.5 on each."""
+    score = reward_scorer(
+        Path(settings.ARTIFACTS_DIR) / run.artifact_path / "model",
+        str(Path(settings.ARTIFACTS_DIR) / run.base_policy.base_model),
+    )
+    fresh = [q for q in synthetic.prompts(n + len(trained_on), seed=10_000) if q not in trained_on]
+    questions = fresh[:n]
+    rng = random.Random(11)
+    right = {"polite_over_rude": 0, "right_over_wrong": 0, "polite_right_over_rude_wrong": 0}
+    for text in questions:
+        prompt = [{"role": "user", "content": text}]
+        polite, rude, rude_wrong = (
+            score(prompt, a) for a in answers_for(text, TONE_CONSISTENT, rng)
+        )
+        right["polite_over_rude"] += polite > rude
+        right["right_over_wrong"] += rude > rude_wrong
+        right["polite_right_over_rude_wrong"] += polite > rude_wrong
+    shares = {pair: hits / len(questions) for pair, hits in right.items()}
+    return {**shares, "all": sum(right.values()) / (3 * len(questions))}
+
+
 @pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 def test_a_reward_run_trains_in_a_worker_and_records_everything(
     celery_worker_process, api, admin, annotator, tiny_policy
 ):
-    number = judged_round(api, annotator)
+    number = judged_round(api, annotator, answers=TONE_CONSISTENT)
     response = api(admin).post(
         URL, {"kind": "reward", "rounds": [number], "recipe": FAST}, format="json"
     )
@@ -93,7 +133,14 @@ def test_a_reward_run_trains_in_a_worker_and_records_everything(
     assert run.status == "succeeded", run.error
     assert run.progress_step > 0 and run.progress_step == run.progress_total
     assert run.metrics_history and "loss" in run.metrics_history[0]
-    assert 0.0 <= run.metrics["eval_accuracy"] <= 1.0
+    # It learned the oracle's preferences: on questions it never saw it puts the polite answer
+    # over the rude one (0.975-1.0 over four seeds on this machine) and orders the three pairs
+    # as the oracle does 0.825-0.86 of the time, where chance is 0.5 (and a model trained on
+    # coin-flip labels scores about that). On the eval split's 9 pairs, the 6 that differ in
+    # tone make 2/3.
+    agreement = held_out_agreement(run, trained_on=synthetic.prompts(40, seed=9))
+    assert agreement["polite_over_rude"] >= 0.9 and agreement["all"] >= 0.7, agreement
+    assert run.metrics["eval_accuracy"] >= 0.66
     assert run.provenance["dataset_sha256"] == run.snapshot.sha256
     assert run.provenance["seed"] == 42 and run.provenance["versions"]["trl"]
     assert run.provenance["base_model"] == tiny_policy.base_model
@@ -165,12 +212,13 @@ def test_only_admins_start_runs(api, researcher, annotator, tiny_policy):
 def test_a_dpo_run_registers_a_candidate_that_can_be_deployed_and_serve(
     api, admin, annotator, tiny_policy
 ):
-    from annotation.generation import round_generate, round_open_for_policy
+    from annotation.round_generation import round_generate
+    from annotation.rounds import round_open_for_policy
     from feedback.models import Completion, PolicyVersion
     from feedback.serving.policies import deployment_run
 
-    number = judged_round(api, annotator, n=12)
-    recipe = {"learning_rate": 0.0005, "max_steps": 4, "per_device_train_batch_size": 8}
+    number = judged_round(api, annotator, answers=TONE_CONSISTENT)
+    recipe = {"learning_rate": 0.005, "max_steps": 8, "per_device_train_batch_size": 16}
     response = api(admin).post(
         URL, {"kind": "dpo", "rounds": [number], "recipe": recipe}, format="json"
     )
@@ -183,13 +231,18 @@ def test_a_dpo_run_registers_a_candidate_that_can_be_deployed_and_serve(
     assert (
         Path(settings.ARTIFACTS_DIR) / candidate.adapter_path / "adapter_model.safetensors"
     ).exists()
-    assert "eval_reward_accuracy" in run.metrics or "train_loss" in run.metrics
+    # On the eval split's questions (unseen in training), the policy's implicit reward now
+    # prefers the oracle's choice: 7 or 8 of the 9 pairs, by a margin of 0.61-0.73, over four
+    # seeds here (the 6 pairs that differ in tone make 2/3). Trained on inverted pairs, the
+    # margin is negative.
+    assert run.metrics["eval_reward_accuracy"] >= 0.66, run.metrics
+    assert run.metrics["eval_reward_margin"] > 0.2, run.metrics
 
     deployed = api(admin).post(f"/api/v1/policies/{candidate.pk}/deploy/").json()
     assert deployment_run(deployment_id=deployed["id"]).status == "done"
     assert PolicyVersion.objects.get(status="active") == candidate
     synthetic_round = round_open_for_policy(
-        k=2, overlap=1, prompt_ids=None, include_used=True, tags=[], seed=2
+        k=2, overlap=1, prompt_ids=None, include_used=True, tags=[], limit=12, seed=2
     )
     round_generate(round_id=synthetic_round.pk)
     assert Completion.objects.filter(policy_version=candidate).exists()
@@ -316,8 +369,6 @@ def test_a_run_whose_worker_dies_resumes_once_from_its_checkpoint(
 
 
 def test_a_per_axis_reward_model_trains_on_that_axis_scores(api, admin, annotator, tiny_policy):
-    from training.trainers.common import reward_scorer
-
     number = judged_round(api, annotator, n=40)
     bad = api(admin).post(URL, {"kind": "reward", "recipe": {"axis": "funny"}}, format="json")
     assert bad.status_code == 400 and "recipe.axis" in bad.json()["fields"]
@@ -341,10 +392,9 @@ def test_a_per_axis_reward_model_trains_on_that_axis_scores(api, admin, annotato
 
     run = training_run_execute(run_id=response.json()["id"])
     assert run.status == "succeeded", run.error
-    assert run.metrics["eval_accuracy"] >= 0.5
-    score = reward_scorer(
-        Path(settings.ARTIFACTS_DIR) / run.artifact_path / "model",
-        str(Path(settings.ARTIFACTS_DIR) / tiny_policy.base_model),
-    )
-    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
-    assert score(prompt, "5. Happy to help!") > score(prompt, "5. That was a stupid question.")
+    # A harmlessness model: on unseen questions it puts polite over rude (0.975 and 1.0 for two
+    # seeds here), right or wrong alike; on the eval split's 6 pairs it misses at most one.
+    agreement = held_out_agreement(run, trained_on=synthetic.prompts(40, seed=9))
+    assert agreement["polite_over_rude"] >= 0.9, agreement
+    assert agreement["polite_right_over_rude_wrong"] >= 0.9, agreement
+    assert run.metrics["eval_accuracy"] >= 5 / 6
