@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from feedback.serving import synthetic
 from training.execution import training_run_execute
 from training.launch import deepspeed_config
 from training.models import TrainingRun
 
-from .test_reward_runs import FAST, URL, judged_round
+from .test_reward_runs import FAST, TONE_CONSISTENT, URL, held_out_agreement, judged_round
 
 
 def test_a_reward_run_on_two_processes_through_accelerate_launch(
     api, admin, annotator, tiny_policy
 ):
-    number = judged_round(api, annotator, n=16)
+    number = judged_round(api, annotator, n=16, answers=TONE_CONSISTENT)
     recipe = {**FAST, "num_processes": 2, "num_train_epochs": 2.0, "per_device_train_batch_size": 8}
     response = api(admin).post(
         URL, {"kind": "reward", "rounds": [number], "recipe": recipe}, format="json"
@@ -29,7 +30,12 @@ def test_a_reward_run_on_two_processes_through_accelerate_launch(
     run = training_run_execute(run_id=response.json()["id"])
     assert run.status == "succeeded", run.error
     assert run.metrics["world_size"] == 2  # really two processes, not one
-    assert 0.0 <= run.metrics["eval_accuracy"] <= 1.0
+    # The two processes trained one model that learned the judgments: on 40 questions it never
+    # saw, it puts polite over rude and orders the three answers as the oracle does (measured
+    # 0.9 to 0.975 and 0.71 to 0.81 over five seeds; a coin flip scores 0.5).
+    agreement = held_out_agreement(run, trained_on=synthetic.prompts(16, seed=9))
+    assert agreement["polite_over_rude"] >= 0.8, agreement
+    assert agreement["all"] >= 0.6, agreement
     # 48 pairs minus the eval split, 8 per process and step, 2 processes, 2 epochs.
     train_rows = run.snapshot.manifest["rows"]["train"]
     assert run.progress_total == run.progress_step == 2 * -(-train_rows // 16)
