@@ -10,12 +10,19 @@ Each adds what is wrong to ``errors`` under a dotted path and returns the canoni
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
+
 from feedback.platform.errors import DomainError
 
 from .models import Round, Rubric
 from .strict_json import Errors, described, is_strict_int, shown
 
 DEFAULT_RUBRIC = "3H"
+
+
+def rubric_list() -> QuerySet[Rubric]:
+    """Every rubric version (the choices a round may be opened with)."""
+    return Rubric.objects.order_by("name", "version")
 
 
 def rubric_current(*, name: str = DEFAULT_RUBRIC) -> Rubric:

@@ -25,8 +25,9 @@ from annotation.exports import (
 )
 from annotation.models import Rubric
 from annotation.pseudonyms import pseudonym_directory
-from feedback.models import PolicyVersion
+from annotation.selectors import rubric_labels
 from feedback.platform.errors import DomainError
+from feedback.serving.policies import policy_list
 
 PREVIEW_ROWS = 5
 
@@ -69,10 +70,8 @@ def _filter_form(
     return {
         "fields": fields,
         "open": any(key != "round" for key, _ in params) or bool(errors),
-        "rubric_labels": [r.label for r in Rubric.objects.order_by("name", "version")],
-        "policy_names": list(
-            PolicyVersion.objects.order_by("-created_at").values_list("name", flat=True)[:50]
-        ),
+        "rubric_labels": rubric_labels(),
+        "policy_names": list(policy_list().values_list("name", flat=True)[:50]),
         "axes": axes,
         "flags": list(flags.items()),
         "consensus_rules": CONSENSUS_RULES,

@@ -31,6 +31,7 @@ from feedback.platform.parsers import MultiPartParser
 from feedback.platform.roles import IsAdmin, IsResearcherOrAdmin, Role, user_has_role
 
 from .models import DatasetSnapshot
+from .selectors import snapshot_get, snapshot_list
 from .snapshots import (
     snapshot_create_export,
     snapshot_create_kto,
@@ -131,7 +132,7 @@ class SnapshotListApi(APIView):
 
     @extend_schema(responses=SnapshotSerializer(many=True))
     def get(self, request: Request) -> Response:
-        snapshots = DatasetSnapshot.objects.order_by("-id")[:100]
+        snapshots = snapshot_list()[:100]
         return Response(SnapshotSerializer(snapshots, many=True).data)
 
     @extend_schema(request=SnapshotInputSerializer, responses={201: SnapshotSerializer, 400: ERROR})
@@ -229,7 +230,7 @@ class SnapshotDetailApi(APIView):
 
     @extend_schema(responses={200: SnapshotSerializer, 404: ERROR})
     def get(self, request: Request, snapshot_id: int) -> Response:
-        snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
+        snapshot = snapshot_get(snapshot_id=snapshot_id)
         if snapshot is None:
             raise DomainError("No such snapshot.", code="not_found", status=404)
         return Response(SnapshotSerializer(snapshot).data)
@@ -248,7 +249,7 @@ class SnapshotDatasheetApi(APIView):
         }
     )
     def get(self, request: Request, snapshot_id: int) -> HttpResponse:
-        snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).first()
+        snapshot = snapshot_get(snapshot_id=snapshot_id)
         sheet = snapshot_datasheet_path(snapshot) if snapshot is not None else None
         if sheet is None or not sheet.exists():
             raise DomainError("No such snapshot datasheet.", code="not_found", status=404)

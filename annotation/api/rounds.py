@@ -13,13 +13,14 @@ from feedback.platform.roles import IsAdmin
 from feedback.serving.backends import Sampling
 
 from ..gold import round_set_gold_rate
-from ..models import Round, Rubric
+from ..models import Round
 from ..rounds import (
     round_close,
     round_open_for_policy,
     round_open_from_imported,
     round_progress,
 )
+from ..rubrics import rubric_list
 from ..selectors import round_get, round_list
 from .common import ERROR, StrictIntegerField
 
@@ -95,7 +96,7 @@ class RoundListApi(APIView):
             help_text="Policy rounds: use at most this many of the matching prompts, oldest first.",
         )  # fmt: skip
         rubric = serializers.PrimaryKeyRelatedField(
-            queryset=Rubric.objects.all(), required=False, help_text="Default: the newest 3H."
+            queryset=rubric_list(), required=False, help_text="Default: the newest 3H."
         )
         seed = StrictIntegerField(required=False, min_value=0, max_value=2**31 - 1)
         source = serializers.ChoiceField(
