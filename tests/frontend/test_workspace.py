@@ -89,8 +89,12 @@ def test_rank_by_drag_and_drop_and_rate_with_the_mouse(sign_in, page, annotator)
     open_round(n=1, k=3)
     sign_in(annotator.username)
     a, b, c = answer_ids(page)
+    page.locator("#progress").filter(has_text="Round 1").wait_for()  # the page has settled
+    words = page.locator("#ranking-words")
     page.drag_and_drop(f'.pool .chip[data-id="{c}"]', ".rank-row.new")
+    words.filter(has_text="C is best").wait_for()
     page.drag_and_drop(f'.pool .chip[data-id="{a}"]', ".rank-row.new")
+    words.filter(has_text="A is 2nd").wait_for()
     page.drag_and_drop(f'.pool .chip[data-id="{b}"]', '.insert[data-insert="0"]')
     assert page.locator(f'[data-rank-for="{b}"]').inner_text() == "Best"
     for cid in (a, b, c):
