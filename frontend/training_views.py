@@ -1,13 +1,14 @@
-"""Admin pages from judgments to serving: start a training run and watch it, then the release
-path of the version it made: run the gate, read its result, deploy, roll back, with the
-deployment history on the Policies page. Each view checks the role, calls services or selectors
-of the other packages, renders; the gate, deployment and rollback run as jobs, and a page showing
-one in flight refreshes itself until it finishes."""
+"""Admin pages from judgments to serving: register a model, start a training run and watch it,
+then the release path of the version it made: run the gate, read its result, deploy, roll back,
+with the deployment history on the Policies page. Each view checks the role, calls services or
+selectors of the other packages, renders; the gate, deployment and rollback run as jobs, and a
+page showing one in flight refreshes itself until it finishes."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -18,7 +19,12 @@ from django.views.decorators.http import require_POST
 from annotation.rounds import round_pair_counts
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import Role
-from feedback.serving.policies import deployment_request, rollback_request
+from feedback.serving.model_files import model_info_summary
+from feedback.serving.policies import (
+    deployment_request,
+    policy_register_model,
+    rollback_request,
+)
 from training.gate import gate_request
 from training.models import GateEvaluation, TrainingRun
 from training.releases import (
@@ -39,20 +45,62 @@ from .views import role_required
 POLICY_ACTIONS = ("deploy", "rollback", "gate")
 
 
+class RegisterModelForm(forms.Form):
+    """What ``policy_register_model`` takes; the service checks the source itself."""
+
+    source = forms.CharField(max_length=500)
+    name = forms.CharField(max_length=200, required=False)
+    revision = forms.CharField(max_length=100, required=False)
+    adapter = forms.CharField(max_length=500, required=False)
+    activate = forms.BooleanField(required=False)
+
+
 @role_required(Role.ADMIN)
 def manage_policies(request: HttpRequest) -> HttpResponse:
+    """The versions with what their names and files say, the release path, and the form that
+    registers a model (a POST here: a refused source is shown beside its field)."""
+    form = RegisterModelForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and (done := _register_model(request, form)):
+        messages.success(request, done)
+        return redirect("frontend:manage-policies")
+    rows = policy_rows()
     return render(
         request,
         "frontend/policies.html",
         {
-            "rows": policy_rows(),
+            "rows": [(row, model_info_summary(row.policy.model_info)) for row in rows],
             "deployments": deployment_history(),
             "gate_chart": _gate_chart(),
             "reward_runs": gate_reward_runs(),
             "gate_form": GateForm(),
+            "register_form": form,
             "pending": release_pending(),
         },
+        status=400 if form.errors else 200,
     )
+
+
+def _register_model(request: HttpRequest, form: RegisterModelForm) -> str | None:
+    """Register the posted model; the message to show, or None with the reasons on ``form``."""
+    if not form.is_valid():
+        return None
+    data = form.cleaned_data
+    try:
+        policy = policy_register_model(
+            source=data["source"], name=data["name"], revision=data["revision"],
+            adapter=data["adapter"], activate=data["activate"], requested_by=request.user,
+            via_request=True,
+        )  # fmt: skip
+    except DomainError as exc:
+        for field, reasons in exc.fields.items():
+            for reason in reasons:
+                form.add_error(field if field in form.fields else None, reason)
+        if not exc.fields:
+            form.add_error(None, exc.detail)
+        return None
+    then = "; deploy requested: it switches once the backend answers with it"
+    then = then if data["activate"] else ""
+    return f"Registered {policy.name} ({policy.status}{then})."
 
 
 def _gate_chart(height: int = 120) -> list[dict[str, Any]]:

@@ -45,10 +45,13 @@ def policy_register(
     parent: PolicyVersion | None = None,
     status: str = PolicyVersion.Status.CANDIDATE,
     activate_if_none: bool = False,
+    model_info: dict[str, Any] | None = None,
+    revision: str = "",
 ) -> PolicyVersion:
     """Add a version (or return the one with this name): every PolicyVersion is made here, by
-    the tiny model's build, a training run's result and imported completions' model names. The
-    first can become active at once."""
+    the tiny model's build, a training run's result, imported completions' model names and
+    ``policy_register_model`` (which adds what the files say). The first can become active at
+    once."""
     with transaction.atomic():
         policy, _ = PolicyVersion.objects.get_or_create(
             name=name,
@@ -57,6 +60,8 @@ def policy_register(
                 "adapter_path": adapter_path,
                 "parent": parent,
                 "status": status,
+                "model_info": model_info or {},
+                "revision": revision,
             },
         )
         if (
@@ -68,6 +73,76 @@ def policy_register(
             policy.status = PolicyVersion.Status.ACTIVE
             policy.save(update_fields=["status"])
     return policy
+
+
+def policy_register_model(
+    *,
+    source: str,
+    name: str | None = None,
+    revision: str | None = None,
+    adapter: str | None = None,
+    activate: bool = False,
+    requested_by: Any = None,
+    via_request: bool = False,
+) -> PolicyVersion:
+    """Register a model a user brings (a local folder, a GGUF file or a hub id in the local
+    cache) as a candidate, with what its files say; ``activate`` then deploys it through the
+    usual path, even when nothing serves yet: a model nobody has run here yet (it may need a
+    GPU, or a llama.cpp server) becomes active only once the backend answers with it. The command
+    passes ``via_request=False`` and is audited here; a page or API request is audited by the
+    audit middleware, like every admin request."""
+    from pathlib import Path
+
+    from feedback.serving.model_files import model_inspect, stored_path
+
+    facts = model_inspect(source, revision=revision, adapter=adapter)
+    hub = facts.revision is not None  # a hub id, read from the cache at this commit
+    base_model = source.strip() if hub else stored_path(facts.path)
+    adapter_path = stored_path(facts.adapter.path) if facts.adapter else ""
+    # Named after what distinguishes it: the adapter, else the hub id or the folder (file).
+    default = Path(adapter_path).name if adapter_path else base_model
+    name = (name or "").strip() or (default if hub and not adapter_path else Path(default).name)
+    if len(name) > 200:
+        too_long = "A version's name has at most 200 characters."
+        raise DomainError(too_long, fields={"name": [too_long]})
+    info = facts.as_dict()
+    taken = f"A version named {name} exists already; choose another name."
+    if PolicyVersion.objects.filter(name=name).exists():
+        raise DomainError(taken, code="duplicate", status=409, fields={"name": [taken]})
+    with transaction.atomic():  # the version, its deployment and its audit record, or none
+        policy = policy_register(
+            name=name, base_model=base_model, adapter_path=adapter_path, model_info=info,
+            revision=facts.revision or "",
+        )  # fmt: skip
+        if (policy.base_model, policy.adapter_path) != (base_model, adapter_path):
+            # Another registration took the name between the check and the insert.
+            raise DomainError(taken, code="duplicate", status=409, fields={"name": [taken]})
+        if activate:
+            deployment_request(policy_id=policy.pk, requested_by=requested_by)
+        if not via_request:
+            _audit_command(policy=policy, source=source, requested_by=requested_by)
+    return policy
+
+
+def _audit_command(*, policy: PolicyVersion, source: str, requested_by: Any) -> None:
+    """The audit log's record of a registration made outside a request (manage.py)."""
+    import getpass
+
+    from feedback.models import AuditEvent
+
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):  # no login name in a bare container
+        operator = "unknown"
+    AuditEvent.objects.create(
+        actor=requested_by,
+        actor_name=requested_by.get_username() if requested_by else f"{operator} (manage.py)",
+        action="command:register_model",
+        method="CLI",
+        path=f"manage.py register_model {source}"[:500],
+        target={"policy_id": str(policy.pk), "name": policy.name},
+        status_code=201,
+    )
 
 
 def deployment_request(
@@ -102,10 +177,14 @@ def deployment_request(
 
 def rollback_request(*, policy_id: int, requested_by: Any = None) -> Deployment:
     """Put back the version that served before ``policy_id`` (which must be the active one)."""
-    active = PolicyVersion.objects.filter(pk=policy_id, status=PolicyVersion.Status.ACTIVE).first()
+    active = PolicyVersion.objects.filter(pk=policy_id).first()
     if active is None:
+        raise DomainError("No such policy version.", code="not_found", status=404)
+    if active.status != PolicyVersion.Status.ACTIVE:
         raise DomainError(
-            "Only the active version can be rolled back.", code="not_active", status=409
+            f"Only the active version can be rolled back; {active.name} is {active.status}.",
+            code="not_active",
+            status=409,
         )
     last = (
         Deployment.objects.filter(policy_version=active, status=Deployment.Status.DONE)
@@ -127,14 +206,25 @@ def _enqueue(deployment_id: int) -> None:
 
 
 def deployment_run(*, deployment_id: int) -> Deployment:
-    """Check the new version answers, then switch. Idempotent: a finished deployment is left be."""
-    from feedback.serving.backends import BackendUnavailable, get_backend, target_for
+    """Load the new version where it will serve (an adapter into a `vllm serve` replica, vLLM's
+    engine for new weights), check it answers, then switch. A rollback is the same path: the
+    previous version is loaded again if the server lost it. Idempotent: a finished deployment is
+    left be."""
+    from feedback.serving.backends import (
+        BackendUnavailable,
+        backend_load,
+        get_backend,
+        target_for,
+    )
 
     deployment = Deployment.objects.select_related("policy_version").get(pk=deployment_id)
     if deployment.status != Deployment.Status.PENDING:
         return deployment
     try:
-        get_backend(deployment.backend).ready(target_for(deployment.policy_version))
+        backend = get_backend(deployment.backend)
+        target = target_for(deployment.policy_version)
+        backend_load(backend, target)
+        backend.ready(target)
     except BackendUnavailable as exc:
         deployment.status = Deployment.Status.FAILED
         deployment.error = str(exc)[:2000]

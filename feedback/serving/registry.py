@@ -13,7 +13,8 @@ Memory, in bytes, follows the usual arithmetic:
 * full fine-tuning with Adam in mixed precision = 16 bytes per parameter (BF16 weights and
   gradients, FP32 master weights, two FP32 Adam moments), activations not counted;
 * LoRA = the frozen weights at their own precision + the adapter (about 0.5% of the parameters
-  by default) at 16 bytes per trainable parameter.
+  by default) at 16 bytes per trainable parameter;
+* QLoRA = the same with the frozen weights in 4 bits.
 
 When the architecture is unknown, layers and width are estimated from the parameter count with
 the dense-transformer rule N ≈ 12·L·d² and a width of 128 per layer (d ≈ 128·L), which is within
@@ -69,7 +70,8 @@ def _quantization(tokens: list[str]) -> tuple[str | None, str | None, set[int]]:
                 return i
         return None
 
-    if (i := find("gptq")) is not None:
+    # "GQPT" is a misspelling that circulates in a widely read primer; it means GPTQ.
+    if (i := find("gptq", "gqpt")) is not None:
         used.add(i)
         bits = "int4"
         if i + 1 < len(lower) and lower[i + 1] in ("int4", "int8", "int3", "int2"):
@@ -178,9 +180,13 @@ class MemoryEstimate:
     serve_bytes: float
     full_finetune_bytes: float
     lora_finetune_bytes: float
+    qlora_finetune_bytes: float
     dtype: str
     architecture_estimated: bool
     warnings: list[str] = field(default_factory=list)
+
+    def serve_gib(self) -> float:
+        return self.serve_bytes / GIB
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -217,50 +223,8 @@ def estimate_memory(
         serve_bytes=weights + kv,
         full_finetune_bytes=parameters * 16,
         lora_finetune_bytes=weights + parameters * lora_fraction * 16,
+        # QLoRA: the frozen base in 4 bits (NF4, about 0.5 bytes a parameter with its scales).
+        qlora_finetune_bytes=parameters * BYTES_PER_PARAM["int4"] + parameters * lora_fraction * 16,
         dtype=dtype,
         architecture_estimated=arch.estimated,
     )
-
-
-def registry_warnings(
-    parsed: ModelName,
-    *,
-    for_training: bool = False,
-    memory: MemoryEstimate | None = None,
-    device_memory_bytes: float | None = None,
-) -> list[str]:
-    """What an admin should hear before choosing this model to serve or to fine-tune."""
-    warnings = []
-    if for_training and parsed.chat:
-        warnings.append(
-            f"{parsed.name} is a chat model; fine-tuning usually starts from the base model, "
-            "and a chat model is the right thing to serve."
-        )
-    if for_training and parsed.quantization:
-        warnings.append(
-            f"{parsed.name} is quantized ({parsed.quantization}); only adapters (QLoRA) can be "
-            "trained on it, and merging them back loses precision. Train on the unquantized model."
-        )
-    if memory is not None and device_memory_bytes:
-        need = memory.lora_finetune_bytes if for_training else memory.serve_bytes
-        if need > device_memory_bytes:
-            warnings.append(
-                f"{parsed.name} needs about {need / GIB:.1f} GiB to "
-                f"{'fine-tune with LoRA' if for_training else 'serve'}, more than the "
-                f"{device_memory_bytes / GIB:.0f} GiB configured for the device."
-            )
-    return warnings
-
-
-def policy_registry_info(policy: Any) -> dict[str, Any]:
-    """The registry's view of a policy version: parsed name, memory, warnings (API and pages)."""
-    from django.conf import settings
-
-    parsed = parse_model_name(policy.base_model or policy.name)
-    info: dict[str, Any] = {"parsed": parsed.as_dict(), "memory": None, "warnings": []}
-    if parsed.parameters:
-        memory = estimate_memory(parameters=parsed.parameters, dtype=parsed.weight_dtype or "bf16")
-        info["memory"] = memory.as_dict()
-        device = settings.DEVICE_MEMORY_GIB * GIB if settings.DEVICE_MEMORY_GIB else None
-        info["warnings"] = registry_warnings(parsed, memory=memory, device_memory_bytes=device)
-    return info

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from feedback.serving.registry import (
-    GIB,
-    Architecture,
-    estimate_memory,
-    parse_model_name,
-    registry_warnings,
+from feedback.serving.guidance import (
+    model_reading,
+    policy_registry_info,
+    reading_memory,
+    training_guidance,
 )
+from feedback.serving.registry import GIB, Architecture, estimate_memory, parse_model_name
 
 # name, family, version, size, parameters, chat, quantization
 NAMES = [
     ("Qwen1.5-14B-Chat-GPTQ-Int4", "qwen", "1.5", "14B", 14e9, True, "gptq-int4"),
+    # The misspelling that circulates in a widely read primer still reads as GPTQ.
+    ("Qwen1.5-14B-Chat-GQPT-Int4", "qwen", "1.5", "14B", 14e9, True, "gptq-int4"),
     ("Qwen/Qwen1.5-7B-Chat-GPTQ-Int8", "qwen", "1.5", "7B", 7e9, True, "gptq-int8"),
     ("Llama-3-8B-Instruct", "llama", "3", "8B", 8e9, True, None),
     ("meta-llama/Meta-Llama-3-8B-Instruct", "llama", "3", "8B", 8e9, True, None),
@@ -101,13 +105,88 @@ def test_estimated_architecture_is_close_for_llama_2_7b():
     assert 30 <= arch.layers <= 34 and arch.head_dim == 128
 
 
-def test_warnings_for_chat_and_quantized_bases_and_too_little_memory():
-    parsed = parse_model_name("Qwen1.5-14B-Chat-GPTQ-Int4")
-    memory = estimate_memory(parameters=parsed.parameters, dtype="int4")
-    warnings = registry_warnings(
-        parsed, for_training=True, memory=memory, device_memory_bytes=4 * GIB
-    )
-    assert len(warnings) == 3
-    assert "chat model" in warnings[0] and "quantized (gptq-int4)" in warnings[1]
-    assert "more than the 4 GiB" in warnings[2]
-    assert registry_warnings(parse_model_name("Qwen2-7B"), for_training=True) == []
+# name, run kind, how its weights train, what must refuse it, what must warn (None: nothing).
+GUIDANCE = [
+    ("Qwen1.5-14B-Chat-GPTQ-Int4", "pretrain", "lora", None, ["gptq-int4", "chat model"]),
+    ("Qwen1.5-14B-Chat-GQPT-Int4", "dpo", "full", "quantized (gptq-int4)", None),
+    ("Qwen1.5-14B-Chat-GQPT-Int4", "pretrain", "lora", None, ["gptq-int4", "chat model"]),
+    ("Qwen2.5-72B-Instruct-AWQ", "sft", "full", "quantized (awq)", None),
+    ("Mistral-7B-v0.3-AWQ", "dpo", "lora", None, ["quantized (awq)"]),
+    ("Meta-Llama-3.1-8B-Instruct-FP8", "reward", "full", "quantized (fp8)", None),
+    ("Llama-3.3-70B-Instruct-bnb-4bit", "dpo", "qlora", None, ["bnb-4bit"]),
+    ("Qwen2.5-7B-Instruct-Q4_K_M-GGUF", "dpo", "lora", "GGUF", None),
+    ("Llama-3-8B-Instruct-GGUF", "pretrain", "lora", "GGUF", ["chat model"]),
+    ("meta-llama/Meta-Llama-3-8B-Instruct", "pretrain", "full", None, ["chat model"]),
+    ("meta-llama/Meta-Llama-3-8B-Instruct", "dpo", "full", None, None),
+    ("gemma-2-9b-it", "pretrain", "lora", None, ["continued pre-training"]),
+    ("meta-llama/Llama-3.1-70B", "pretrain", "full", None, None),
+    ("Qwen2-7B", "sft", "full", None, None),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "mode", "refused", "warned"), GUIDANCE)
+def test_chat_and_quantized_bases_are_warned_or_refused(name, kind, mode, refused, warned):
+    said = training_guidance(model_reading(name), kind=kind, mode=mode)
+    if refused:
+        assert len(said.refusals) == 1 and refused in said.refusals[0]
+    else:
+        assert said.refusals == []
+    if warned:
+        assert len(said.warnings) == len(warned)
+        for expected, line in zip(warned, said.warnings, strict=True):
+            assert expected in line and name in line
+    else:
+        assert said.warnings == []
+
+
+def test_the_files_win_over_the_name_and_the_reading_says_so():
+    facts = {
+        "format": "safetensors", "parameters": 120_000, "torch_dtype": "bfloat16",
+        "quantization": None, "chat_template": False, "context_length": 2048,
+        "layers": 2, "kv_heads": 2, "head_dim": 16,
+    }  # fmt: skip
+    reading = model_reading("Qwen2-7B-Instruct-AWQ", facts)
+    assert (reading.parameters, reading.chat, reading.quantization) == (120_000, False, None)
+    assert reading.weight_dtype == "bf16" and reading.context == 2048
+    said = " ".join(reading.disagreements)
+    assert "The name says 7B; the files hold 0.12M parameters." in said
+    assert "no chat template" in said and "the files are not quantized (bf16)" in said
+    # Sizes round in names: Qwen2.5-7B holds 7.6B and the 0.5B one 494M; neither disagrees.
+    for name, parameters in (("Qwen2.5-7B", 7.62e9), ("Qwen2.5-0.5B", 494e6)):
+        facts = {"format": "safetensors", "parameters": parameters, "chat_template": False}
+        assert model_reading(name, facts).disagreements == []
+
+
+def test_a_gguf_file_is_serve_only_whatever_its_name():
+    reading = model_reading("my-model", {"format": "gguf", "quantization": "gguf-q4_k_m"})
+    assert reading.serve_only and reading.weight_dtype == "int4"
+    assert "GGUF" in training_guidance(reading, kind="sft", mode="lora").refusals[0]
+
+
+def test_memory_says_what_fits_the_device(settings):
+    settings.DEVICE_MEMORY_GIB = 24
+    policy = SimpleNamespace(name="Qwen2.5-7B-Instruct", base_model="", model_info={})
+    info = policy_registry_info(policy)
+    assert info["fits"] == {"serve": True, "lora": True, "qlora": True, "full": False}
+    memory = reading_memory(model_reading("Qwen2.5-7B-Instruct"))
+    assert memory.qlora_finetune_bytes == 7e9 * 0.5 + 7e9 * 0.005 * 16
+    said = training_guidance(
+        model_reading("Qwen2.5-7B-Instruct"), kind="dpo", mode="full", memory=memory,
+        device_memory_bytes=24 * GIB,
+    )  # fmt: skip
+    assert said.warnings == [
+        "Qwen2.5-7B-Instruct needs about 104.3 GiB to train with full fine-tuning, more than "
+        "the 24 GiB of DEVICE_MEMORY_GIB."
+    ]
+    settings.DEVICE_MEMORY_GIB = 8
+    assert "needs about" in policy_registry_info(policy)["warnings"][0]
+
+
+def test_the_policies_page_and_api_carry_the_training_warnings():
+    policy = SimpleNamespace(name="Qwen1.5-14B-Chat-GQPT-Int4", base_model="", model_info={})
+    warnings = policy_registry_info(policy)["warnings"]
+    assert [w.split(":")[0] for w in warnings] == [
+        "As a base of full fine-tuning",
+        "As a base of continued pre-training",
+    ]
+    assert "quantized (gptq-int4)" in warnings[0] and "chat model" in warnings[1]

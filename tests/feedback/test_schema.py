@@ -19,7 +19,7 @@ ROUTES = {
     "/api/v1/rounds/": ["get", "post"],
     "/api/v1/rounds/{round_id}/": ["get"],
     "/api/v1/rounds/{round_id}/close/": ["post"],
-    "/api/v1/policies/": ["get"],
+    "/api/v1/policies/": ["get", "post"],
     "/api/v1/policies/{policy_id}/deploy/": ["post"],
     "/api/v1/policies/{policy_id}/rollback/": ["post"],
     "/api/v1/deployments/{deployment_id}/": ["get"],
