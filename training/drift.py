@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from feedback.serving.backends import Generated, Messages, Target, require_safetensors
+from feedback.serving.devices import inference_load_kwargs
 
 Sample = tuple[Messages, Generated]
 
@@ -54,11 +55,11 @@ def kl_drift(*, candidate: Target, baseline: Target, samples: list[Sample]) -> d
         if not answer_ids:
             per_answer.append(0.0)
             continue
-        ids = torch.tensor([prefix_ids + answer_ids], device=candidate_model.device)
+        ids = torch.tensor([prefix_ids + answer_ids])
         predicting = slice(len(prefix_ids) - 1, -1)  # the logits that predict each answer token
         with torch.inference_mode():
             log_c = _log_probs(candidate_model, ids)[predicting]
-            log_b = _log_probs(baseline_model, ids)[predicting]
+            log_b = _log_probs(baseline_model, ids)[predicting].to(log_c.device)
         per_answer.append(float((log_c.exp() * (log_c - log_b)).sum()))
         tokens += len(answer_ids)
     return {
@@ -68,25 +69,24 @@ def kl_drift(*, candidate: Target, baseline: Target, samples: list[Sample]) -> d
 
 
 def _log_probs(model: Any, ids: Any) -> Any:
-    """Next-token log-probabilities at every position of one sequence, in float32."""
+    """Next-token log-probabilities at every position of one sequence, in float32 (the ids go
+    where the model's first layer is; a big model may be spread over several GPUs)."""
     import torch
 
-    return torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    return torch.log_softmax(model(input_ids=ids.to(model.device)).logits[0].float(), dim=-1)
 
 
 def _load(target: Target) -> tuple[Any, Any]:
-    """The tokenizer and the model (with its LoRA adapter, if any), on a GPU if there is one, in
-    bfloat16 there as the trainers use it (two policies at once must fit) and float32 on a CPU.
-    Only local files: a gate should not start a download of a model it cannot find."""
-    import torch
+    """The tokenizer and the model (with its LoRA adapter, if any), where and in the precision
+    ``DEVICE`` picks: bf16 (else fp16) on a GPU, as the trainers use it (two policies at once
+    must fit; the log-probabilities are taken in fp32), fp32 on a CPU. Only local files: a gate
+    should not start a download of a model it cannot find."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gpu = torch.cuda.is_available()
-    dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(target.model, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            target.model, dtype=dtype, local_files_only=True, use_safetensors=True
+            target.model, local_files_only=True, use_safetensors=True, **inference_load_kwargs()
         )
         if target.adapter:
             from peft import PeftModel
@@ -94,6 +94,5 @@ def _load(target: Target) -> tuple[Any, Any]:
             model = PeftModel.from_pretrained(model, require_safetensors(target.adapter))
     except (OSError, ValueError) as exc:
         raise DriftUnavailable(f"cannot load {target.model} here: {exc}"[:1000]) from exc
-    model.to("cuda" if gpu else "cpu")
     model.eval()
     return tokenizer, model

@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from feedback.serving.backends import require_safetensors
+from feedback.serving.devices import device_placement, inference_load_kwargs, training_load_kwargs
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -41,6 +42,10 @@ class RecipeBase:
     deepspeed_stage: int = 0
     """DeepSpeed ZeRO stage (1: optimizer states, 2: + gradients, 3: + weights sharded across
     the processes); 0 runs without DeepSpeed. Needs GPUs and the deepspeed package."""
+    quantization: str | None = None
+    """'4bit' or '8bit': load the base through bitsandbytes (NF4, double quantization, compute
+    in bf16) and train LoRA on top (QLoRA, Dettmers et al., 2023); needs CUDA and use_lora. The
+    adapter serves on the full-precision base; a merged policy is merged into that base too."""
 
 
 def snapshot_splits(snapshot_dir: Path, *, drop: tuple[str, ...] = ()) -> Any:
@@ -105,11 +110,13 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
     """The TrainingArguments every trainer shares, from the recipe's common fields: logging at
     every step (the run's row shows it), checkpoints every ``checkpoint_every`` steps (one kept),
-    bf16 on a GPU that has it, and no gradient checkpointing on CPU (TRL turns it on; on CPU
-    it only slows a run down)."""
+    the device and mixed precision ``DEVICE`` picks (bf16 on a GPU that has it, else fp16; fp32
+    on the CPU), and no gradient checkpointing on CPU (TRL turns it on; on CPU it only slows a
+    run down)."""
     import torch
 
-    gpu = torch.cuda.is_available()
+    placement = device_placement()
+    gpu = placement.on_gpu
     return {
         "output_dir": str(output_dir / "checkpoints"),
         "learning_rate": recipe.learning_rate,
@@ -125,11 +132,88 @@ def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
         "report_to": [],
         "disable_tqdm": True,
         "use_cpu": not gpu,
-        "bf16": gpu and torch.cuda.is_bf16_supported(),
+        "bf16": placement.dtype == torch.bfloat16,
+        "fp16": placement.dtype == torch.float16,
         "gradient_checkpointing": gpu,
         # Written by training/launch.py next to the checkpoints when the recipe asks for ZeRO.
         "deepspeed": str(output_dir / "deepspeed.json") if recipe.deepspeed_stage else None,
     }
+
+
+def load_causal_lm(base_model: str, recipe: Any, base_adapter: str | None = None) -> Any:
+    """The policy a trainer starts from: the base with ``base_adapter`` (the policy's last tune)
+    folded in, in the precision ``DEVICE`` picks. With ``recipe.quantization`` the base is loaded
+    through bitsandbytes and made ready for k-bit training (QLoRA); the trainer's LoRA config then
+    goes on top (TRL applies ``peft_config`` to the model it is given)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model,
+        use_safetensors=True,
+        **training_load_kwargs(recipe.quantization, recipe.use_lora),
+    )
+    if base_adapter:
+        # PEFT merges into 4-bit and 8-bit layers too (dequantize, add, quantize again).
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(
+            model, require_safetensors(base_adapter)
+        ).merge_and_unload()
+    return kbit_prepared(model, recipe)
+
+
+def load_reward_base(base_model: str, recipe: Any, pad_token_id: int | None) -> Any:
+    """The base model with a scalar head (randomly initialised: seed first) for a reward model,
+    placed and quantized as ``load_causal_lm`` does. bitsandbytes leaves the head in full
+    precision (transformers never quantizes a model's last module)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model,
+        num_labels=1,
+        use_safetensors=True,
+        **training_load_kwargs(recipe.quantization, recipe.use_lora),
+    )
+    model.config.pad_token_id = pad_token_id
+    return kbit_prepared(model, recipe)
+
+
+def kbit_prepared(model: Any, recipe: Any) -> Any:
+    """PEFT's preparation of a quantized base for training adapters on it, before LoRA goes on:
+    the remaining full-precision layers (norms, embeddings, head) cast to fp32 for stable
+    gradients, gradient checkpointing on, and inputs that carry gradients into the frozen
+    layers. A model that is not quantized is returned as it is."""
+    if not recipe.quantization:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+
+
+def save_merged_policy(
+    trainer: Any, tokenizer: Any, output_dir: Path, *, base_model: str,
+    base_adapter: str | None, recipe: Any,
+) -> None:  # fmt: skip
+    """Save the new policy's full weights to ``merged/`` when its adapter was trained on the base
+    with a previous adapter folded in, since it only serves on top of both. (Without LoRA the
+    model already holds full weights and ``model/`` is the policy.)
+
+    A QLoRA adapter is not merged into the 4-bit base it trained on (the rounding would be
+    saved with it): as the QLoRA recipe ships, the base is loaded again in full precision, the
+    previous adapter and the new one are folded in, and that is saved."""
+    if not (base_adapter and recipe.use_lora):
+        return
+    if recipe.quantization:
+        from peft import PeftModel
+
+        full = load_causal_lm(base_model, replace(recipe, quantization=None), base_adapter)
+        merged = PeftModel.from_pretrained(full, str(output_dir / "model")).merge_and_unload()
+    else:
+        merged = trainer.model
+        if hasattr(merged, "merge_and_unload"):
+            merged = merged.merge_and_unload()
+    merged.save_pretrained(str(output_dir / "merged"), safe_serialization=True)
+    tokenizer.save_pretrained(str(output_dir / "merged"))
 
 
 def lora_config(recipe: Any, task_type: str) -> Any:
@@ -163,16 +247,19 @@ def reward_scorer(path: Path, base_model: str) -> Callable[[list[dict[str, str]]
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
+    placement = inference_load_kwargs()  # on the GPU in bf16 there; fp32 on the CPU
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
         base = AutoModelForSequenceClassification.from_pretrained(
-            base_model, num_labels=1, use_safetensors=True
+            base_model, num_labels=1, use_safetensors=True, **placement
         )
         base.config.pad_token_id = tokenizer.pad_token_id
         model = PeftModel.from_pretrained(base, require_safetensors(path))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, use_safetensors=True, **placement
+        )
     model.eval()
 
     def score(prompt: list[dict[str, str]], answer: str) -> float:
@@ -180,6 +267,7 @@ def reward_scorer(path: Path, base_model: str) -> Callable[[list[dict[str, str]]
             [*prompt, {"role": "assistant", "content": answer}], tokenize=False
         )
         inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True)
+        inputs = inputs.to(model.device)
         with torch.inference_mode():
             return float(model(**inputs).logits[0, 0])
 

@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from feedback.serving.backends import require_safetensors
-
 from .common import (
     RecipeBase,
+    load_causal_lm,
     lora_config,
     progress_callback,
+    save_merged_policy,
     snapshot_splits,
     train_resumably,
     trainer_arguments,
@@ -59,7 +59,7 @@ def train(
     on_log: Callable[[int, int, dict[str, float]], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import KTOConfig, KTOTrainer
 
     data = snapshot_splits(snapshot_dir)
@@ -67,14 +67,7 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model, use_safetensors=True)
-    if base_adapter:
-        # The policy being improved is the base plus its adapter: fold it in, then train anew.
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(
-            model, require_safetensors(base_adapter)
-        ).merge_and_unload()
+    model = load_causal_lm(base_model, recipe, base_adapter)  # base + its adapter, folded in
 
     config = KTOConfig(
         **trainer_arguments(recipe, output_dir),
@@ -99,11 +92,10 @@ def train(
         metrics["eval_reward_margin"] = held_out.get("eval_rewards/margins")
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))
-    if base_adapter and recipe.use_lora:
-        # Trained on base + the previous adapter folded in: save the merged weights.
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(output_dir / "merged"), safe_serialization=True)
-        tokenizer.save_pretrained(str(output_dir / "merged"))
+    save_merged_policy(
+        trainer, tokenizer, output_dir, base_model=base_model, base_adapter=base_adapter,
+        recipe=recipe,
+    )  # fmt: skip
     (output_dir / "meta.json").write_text(
         json.dumps({"kind": "kto", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
     )

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from feedback.serving.backends import require_safetensors
-
 from .common import (
     RecipeBase,
+    load_causal_lm,
     lora_config,
     progress_callback,
     reward_scorer,
+    save_merged_policy,
     snapshot_splits,
     train_resumably,
     trainer_arguments,
@@ -118,7 +118,7 @@ def train(
     on_log: Callable[[int, int, dict[str, float]], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     prompts = _prompts_once(snapshot_splits(snapshot_dir, drop=("chosen", "rejected", "margin")))
@@ -126,13 +126,7 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model, use_safetensors=True)
-    if base_adapter:  # the policy being improved is the base plus its adapter: fold it in
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(
-            model, require_safetensors(base_adapter)
-        ).merge_and_unload()
+    model = load_causal_lm(base_model, recipe, base_adapter)  # base + its adapter, folded in
 
     reward_model_score = _reward_function(recipe, reward_models, safety_prompts or set())
     config_class, trainer_class = (
@@ -162,10 +156,10 @@ def train(
         metrics["reward_first_step"], metrics["reward_last_step"] = rewards[0], rewards[-1]
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))
-    if base_adapter and recipe.use_lora:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(output_dir / "merged"), safe_serialization=True)
-        tokenizer.save_pretrained(str(output_dir / "merged"))
+    save_merged_policy(
+        trainer, tokenizer, output_dir, base_model=base_model, base_adapter=base_adapter,
+        recipe=recipe,
+    )  # fmt: skip
     (output_dir / "meta.json").write_text(
         json.dumps({"kind": "online_rl", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
     )

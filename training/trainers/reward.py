@@ -15,6 +15,7 @@ from typing import Any
 
 from .common import (
     RecipeBase,
+    load_reward_base,
     lora_config,
     progress_callback,
     snapshot_splits,
@@ -54,7 +55,7 @@ def train(
     on_log: Callable[[int, int, dict[str, float]], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 
     data = snapshot_splits(snapshot_dir, drop=() if recipe.use_margins else ("margin",))
@@ -65,10 +66,7 @@ def train(
     # The reward model starts from the base weights; a policy adapter (base_adapter) is not
     # folded in, since a reward model need not share the policy's latest tune.
     set_seed(recipe.seed)  # the scalar head is initialised at random: seed it
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model, num_labels=1, use_safetensors=True
-    )
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model = load_reward_base(base_model, recipe, tokenizer.pad_token_id)
 
     config = RewardConfig(
         **trainer_arguments(recipe, output_dir),

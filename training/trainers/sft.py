@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from feedback.serving.backends import require_safetensors
-
 from .common import (
     RecipeBase,
+    load_causal_lm,
     lora_config,
     progress_callback,
+    save_merged_policy,
     snapshot_splits,
     train_resumably,
     trainer_arguments,
@@ -50,20 +50,14 @@ def train(
     on_log: Callable[[int, int, dict[str, float]], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     data = snapshot_splits(snapshot_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model, use_safetensors=True)
-    if base_adapter:  # the policy being tuned is the base plus its adapter: fold it in
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(
-            model, require_safetensors(base_adapter)
-        ).merge_and_unload()
+    model = load_causal_lm(base_model, recipe, base_adapter)  # base + its adapter, folded in
 
     config = SFTConfig(
         **trainer_arguments(recipe, output_dir),
@@ -86,11 +80,10 @@ def train(
         metrics["eval_token_accuracy"] = held_out.get("eval_mean_token_accuracy")
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))
-    if base_adapter and recipe.use_lora:
-        # Trained on base + the previous adapter folded in: save the merged weights.
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(output_dir / "merged"), safe_serialization=True)
-        tokenizer.save_pretrained(str(output_dir / "merged"))
+    save_merged_policy(
+        trainer, tokenizer, output_dir, base_model=base_model, base_adapter=base_adapter,
+        recipe=recipe,
+    )  # fmt: skip
     (output_dir / "meta.json").write_text(
         json.dumps({"kind": "sft", "recipe": asdict(recipe), "metrics": metrics}, indent=2)
     )

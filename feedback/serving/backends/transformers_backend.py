@@ -1,10 +1,13 @@
-"""The in-process backend: a transformers model, batched ``generate``, on CPU or one GPU."""
+"""The in-process backend: a transformers model, batched ``generate``, on the CPU or the GPU(s)
+that ``DEVICE`` picks (feedback/serving/devices.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from feedback.serving.backends import (
     BackendUnavailable,
@@ -14,39 +17,57 @@ from feedback.serving.backends import (
     Target,
     require_safetensors,
 )
+from feedback.serving.devices import inference_load_kwargs
 
 _CACHE: dict[tuple[str, str | None], tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
 
 
 def _load(target: Target) -> tuple[Any, Any]:
-    """Load (and keep) the model; a new target (a deploy) loads the new weights."""
+    """Load (and keep) the model, where and in the precision ``DEVICE`` picks (fp32 on a CPU,
+    bf16 or fp16 on a GPU); a new target (a deploy) loads the new weights."""
     key = (target.model, target.adapter)
     with _LOCK:
         if key not in _CACHE:
             try:
-                import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
             except ImportError as exc:  # pragma: no cover - torch is a dependency
                 raise BackendUnavailable(f"transformers is not installed: {exc}") from exc
+            _release()  # one policy at a time in a worker: free the old one before loading
             try:
-                tokenizer = AutoTokenizer.from_pretrained(target.model)
+                placement = inference_load_kwargs()
+                revision = target.options.get("revision")
+                tokenizer = AutoTokenizer.from_pretrained(target.model, revision=revision)
                 model = AutoModelForCausalLM.from_pretrained(
-                    target.model, dtype=torch.float32, use_safetensors=True
+                    target.model, revision=revision, use_safetensors=True, **placement
                 )
                 if target.adapter:
                     from peft import PeftModel
 
                     model = PeftModel.from_pretrained(model, require_safetensors(target.adapter))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, ImproperlyConfigured) as exc:
                 raise BackendUnavailable(f"Cannot load {target.model}: {exc}") from exc
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             model.eval()
-            _CACHE.clear()  # one policy at a time in a worker: free the old one
             _CACHE[key] = (tokenizer, model)
         return _CACHE[key]
+
+
+def _release() -> None:
+    """Drop the loaded policy and, on a GPU, hand its memory back to the driver, so a new
+    policy never needs room for two."""
+    if not _CACHE:
+        return
+    _CACHE.clear()
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class TransformersBackend:
@@ -69,6 +90,7 @@ class TransformersBackend:
                 for m in chunk
             ]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = batch.to(model.device)  # where the first layer is, under any device map
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed + start)
             began = time.perf_counter()
