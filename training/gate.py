@@ -17,6 +17,7 @@ which check it failed, and the active policy keeps serving.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,13 @@ from feedback.models import PolicyVersion, Prompt, messages_hash
 from feedback.platform.errors import DomainError
 from feedback.platform.outbox import outbox_enqueue
 from feedback.serving.backends import (
+    Backend,
+    BackendUnavailable,
     Generated,
     Sampling,
+    Target,
+    backend_load,
+    backend_unload,
     get_backend,
     resolve_model_path,
     target_for,
@@ -46,6 +52,8 @@ GATE_TEMPERATURE = 1.0
 SIDES = ("candidate", "baseline")
 
 Answers = dict[str, list[list[Generated]]]
+
+log = logging.getLogger(__name__)
 
 
 def gate_request(
@@ -199,6 +207,15 @@ def _summary(
     return win_rate, metrics, failed_on
 
 
+def _release(backend: Backend, candidate: Target) -> None:
+    """Unload a candidate that will not serve (a server holds its adapter since the gate loaded
+    it). A failure here changes nothing people see, so it is logged, not raised."""
+    try:
+        backend_unload(backend, candidate)
+    except BackendUnavailable as exc:
+        log.warning("could not unload %s: %s", candidate.name, exc)
+
+
 def gate_evaluate(*, gate_id: int) -> GateEvaluation:
     """Run the comparison and act on it. Idempotent: a finished gate is left as it is."""
     gate = GateEvaluation.objects.select_related(
@@ -206,17 +223,22 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
     ).get(pk=gate_id)
     if gate.status != GateEvaluation.Status.PENDING:
         return gate
+    backend = candidate = None
     try:
         prompts, held_out = _gate_prompts(gate.reward_run, gate.prompt_count)
         if not prompts:
             raise DomainError("No prompts to compare the policies on.")
         backend = get_backend()
+        targets = {"candidate": target_for(gate.candidate), "baseline": target_for(gate.baseline)}
+        candidate = targets["candidate"]
+        # The candidate is not serving yet: a server must be sent its adapter before it is asked.
+        backend_load(backend, candidate)
         # Sampled, as rounds sample: a policy is judged by the answers people will see, and
         # greedy answers of two close policies are mostly the same (a tie says nothing).
         sampling = Sampling(temperature=GATE_TEMPERATURE, max_new_tokens=64, seed=0)
         answers = {
-            side: backend.generate(target_for(policy), prompts, n=GATE_SAMPLES, sampling=sampling)
-            for side, policy in (("candidate", gate.candidate), ("baseline", gate.baseline))
+            side: backend.generate(target, prompts, n=GATE_SAMPLES, sampling=sampling)
+            for side, target in targets.items()
         }
         drift = _drift(gate, prompts, answers)  # first: an unmeasurable limit fails fast
         rewards = _rewards(gate.reward_run, prompts, answers)
@@ -227,6 +249,8 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
             status=GateEvaluation.Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:4000],
             finished_at=timezone.now(),
         )  # fmt: skip
+        if backend is not None and candidate is not None:
+            _release(backend, candidate)
         raise
     gate.win_rate, gate.metrics, failed_on = _summary(gate, held_out, answers, rewards, axes, drift)
     with transaction.atomic():
@@ -242,4 +266,6 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
             )
         else:
             deployment_request(policy_id=gate.candidate_id)
+    if failed_on:
+        _release(backend, candidate)
     return gate

@@ -7,6 +7,12 @@
 
 Heavy libraries are imported inside the backend that needs them, so a web process that never
 generates never loads torch. Each backend answers ``ready()`` by generating one real token.
+
+A deploy (and the gate, before it generates with a candidate) first asks the backend to
+``load`` the version: vLLM builds its engine for the weights, a ``vllm serve`` replica is sent
+the adapter through its runtime LoRA API. ``unload`` drops a version nobody will ask for again
+(a rejected candidate). transformers loads lazily on the first ``generate`` and has neither, so
+callers go through ``backend_load``/``backend_unload``, which treat a missing method as a no-op.
 """
 
 from __future__ import annotations
@@ -54,12 +60,15 @@ class Generated:
 
 @dataclass(frozen=True)
 class Target:
-    """What to generate with: weights (hub id or path), an optional adapter, serving options."""
+    """What to generate with: weights (hub id or path), an optional adapter, serving options
+    (``format``: "gguf" for a serve-only GGUF file), and the PolicyVersion it serves, whose id
+    names the version's adapter wherever a server keys adapters by number (vLLM's LoRA id)."""
 
     model: str
     adapter: str | None = None
     name: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    version_id: int | None = None
 
 
 class Backend(Protocol):
@@ -74,6 +83,29 @@ class Backend(Protocol):
     def ready(self, target: Target) -> None:
         """Generate one real token, or raise BackendUnavailable saying why."""
         ...
+
+    def load(self, target: Target) -> None:
+        """Make ``target`` servable (weights in memory, an adapter known to the server), or
+        raise BackendUnavailable saying what to change. Loading what is loaded does nothing."""
+        ...
+
+    def unload(self, target: Target) -> None:
+        """Drop ``target``'s adapter where the backend holds it; unknown ones are a no-op."""
+        ...
+
+
+def backend_load(backend: Backend, target: Target) -> None:
+    """``backend.load(target)`` where the backend has it (transformers loads on first use)."""
+    load = getattr(backend, "load", None)
+    if load is not None:
+        load(target)
+
+
+def backend_unload(backend: Backend, target: Target) -> None:
+    """``backend.unload(target)`` where the backend has it."""
+    unload = getattr(backend, "unload", None)
+    if unload is not None:
+        unload(target)
 
 
 # A hub id: "name" or "org/name", letters, digits and . _ - (no "..", no leading separator).
@@ -169,9 +201,21 @@ def get_backend(name: str | None = None, **options: Any) -> Backend:
 
 
 def target_for(policy: Any) -> Target:
-    """The backend target of a PolicyVersion."""
+    """The backend target of a PolicyVersion. A serve-only GGUF version (``model_info`` says
+    ``format: gguf``) names its file, which only a llama.cpp server behind the openai backend
+    serves."""
+    info = getattr(policy, "model_info", None) or {}
+    model = policy.base_model or policy.name
+    options: dict[str, Any] = {}
+    if getattr(policy, "revision", ""):  # a hub id pinned at registration to its snapshot
+        options["revision"] = policy.revision
+    if info.get("format") == "gguf":
+        options["format"] = "gguf"
+        model = info.get("path") or model
     return Target(
-        model=resolve_model_path(policy.base_model or policy.name),
+        model=resolve_model_path(model),
         adapter=resolve_model_path(policy.adapter_path) if policy.adapter_path else None,
         name=policy.name,
+        options=options,
+        version_id=policy.pk,
     )
