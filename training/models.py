@@ -108,6 +108,12 @@ class TrainingRun(models.Model):
         default=False, help_text="Asked to stop while running; it stops at the next step."
     )
     error = models.TextField(blank=True, help_text="Why it failed, if it did.")
+    warnings = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="What the registry said of the base when the run was created (a chat model "
+        "for continued pre-training, a quantized base, too little device memory).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

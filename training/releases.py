@@ -15,8 +15,8 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from feedback.models import Deployment, PolicyVersion
+from feedback.serving.guidance import policy_registry_info
 from feedback.serving.policies import DEPLOYABLE, policy_active
-from feedback.serving.registry import policy_registry_info
 
 from .models import Automation, GateEvaluation, TrainingRun
 from .runs import overall_reward_runs

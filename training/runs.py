@@ -2,7 +2,10 @@
 row is the source of truth.
 
 * Creating a run validates the recipe overrides against the trainer's recipe dataclass (an unknown
-  field or a wrong type is a 400 naming it), cuts a dataset snapshot, and enqueues the job on the
+  field or a wrong type is a 400 naming it) and the base (``base_trainable``: its weights present
+  in safetensors inside the artifacts root, a MODEL_DIRS folder or the Hugging Face cache; not a
+  GGUF file; not quantized under full fine-tuning; QLoRA only where CUDA is), records the
+  registry's warnings on the run, cuts a dataset snapshot, and enqueues the job on the
   ``training`` queue once the transaction commits. One queued or running run per base policy: a
   second is a 409 naming the first (a partial unique index enforces it).
 * The job itself (claim → prepare → train → publish) is ``training.execution``.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +30,16 @@ from annotation.rubrics import rubric_current
 from feedback.models import PolicyVersion
 from feedback.platform.errors import DomainError
 from feedback.platform.outbox import outbox_enqueue
+from feedback.serving.backends import BackendUnavailable, require_safetensors, resolve_model_path
+from feedback.serving.devices import quantization_refusal
+from feedback.serving.guidance import (
+    device_memory_bytes,
+    policy_reading,
+    reading_memory,
+    training_guidance,
+    training_mode,
+)
+from feedback.serving.model_files import ModelSourceError, model_inspect
 from feedback.serving.policies import policy_active
 
 from .models import DatasetSnapshot, TrainingRun
@@ -117,31 +131,38 @@ def training_run_create(
     if kind not in TRAINERS:
         raise DomainError("Unknown kind.", fields={"kind": [f"One of: {', '.join(TRAINERS)}."]})
     full_recipe = _recipe_complete(kind, recipe or {})
-    base = _base_policy_free(base_policy_id)
-    if snapshot_id is not None:
-        snapshot = _snapshot_given(kind, snapshot_id)
-    else:
-        snapshot = _snapshot_cut(
-            kind, recipe=full_recipe, rounds=rounds, top_ranked=top_ranked, consensus=consensus,
-            created_by=created_by,
-        )  # fmt: skip
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(
-                kind=kind,
-                base_policy=base,
-                snapshot=snapshot,
-                recipe=asdict(full_recipe),
-                created_by=created_by,
-            )
-            if enqueue:  # `simulate` runs the job in its own process instead
-                _enqueue(run.pk)
-    except IntegrityError:
-        active = TrainingRun.objects.filter(base_policy=base, status__in=TrainingRun.ACTIVE).first()
-        raise DomainError(
-            f"Run {getattr(active, 'pk', '?')} is already active on {base.name}.",
-            code="conflict", status=409, extra={"training_run": getattr(active, "pk", None)},
-        ) from None  # fmt: skip
+    warnings = base_trainable(_base_policy_free(base_policy_id), kind=kind, recipe=full_recipe)
+    # The base's row is locked from the check to the run's insert, so of two requests at once on
+    # one base the second waits, then gets its 409 before cutting a snapshot no run would own.
+    with transaction.atomic():
+        base = _base_policy_free(base_policy_id, lock=True)
+        if snapshot_id is not None:
+            snapshot = _snapshot_given(kind, snapshot_id)
+        else:
+            snapshot = _snapshot_cut(
+                kind, recipe=full_recipe, rounds=rounds, top_ranked=top_ranked,
+                consensus=consensus, created_by=created_by,
+            )  # fmt: skip
+        try:
+            with transaction.atomic():
+                run = TrainingRun.objects.create(
+                    kind=kind,
+                    base_policy=base,
+                    snapshot=snapshot,
+                    recipe=asdict(full_recipe),
+                    warnings=warnings,
+                    created_by=created_by,
+                )
+        except IntegrityError:
+            active = TrainingRun.objects.filter(
+                base_policy=base, status__in=TrainingRun.ACTIVE
+            ).first()
+            raise DomainError(
+                f"Run {getattr(active, 'pk', '?')} is already active on {base.name}.",
+                code="conflict", status=409, extra={"training_run": getattr(active, "pk", None)},
+            ) from None  # fmt: skip
+        if enqueue:  # `simulate` runs the job in its own process instead
+            _enqueue(run.pk)
     return run
 
 
@@ -160,14 +181,16 @@ def _recipe_complete(kind: str, overrides: dict[str, Any]) -> Any:
     return full_recipe
 
 
-def _base_policy_free(base_policy_id: int | None) -> PolicyVersion:
+def _base_policy_free(base_policy_id: int | None, *, lock: bool = False) -> PolicyVersion:
     """The policy to train from (the active one unless named), with no run queued or running
-    on it yet."""
+    on it yet; with ``lock``, its row locked until the transaction ends."""
     base = (
         PolicyVersion.objects.filter(pk=base_policy_id).first()
         if base_policy_id
         else policy_active()
     )
+    if base is not None and lock:
+        base = PolicyVersion.objects.select_for_update().get(pk=base.pk)
     if base is None:
         raise DomainError("No such base policy.", fields={"base_policy": ["No such policy."]})
     active = TrainingRun.objects.filter(base_policy=base, status__in=TrainingRun.ACTIVE).first()
@@ -177,6 +200,45 @@ def _base_policy_free(base_policy_id: int | None) -> PolicyVersion:
             code="conflict", status=409, extra={"training_run": active.pk},
         )  # fmt: skip
     return base
+
+
+def base_trainable(base: PolicyVersion, *, kind: str, recipe: Any) -> list[str]:
+    """Refuse a base a run cannot start from, with the reason (a 400 on ``base_policy``, or on
+    ``recipe.quantization``); otherwise the registry's warnings for it, which the run keeps.
+
+    A base must be weights on this machine, read as a worker would read them: the model inside
+    the artifacts root, a MODEL_DIRS folder or the local Hugging Face cache, in safetensors
+    (``model_inspect`` refuses a path that climbs out, a link out of the roots, a pickle-only
+    folder and a hub id not in the cache), and its adapter likewise. An imported "external"
+    version is a name, not weights, and is refused by the same reading."""
+    quantization = getattr(recipe, "quantization", None)
+    trust = settings.TRAINING_WORKERS_HAVE_CUDA
+    if why := quantization_refusal(quantization, recipe.use_lora, trust_workers=trust):
+        raise DomainError(why, fields={"recipe.quantization": [why]})
+    try:
+        model_inspect(base.base_model or base.name, revision=base.revision or None)
+        if base.adapter_path:
+            adapter = Path(resolve_model_path(base.adapter_path))
+            if not adapter.is_dir():
+                raise BackendUnavailable(f"its adapter {base.adapter_path} is not on this machine.")
+            require_safetensors(str(adapter))
+    except (ModelSourceError, BackendUnavailable) as exc:
+        why = f"{base.name} cannot be a training base: {_reason(exc)}"
+        raise DomainError(why, fields={"base_policy": [why]}) from None
+    reading = policy_reading(base)
+    said = training_guidance(
+        reading, kind=kind, mode=training_mode(use_lora=recipe.use_lora, quantization=quantization),
+        memory=reading_memory(reading), device_memory_bytes=device_memory_bytes(),
+    )  # fmt: skip
+    if said.refusals:
+        why = " ".join(said.refusals)
+        raise DomainError(why, fields={"base_policy": [why]})
+    return said.warnings
+
+
+def _reason(exc: Exception) -> str:
+    fields = getattr(exc, "fields", None) or {}
+    return " ".join(" ".join(v) for v in fields.values()) or str(exc)
 
 
 def _snapshot_given(kind: str, snapshot_id: int) -> DatasetSnapshot:
