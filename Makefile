@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install migrate demo browser test lint format screenshots bench clean
+.PHONY: install migrate demo browser test lint format screenshots bench bench-gpu bench-gpu-smoke clean
 
 # Without CUDA, torch is pinned to the CPU wheel (a looser pin would download GBs of CUDA).
 TORCH_CPU ?= torch==2.13.0
@@ -74,6 +74,15 @@ bench: install
 	  QUICK=$(QUICK) $(BIN)/python benchmarks/$$name.py || exit 1; \
 	done
 	$(BIN)/python benchmarks/results_page.py
+
+# The lent GPU machine's check (benchmarks/gpu/README.md): a realistic model through both vLLM
+# shapes, LoRA and QLoRA training, hot swaps. Not part of `make bench`; GPU_PYTHON is a Python
+# with CUDA torch (and vllm, bitsandbytes). The smoke version runs here, on the CPU.
+bench-gpu:
+	$(or $(GPU_PYTHON),python3) benchmarks/gpu/run_all.py $(ARGS)
+
+bench-gpu-smoke: install
+	$(BIN)/python benchmarks/gpu/run_all.py --cpu-smoke
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
