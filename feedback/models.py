@@ -69,6 +69,19 @@ class PolicyVersion(models.Model):
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.CANDIDATE, help_text="Serving state."
     )
+    revision = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The hub commit the weights were registered at; empty for a local folder.",
+    )
+    model_info = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the model's files said when it was registered (parameters from the "
+        "safetensors headers, dtype, quantization, chat template, context length, serve-only; "
+        "see feedback/serving/model_files.py); empty for versions made before registration "
+        "read the files, and for trained and imported ones.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was registered.")
 
     class Meta:
@@ -260,17 +273,16 @@ class AuditEvent(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.method} {self.path}"
 
 
-class ThrottleWindow(models.Model):
-    """Requests counted per key (scope and client) and fixed window; see feedback/throttle.py."""
+class ThrottleHit(models.Model):
+    """One request a rate limit let through: the sliding log of feedback/platform/throttle.py
+    (for sign-in, one attempt not known to have succeeded). Rows older than the longest
+    configured period are pruned by ``feedback.tasks.throttle_windows_prune``."""
 
-    key = models.CharField(max_length=200, help_text="The throttle scope and the client's id.")
-    bucket = models.BigIntegerField(help_text="The window's number: epoch seconds // its length.")
-    count = models.PositiveIntegerField(default=0, help_text="Requests counted in this window.")
+    key = models.CharField(max_length=200, help_text="The limit's scope and the client's id.")
+    at = models.FloatField(help_text="When it was let through, in seconds since the epoch.")
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["key", "bucket"], name="throttle_window_unique")
-        ]
+        indexes = [models.Index(fields=["key", "at"], name="throttle_hit_key_at")]
 
     def __str__(self) -> str:
-        return f"{self.key} @{self.bucket}: {self.count}"
+        return f"{self.key} @{self.at:.3f}"

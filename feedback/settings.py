@@ -229,6 +229,14 @@ SPECTACULAR_SETTINGS = {
 
 # Memory of the serving or training device, for the registry's fit warnings (0: unknown).
 DEVICE_MEMORY_GIB = env_int("DEVICE_MEMORY_GIB", 0)
+# Where models run (feedback/serving/devices.py): auto (a CUDA GPU if there is one, else the
+# CPU), cpu, cuda (a GPU or an error) or cuda:N; bf16 on a GPU that has it, fp16 on older ones,
+# fp32 on the CPU.
+DEVICE = env_str("DEVICE", "auto")
+# Where the web tier runs on a CPU and training workers on GPUs: run creation then trusts the
+# workers for QLoRA instead of asking this machine (the worker still refuses a run it cannot
+# train, with the reason).
+TRAINING_WORKERS_HAVE_CUDA = env_bool("TRAINING_WORKERS_HAVE_CUDA", False)
 
 # Generation (DESIGN §6): the backend, an OpenAI-compatible server, timeouts and retries.
 GENERATION_BACKEND = env_str("GENERATION_BACKEND", "transformers")
@@ -237,8 +245,20 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 GENERATION_CONNECT_TIMEOUT = float(env_str("GENERATION_CONNECT_TIMEOUT", "5"))
 GENERATION_READ_TIMEOUT = float(env_str("GENERATION_READ_TIMEOUT", "120"))
 GENERATION_RETRIES = env_int("GENERATION_RETRIES", 2)
+# The artifacts root as the OpenAI-compatible server sees it (its own mount), for the paths it
+# is given: adapters loaded at deploy, weights in a restart hint; empty: the same path as here.
+OPENAI_ADAPTER_ROOT = env_str("OPENAI_ADAPTER_ROOT", "")
+# The in-process vLLM engine (GENERATION_BACKEND=vllm): GPUs per model, a quantization (fp8,
+# awq, gptq; empty: as the weights say), the share of GPU memory it may take (weights + KV cache).
 VLLM_TENSOR_PARALLEL = env_int("VLLM_TENSOR_PARALLEL", 1)
 VLLM_QUANTIZATION = env_str("VLLM_QUANTIZATION", "")
+VLLM_GPU_MEMORY_UTILIZATION = float(env_str("VLLM_GPU_MEMORY_UTILIZATION", "0.9"))
+# The largest LoRA rank it accepts (vLLM allows 8, 16, 32, 64, 128, 256, ...; a higher one costs
+# memory for every adapter slot), and how many adapters share one batch.
+VLLM_MAX_LORA_RANK = env_int("VLLM_MAX_LORA_RANK", 64)
+VLLM_MAX_LORAS = env_int("VLLM_MAX_LORAS", 4)
+# The context length it reserves KV cache for (0: the model's own).
+VLLM_MAX_MODEL_LEN = env_int("VLLM_MAX_MODEL_LEN", 0)
 # Folders besides ARTIFACTS_DIR that policies' weights may be read from (absolute paths).
 MODEL_DIRS = env_list("MODEL_DIRS", "")
 # Model servers a generation backend may be pointed at, as host or host:port; the host of
@@ -252,9 +272,10 @@ TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
 # A generating round whose job wrote no heartbeat for this long lost its worker.
 GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 600)
 
-# Rate limits (feedback/throttle.py), "count/period" with period s, min, h or d; "" turns one
-# off. A lease is per annotator (a person takes one every few seconds at most); sign-in is per
-# account and address, and per address across accounts.
+# Rate limits (feedback/platform/throttle.py): "count/period" with period s, min, h or d, held
+# in every window of that length; "" turns one off. A lease is per annotator (a person takes one
+# every few seconds at most); sign-in counts failures per account and address, and failures per
+# address across accounts (a correct password elsewhere always signs in).
 THROTTLE_RATES = {
     "lease": env_str("THROTTLE_LEASE", "300/min"),
     "login": env_str("THROTTLE_LOGIN", "10/min"),

@@ -27,7 +27,7 @@ def outbox_relay() -> int:
 
 @shared_task(name="feedback.tasks.throttle_windows_prune")
 def throttle_windows_prune() -> int:
-    """Drop the rate-limit counters of windows that ended."""
+    """Drop the rate limits' log rows that no period reaches back to any more."""
     from feedback.platform.throttle import throttle_windows_prune as prune
 
     return prune()

@@ -23,7 +23,11 @@ from django.shortcuts import redirect, render
 
 from feedback.platform.middleware import database_unavailable, is_database_outage
 from feedback.platform.roles import Role, user_roles
-from feedback.platform.throttle import login_rate_exceeded
+from feedback.platform.throttle import (
+    login_attempt_begin,
+    login_attempt_succeeded,
+    login_attempt_void,
+)
 
 
 def role_required(
@@ -95,21 +99,32 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 class ThrottledLoginView(auth_views.LoginView):
-    """Django's sign-in page, with the sign-in rate limits (feedback/throttle.py): past them the
-    form says when to try again and answers 429, whether or not the password was right."""
+    """Django's sign-in page under the sign-in limits (feedback/platform/throttle.py): failures
+    per account and address, and per address. Past them the pair (past the address's ceiling,
+    the address) is answered 429 and told when to try again, whether or not the password was
+    right; the account from anywhere else signs in."""
 
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        wait = login_rate_exceeded(request, username=request.POST.get("username", ""))
-        if wait is None:
+        self.attempt = login_attempt_begin(request, username=request.POST.get("username", ""))
+        if self.attempt.wait is None:
             return super().post(request, *args, **kwargs)
         # The form is not validated: that would check the password, which is what is limited.
-        seconds = math.ceil(wait)
+        seconds = math.ceil(self.attempt.wait)
         context = self.get_context_data(
             throttled=f"Too many sign-in attempts. Try again in {seconds} s."
         )
         response = self.render_to_response(context, status=429)
         response["Retry-After"] = str(seconds)
         return response
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        login_attempt_succeeded(self.attempt)
+        return super().form_valid(form)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        if not form.non_field_errors():  # a field was missing: no password was checked
+            login_attempt_void(self.attempt)
+        return super().form_invalid(form)

@@ -1,57 +1,142 @@
-"""Rate limits that hold under concurrency: one atomic counter per client and fixed window.
+"""Rate limits that hold under concurrency and at every instant: a sliding log in the database.
 
-DRF's own throttles keep a list of request times in the cache and write it back: two processes
-that read it at once both pass, so a burst of parallel requests goes over the limit. Here each
-request is one ``INSERT … ON CONFLICT DO UPDATE SET count = count + 1 RETURNING count`` on the
-database every process already shares (PostgreSQL, and SQLite for the embedded demo), so the
-n-th request of a window sees exactly n, however many workers and threads serve it, with no
-extra service to run. The cost is one indexed write per throttled request, and only the lease
-and login routes are throttled.
+**The limit.** A request under a limit of ``n`` per ``period`` is let through when fewer than
+``n`` requests were let through in the ``period`` seconds before it; then its time is logged.
+So no window of ``period`` seconds, wherever it starts, holds more than ``n`` (a counter per
+calendar minute let 2n through around a minute boundary). DRF's throttles keep the same log
+in the cache but read and write it back unlocked, so parallel requests all pass; and
+django-ratelimit counts per calendar window, the bug above. Hence this small module.
+
+**Where.** In the database every process already shares (PostgreSQL; SQLite for the embedded
+demo): Redis is only the Celery broker here, and the demo runs without it. Each key (scope and
+client) is checked and written under a lock: ``pg_advisory_xact_lock`` on a 64-bit hash of the
+key on PostgreSQL (taken in ascending order, so two keys never deadlock; no row, so a refused
+request writes nothing), and on SQLite the write lock that its ``BEGIN IMMEDIATE`` transactions
+(settings) take. The n-th request sees exactly n - 1 before it, however many workers serve.
+
+**Storage.** One row (key, time) per request let through, in ``ThrottleHit``, read with one
+index range scan on (key, at) and pruned by ``throttle_windows_prune`` (Celery beat, every ten
+minutes). A per-key ring of timestamps in one row was the alternative: it rewrites the whole
+ring (8 bytes x n, 2.4 KB at 300/min, a new tuple version on PostgreSQL) on every request,
+where the log inserts ~50 bytes and deletes in bulk.
+
+**Sign-in** (``login_attempt_begin``): what django-axes does with
+``AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]`` and ``AXES_RESET_ON_SUCCESS``,
+on the log above. Failed attempts are limited per pair of account and address
+(``THROTTLE_LOGIN``): past it that pair, and only that pair, is answered 429 with Retry-After,
+even with the right password (else the limit would be an oracle). The same account from any
+other address, and other accounts from the attacker's address, sign in as usual, so guesses
+cannot lock a person out. A success forgets the pair's failures. A ceiling per address across
+accounts (``THROTTLE_LOGIN_ADDRESS``) stops credential stuffing; it counts failures only, so a
+shared address (an office behind NAT) of people who know their passwords never reaches it;
+only while an address itself fails that often does everyone there wait. An attempt holds
+its slot from before the password check until it succeeds, so a parallel burst gets no more
+guesses than the limit. We refuse rather than slow down: a server-side sleep holds one of the
+few worker threads, and an attacker's slowdowns would then be everyone's outage. The price of
+never locking an account: an attacker with many addresses gets ``THROTTLE_LOGIN`` guesses per
+address per period; the password hash bounds that. Not axes itself: it brings its own tables,
+middleware and authentication backend for what is here one more use of the lease limit's log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.throttling import BaseThrottle
 
-from feedback.models import ThrottleWindow
+from feedback.models import ThrottleHit
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``count`` requests under ``key`` in any ``period_s`` seconds."""
+
+    key: str
+    count: int
+    period_s: float
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The outcome of ``throttle_take``: the logged rows' ids when let through, else how many
+    seconds until the request would be."""
+
+    wait: float | None
+    hit_ids: tuple[int, ...] = ()
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
-    """``"300/min"`` → (300, 60): requests allowed and the window in seconds."""
+    """``"300/min"`` → (300, 60): requests allowed and the period in seconds."""
     count, _, period = rate.partition("/")
     return int(count), _PERIODS[period.strip()[0]]
 
 
-def throttle_hit(*, key: str, period_s: int, now: float | None = None) -> tuple[int, float]:
-    """Count one request under ``key``; return the count so far in this window and the seconds
-    until the window ends."""
-    now = time.time() if now is None else now
-    bucket = int(now // period_s)
-    q = connection.ops.quote_name
-    table = q(ThrottleWindow._meta.db_table)
+def scope_limit(scope: str, who: str) -> Limit | None:
+    """The limit ``settings.THROTTLE_RATES[scope]`` sets on ``who``; None when it is off."""
+    rate = settings.THROTTLE_RATES.get(scope)
+    if not rate:
+        return None
+    count, period = parse_rate(rate)
+    return Limit(key=f"{scope}:{who}"[:KEY_LENGTH], count=count, period_s=period)
+
+
+def _lock_id(key: str) -> int:
+    """A signed 64-bit id for ``key``, as ``pg_advisory_xact_lock`` takes."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _keys_lock(keys: Sequence[str]) -> None:
+    """Serialise check-then-log per key until the transaction ends. On SQLite the IMMEDIATE
+    transaction already holds the database's write lock (see the module's doc)."""
+    if connection.vendor != "postgresql":
+        return
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({q('key')}, {q('bucket')}, {q('count')}) VALUES (%s, %s, 1) "
-            f"ON CONFLICT ({q('key')}, {q('bucket')}) "
-            f"DO UPDATE SET {q('count')} = {table}.{q('count')} + 1 RETURNING {q('count')}",
-            [key[:200], bucket],
+        for lock_id in sorted({_lock_id(key) for key in keys}):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+
+
+def _wait(limit: Limit, now: float) -> float | None:
+    """Seconds until ``limit`` has room at ``now``: until the n-th newest request of the last
+    period leaves it; None if there is room now."""
+    if limit.count <= 0:
+        return float(limit.period_s)
+    nth_newest = (
+        ThrottleHit.objects.filter(key=limit.key, at__gt=now - limit.period_s)
+        .order_by("-at")
+        .values_list("at", flat=True)[limit.count - 1 : limit.count]
+    )
+    return next((at + limit.period_s - now for at in nth_newest), None)
+
+
+def throttle_take(limits: Sequence[Limit], *, now: float | None = None) -> Taken:
+    """Let one request through every limit in ``limits`` and log it, or through none: then the
+    wait is the longest until all have room."""
+    now = time.time() if now is None else now
+    with transaction.atomic():
+        _keys_lock([limit.key for limit in limits])
+        waits = [wait for limit in limits if (wait := _wait(limit, now)) is not None]
+        if waits:
+            return Taken(wait=max(waits))
+        hits = ThrottleHit.objects.bulk_create(
+            [ThrottleHit(key=limit.key, at=now) for limit in limits]
         )
-        (count,) = cursor.fetchone()
-    return count, (bucket + 1) * period_s - now
+    return Taken(wait=None, hit_ids=tuple(hit.pk for hit in hits))
 
 
 def throttle_windows_prune(*, now: float | None = None) -> int:
-    """Delete windows that ended (every period is at most a day)."""
+    """Delete log rows older than the longest configured period: no limit counts them."""
     now = time.time() if now is None else now
-    oldest = min(int(now // period) for period in _PERIODS.values())
-    deleted, _ = ThrottleWindow.objects.filter(bucket__lt=oldest - 1).delete()
+    periods = [parse_rate(rate)[1] for rate in settings.THROTTLE_RATES.values() if rate]
+    deleted, _ = ThrottleHit.objects.filter(at__lte=now - max(periods, default=0)).delete()
     return deleted
 
 
@@ -65,29 +150,50 @@ def client_ip(request: Any) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
-def rate_exceeded(*, scope: str, who: str) -> float | None:
-    """Count a request of ``who`` under ``scope``'s rate; the seconds to wait if it is over."""
-    rate = settings.THROTTLE_RATES.get(scope)
-    if not rate:
-        return None
-    limit, period = parse_rate(rate)
-    count, remaining = throttle_hit(key=f"{scope}:{who}", period_s=period)
-    return None if count <= limit else remaining
+# --- sign-in ---------------------------------------------------------------------------------
 
 
-def login_rate_exceeded(request: Any, *, username: str) -> float | None:
-    """Sign-in attempts: per account from one address (guessing one password), and per address
-    across accounts (trying one password on many). Both count every attempt."""
+@dataclass(frozen=True)
+class LoginAttempt:
+    """A sign-in attempt that holds a slot under its limits (``wait`` is None), or was refused
+    (``wait``: seconds to Retry-After). Its rows count as failures until it succeeds."""
+
+    pair_key: str
+    wait: float | None
+    hit_ids: tuple[int, ...] = ()
+
+
+def login_attempt_begin(request: Any, *, username: str, now: float | None = None) -> LoginAttempt:
+    """Before checking a password: take a slot under the pair's and the address's failure
+    limits, or learn how long this pair must wait."""
     ip = client_ip(request)
-    waits = [
-        rate_exceeded(scope="login", who=f"{ip}:{username.strip().lower()[:150]}"),
-        rate_exceeded(scope="login_address", who=ip),
-    ]
-    return max((wait for wait in waits if wait is not None), default=None)
+    pair = scope_limit("login", f"{ip}:{username.strip().lower()[:150]}")
+    limits = [limit for limit in (pair, scope_limit("login_address", ip)) if limit is not None]
+    pair_key = pair.key if pair else ""
+    if not limits:
+        return LoginAttempt(pair_key=pair_key, wait=None)
+    taken = throttle_take(limits, now=now)
+    return LoginAttempt(pair_key=pair_key, wait=taken.wait, hit_ids=taken.hit_ids)
+
+
+def login_attempt_succeeded(attempt: LoginAttempt) -> None:
+    """The password was right: the pair's failures are forgotten, and this attempt counts
+    against no limit."""
+    ThrottleHit.objects.filter(pk__in=attempt.hit_ids).delete()
+    if attempt.pair_key:
+        ThrottleHit.objects.filter(key=attempt.pair_key).delete()
+
+
+def login_attempt_void(attempt: LoginAttempt) -> None:
+    """No password was checked (a field was missing): the attempt gives its slots back."""
+    ThrottleHit.objects.filter(pk__in=attempt.hit_ids).delete()
+
+
+# --- DRF -------------------------------------------------------------------------------------
 
 
 class AtomicRateThrottle(BaseThrottle):
-    """A DRF throttle on the counter above: per user when signed in, else per address. The rate
+    """A DRF throttle on the sliding log: per user when signed in, else per address. The rate
     is ``settings.THROTTLE_RATES[scope]``; an exceeded one is a 429 with Retry-After."""
 
     scope = ""
@@ -98,7 +204,8 @@ class AtomicRateThrottle(BaseThrottle):
     def allow_request(self, request: Any, view: Any) -> bool:
         user = request.user
         who = f"user:{user.pk}" if user and user.is_authenticated else f"ip:{client_ip(request)}"
-        self._wait = rate_exceeded(scope=self.scope, who=who)
+        limit = scope_limit(self.scope, who)
+        self._wait = None if limit is None else throttle_take([limit]).wait
         return self._wait is None
 
     def wait(self) -> float | None:
@@ -107,18 +214,3 @@ class AtomicRateThrottle(BaseThrottle):
 
 class LeaseThrottle(AtomicRateThrottle):
     scope = "lease"
-
-
-class LoginThrottle(BaseThrottle):
-    """The token route: the same limits as the sign-in page, keyed by the username posted."""
-
-    def __init__(self) -> None:
-        self._wait: float | None = None
-
-    def allow_request(self, request: Any, view: Any) -> bool:
-        username = request.data.get("username", "") if isinstance(request.data, dict) else ""
-        self._wait = login_rate_exceeded(request, username=str(username))
-        return self._wait is None
-
-    def wait(self) -> float | None:
-        return self._wait

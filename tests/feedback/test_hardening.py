@@ -53,8 +53,9 @@ def test_sign_in_is_limited_per_account_on_the_page_and_the_token_route(settings
     statuses = race(12, guess)
     assert statuses == Counter({200: 5, 429: 7}), statuses  # 200: the form again, with the error
 
-    # Past the limit even the right password is refused, on the page and through the API,
-    # and the page says when to try again.
+    # Past the limit even the right password is refused from this address, on the page and
+    # through the API (a check would tell a guesser the password), and the page says when to
+    # try again.
     page = Client().post("/login/", {"username": "target", "password": "right-password"})
     assert page.status_code == 429 and "Too many sign-in attempts" in page.content.decode()
     token = client_for(None).post(
@@ -65,6 +66,10 @@ def test_sign_in_is_limited_per_account_on_the_page_and_the_token_route(settings
     make_user(Role.ANNOTATOR, username="bystander", password="pw-bystander")
     other = Client().post("/login/", {"username": "bystander", "password": "pw-bystander"})
     assert other.status_code == 302
+    # Nor is the account itself from another address (tests/security/test_rate_limits.py).
+    elsewhere = Client(REMOTE_ADDR="198.51.100.7")
+    right = {"username": "target", "password": "right-password"}
+    assert elsewhere.post("/login/", right).status_code == 302
 
 
 @pytest.mark.django_db
