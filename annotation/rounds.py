@@ -137,9 +137,16 @@ def round_open_from_imported(
     chosen = _prompts_choose(prompt_ids=prompt_ids, tags=tags, include_used=include_used)
     plans = _plans_from_imported(chosen, k=k, seed=seed)
     if not plans:
+        hint = (
+            " Import prompts with their completions first (manage.py import_prompts FILE.jsonl, "
+            "or POST /api/v1/prompts/import/), or open a policy round (POST /api/v1/rounds/ "
+            "with \"source\": \"policy\") to have the active policy write them."
+            if not chosen
+            else ""
+        )
         raise DomainError(
             f"No selected prompt has {k} completions with distinct texts "
-            f"({len(chosen)} prompt(s) matched).",
+            f"({len(chosen)} prompt(s) matched).{hint}",
             fields={"k": [f"No prompt has {k} distinct completions to compare."]},
         )
     try:

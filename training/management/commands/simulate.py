@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from feedback.platform.errors import DomainError
 from training.simulate import JUDGES, SimulationError, simulate
 
 
@@ -71,5 +72,5 @@ class Command(BaseCommand):
                 gate_threshold=options["gate_threshold"], url=options["url"], report=report,
                 progress=True,
             )  # fmt: skip
-        except SimulationError as exc:
+        except (SimulationError, DomainError) as exc:  # what to run instead, not a traceback
             raise CommandError(str(exc)) from exc
