@@ -4,6 +4,11 @@ How ``task_next_for_annotator`` decides, step by step::
 
     annotator asks for work
       │
+      ▼
+    lock the annotator's user row (SELECT … FOR UPDATE): two tabs, or a script's burst, asking
+    at the same moment queue here, in whatever process they run, and each after the first sees
+    the lease the first took
+      │
       ├─ holds an unexpired lease on a task of an open round? ── yes ─► return that same assignment
       │ no
       ▼
@@ -32,6 +37,15 @@ How ``task_next_for_annotator`` decides, step by step::
 Every path that changes a task's slots (lease, submit, skip, reclaim) holds that task's row lock,
 so the counters on the task row are exact for whoever holds it. On SQLite (the embedded default)
 ``FOR UPDATE`` is a no-op and IMMEDIATE transactions serialise writers instead.
+
+One live lease per annotator (so one per round, whatever the timing) rests on the first lock:
+only this function turns an assignment into a lease (a late submit re-takes its slot and is
+stored as submitted in the same save), and it checks for a held lease under that lock. The lock
+order is always the annotator, then tasks; submit, skip and the sweep take task locks only, so
+no two paths wait on each other in opposite orders. A lock rather than a partial unique index on
+(annotator, round) where leased: the assignment row has no round of its own, and a lease that
+lapsed stays ``leased`` until a claimer or the sweep reclaims it, which such an index would
+count as live.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
@@ -136,6 +151,12 @@ def _held_lease(annotator: AbstractBaseUser, now: datetime) -> Assignment | None
     )
 
 
+def _annotator_lock(annotator: AbstractBaseUser) -> None:
+    """Hold the annotator's user row until the transaction ends: their lease requests queue."""
+    user_model = get_user_model()
+    list(user_model.objects.select_for_update().filter(pk=annotator.pk).values_list("pk"))
+
+
 def _slots(task: ComparisonTask) -> list[TaskCompletion]:
     return list(
         TaskCompletion.objects.filter(task=task).select_related("completion").order_by("position")
@@ -148,6 +169,7 @@ def task_next_for_annotator(
     """Lease the next task to ``annotator``, or return the one they hold. None when none is left."""
     now = now or timezone.now()
     with transaction.atomic():
+        _annotator_lock(annotator)
         held = _held_lease(annotator, now)
         if held is not None:
             return LeasedTask(assignment=held, task=held.task, slots=_slots(held.task))

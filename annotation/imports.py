@@ -7,9 +7,11 @@ One JSON object a line::
      "completions": [{"text": "Hello!", "model": "gpt-x"}, {"text": "Go away.", "model": "gpt-x"}]}
 
 Every line is checked first; a bad line is reported with its number and the reason, and then
-nothing is written unless ``skip_invalid`` is set. Importing the same file twice adds nothing:
-prompts are unique by content hash and a completion already stored for that prompt and model is
-recognised by its text.
+nothing is written unless ``skip_invalid`` is set. The report names the first ``ERRORS_SHOWN``
+bad lines and counts the rest (a 64 MB file of bad lines would otherwise be answered with
+millions of entries), and a line's lists are refused by their length before any entry is read.
+Importing the same file twice adds nothing: prompts are unique by content hash and a completion
+already stored for that prompt and model is recognised by its text.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ LINE_KEYS = ("messages", "prompt", "completions", "tags", "safety", "source")
 ROLES = ("system", "user", "assistant")
 TEXT_MAX_CHARS = 100_000
 DEFAULT_MODEL = "imported"
+# A line's lists, refused by their length: more turns, samples or tags than anyone annotates.
+MAX_MESSAGES = 200
+MAX_COMPLETIONS = 64
+MAX_TAGS = 50
+# Bad lines a report (or a refusal) lists; the others are counted.
+ERRORS_SHOWN = 20
 
 
 @dataclass
@@ -50,7 +58,8 @@ class ImportReport:
     prompts_existing: int = 0
     completions_created: int = 0
     lines_skipped: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the first ERRORS_SHOWN
+    errors_not_shown: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +69,7 @@ class ImportReport:
             "completions_created": self.completions_created,
             "lines_skipped": self.lines_skipped,
             "errors": self.errors,
+            "errors_not_shown": self.errors_not_shown,
         }
 
 
@@ -68,6 +78,12 @@ class _LineError(Exception):
         super().__init__(message)
         self.path = path
         self.message = message
+
+
+def _not_too_long(value: list[Any], path: str, limit: int) -> None:
+    """A list is refused by its length, with one message, before any entry is read."""
+    if len(value) > limit:
+        raise _LineError(path, f"At most {limit} entries; got {len(value)}.")
 
 
 def _text(value: object, path: str, *, max_chars: int = TEXT_MAX_CHARS) -> str:
@@ -87,6 +103,7 @@ def _text(value: object, path: str, *, max_chars: int = TEXT_MAX_CHARS) -> str:
 def _parse_messages(value: object) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise _LineError("messages", "Must be a non-empty list of {role, content}.")
+    _not_too_long(value, "messages", MAX_MESSAGES)
     messages = []
     for i, message in enumerate(value):
         path = f"messages.{i}"
@@ -129,6 +146,7 @@ def parse_line(number: int, raw: str, default_source: str) -> ParsedLine:
     raw_completions = data.get("completions", [])
     if not isinstance(raw_completions, list):
         raise _LineError("completions", "Must be a list of {text, model}.")
+    _not_too_long(raw_completions, "completions", MAX_COMPLETIONS)
     for i, item in enumerate(raw_completions):
         path = f"completions.{i}"
         if not isinstance(item, dict) or not set(item) <= {"text", "model"} or "text" not in item:
@@ -139,6 +157,7 @@ def parse_line(number: int, raw: str, default_source: str) -> ParsedLine:
     tags = data.get("tags", [])
     if not isinstance(tags, list):
         raise _LineError("tags", "Must be a list of strings.")
+    _not_too_long(tags, "tags", MAX_TAGS)
     clean_tags = [_text(tag, f"tags.{i}", max_chars=100).strip() for i, tag in enumerate(tags)]
     safety = data.get("safety", False)
     if not isinstance(safety, bool):
@@ -149,25 +168,28 @@ def parse_line(number: int, raw: str, default_source: str) -> ParsedLine:
 
 def prompts_parse(
     lines: Iterable[str | bytes], *, source: str = ""
-) -> tuple[list[ParsedLine], list[dict[str, Any]], int]:
+) -> tuple[list[ParsedLine], list[dict[str, Any]], int, int]:
+    """The good lines; the first ERRORS_SHOWN bad ones (line, field, message), and how many were
+    bad in all (the rest are only counted, so a file of bad lines costs no memory per line); and
+    how many lines there were."""
     parsed: list[ParsedLine] = []
     errors: list[dict[str, Any]] = []
-    count = 0
+    bad = count = 0
     for number, raw in enumerate(lines, start=1):
         count = number
-        if isinstance(raw, bytes):
-            try:
-                raw = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                errors.append({"line": number, "field": "", "message": "Not valid UTF-8."})
-                continue
-        if not raw.strip():
-            continue
         try:
-            parsed.append(parse_line(number, raw, source))
+            if isinstance(raw, bytes):
+                try:
+                    raw = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _LineError("", "Not valid UTF-8.") from None
+            if raw.strip():
+                parsed.append(parse_line(number, raw, source))
         except _LineError as exc:
-            errors.append({"line": number, "field": exc.path, "message": exc.message})
-    return parsed, errors, count
+            bad += 1
+            if len(errors) < ERRORS_SHOWN:
+                errors.append({"line": number, "field": exc.path, "message": exc.message})
+    return parsed, errors, bad, count
 
 
 def prompts_import(
@@ -175,21 +197,23 @@ def prompts_import(
 ) -> ImportReport:
     """Validate every line, then write all good lines in one transaction.
 
-    Raises ``DomainError`` listing the bad lines when any line is bad and ``skip_invalid`` is off;
-    nothing is written then.
+    Raises ``DomainError`` listing the (first ERRORS_SHOWN) bad lines when any line is bad and
+    ``skip_invalid`` is off; nothing is written then.
     """
-    parsed, errors, count = prompts_parse(lines, source=source)
-    report = ImportReport(lines=count, errors=errors, lines_skipped=len(errors))
+    parsed, errors, bad, count = prompts_parse(lines, source=source)
+    report = ImportReport(
+        lines=count, errors=errors, lines_skipped=bad, errors_not_shown=bad - len(errors)
+    )
     if errors and not skip_invalid:
         fields = {
             f"line {e['line']}{': ' + e['field'] if e['field'] else ''}": [e["message"]]
             for e in errors
         }
         raise DomainError(
-            f"{len(errors)} bad line(s); nothing was imported. First: line {errors[0]['line']}: "
+            f"{bad} bad line(s); nothing was imported. First: line {errors[0]['line']}: "
             f"{errors[0]['message']}",
             fields=fields,
-            extra={"errors": errors},
+            extra={"errors": errors, "errors_not_shown": report.errors_not_shown},
         )
     if not parsed:
         return report

@@ -18,10 +18,11 @@ from django.utils import timezone
 
 from feedback.platform.errors import DomainError
 from feedback.platform.signals import judgment_recorded
+from feedback.platform.strict import unknown_keys
 
 from .distribution import assignment_get_own, assignment_hold_slot, task_lock_with_assignment
 from .models import Assignment, ComparisonTask, Judgment, Rubric, TaskCompletion
-from .rubrics import ranking_validate, scores_validate
+from .rubrics import SLACK, ranking_validate, scores_validate
 from .strict_json import Errors, described, errors_raise, is_strict_int, shown
 
 ALLOWED_KEYS = ("ranking", "scores", "strength", "flags", "rationale", "time_spent_ms")
@@ -40,9 +41,7 @@ def judgment_validate(
     errors: Errors = {}
     if not isinstance(body, dict):
         return {}, {"body": [f"Must be a JSON object, got {described(body)}."]}
-    for key in body:
-        if key not in ALLOWED_KEYS:
-            errors[shown(key)] = [f"Unknown field; allowed: {', '.join(ALLOWED_KEYS)}."]
+    errors.update(unknown_keys(body, ALLOWED_KEYS))
     for key in ("ranking", "scores", "time_spent_ms"):
         if key not in body:
             errors[key] = ["This field is required."]
@@ -92,10 +91,17 @@ def _strength_validate(
 
 
 def _flags_validate(flags: object, rubric: Rubric, errors: Errors) -> list[str]:
-    """The rubric's flag keys, each at most once; returned sorted."""
+    """The rubric's flag keys, each at most once; returned sorted. A list far longer than the
+    rubric's flags is refused by its length, before any entry is read."""
     clean: list[str] = []
     if not isinstance(flags, list):
         errors["flags"] = [f"Must be a list of flag keys, got {described(flags)}."]
+        return clean
+    if len(flags) > len(rubric.flag_keys) + SLACK:
+        errors["flags"] = [
+            f"At most {len(rubric.flag_keys)} entries (this rubric has {len(rubric.flag_keys)} "
+            f"flags, each listed once); got {len(flags)}."
+        ]
         return clean
     for i, flag in enumerate(flags):
         if not isinstance(flag, str) or flag not in rubric.flag_keys:

@@ -140,7 +140,7 @@ def round_open_from_imported(
         hint = (
             " Import prompts with their completions first (manage.py import_prompts FILE.jsonl, "
             "or POST /api/v1/prompts/import/), or open a policy round (POST /api/v1/rounds/ "
-            "with \"source\": \"policy\") to have the active policy write them."
+            'with "source": "policy") to have the active policy write them.'
             if not chosen
             else ""
         )

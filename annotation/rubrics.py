@@ -10,14 +10,19 @@ Each adds what is wrong to ``errors`` under a dotted path and returns the canoni
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
-from feedback.platform.errors import DomainError
+from feedback.platform.errors import MAX_FIELDS, DomainError
 
 from .models import Round, Rubric
 from .strict_json import Errors, described, is_strict_int, shown
 
 DEFAULT_RUBRIC = "3H"
+# Entries beyond what a task shows that still get an error each; a longer list is refused by its
+# length alone (as many as an error body shows).
+SLACK = MAX_FIELDS
 
 
 def rubric_list() -> QuerySet[Rubric]:
@@ -47,9 +52,14 @@ def ranking_validate(
     *, ranking: object, completion_ids: list[int], errors: Errors
 ) -> list[list[int]]:
     """Groups of completion ids, best first (several in a group are a tie), each of the task's
-    completions exactly once. Returns the groups with each tie sorted."""
+    completions exactly once. Returns the groups with each tie sorted.
+
+    A list longer than the task has completions is refused by its length, before any entry is
+    read: a hostile million-entry ranking costs one ``len``."""
     if not isinstance(ranking, list) or not ranking:
         errors["ranking"] = ["Must be a non-empty list of groups of completion ids, best first."]
+        return []
+    if _too_long(ranking, "ranking", len(completion_ids), errors):
         return []
     groups: list[list[int]] = []
     seen: set[int] = set()
@@ -60,6 +70,8 @@ def ranking_validate(
                 "Must be a non-empty list of completion ids (a tie if several), "
                 f"got {described(group)}."
             ]
+            continue
+        if _too_long(group, f"ranking.{g}", len(completion_ids), errors):
             continue
         clean: list[int] = []
         for i, cid in enumerate(group):
@@ -80,6 +92,18 @@ def ranking_validate(
     return groups
 
 
+def _too_long(value: list[Any] | dict[Any, Any], path: str, shows: int, errors: Errors) -> bool:
+    """Whether a ranking, a tie or the scores hold far more entries than the task shows
+    completions (then the error says so, with the count). A few too many get an error each,
+    naming what is wrong with each; past ``SLACK`` more, only the count is worth saying."""
+    if len(value) <= shows + SLACK:
+        return False
+    errors[path] = [
+        f"At most {shows} entries (this task shows {shows} completions); got {len(value)}."
+    ]
+    return True
+
+
 def scores_validate(
     *, scores: object, completion_ids: list[int], rubric: Rubric, errors: Errors
 ) -> dict[str, dict[str, int]]:
@@ -87,6 +111,8 @@ def scores_validate(
     rubric, each score an integer on the axis's scale. Returns the scores keyed as given."""
     if not isinstance(scores, dict):
         errors["scores"] = [f"Must be an object keyed by completion id, got {described(scores)}."]
+        return {}
+    if _too_long(scores, "scores", len(completion_ids), errors):
         return {}
     clean: dict[str, dict[str, int]] = {}
     expected = {str(cid) for cid in completion_ids}
@@ -112,6 +138,12 @@ def _axes_validate(
     per_axis: dict[object, object], *, path: str, rubric: Rubric, errors: Errors
 ) -> dict[str, int]:
     """One completion's scores: no axis the rubric lacks, each of its axes in range."""
+    if len(per_axis) > len(rubric.axes) + SLACK:
+        errors[path] = [
+            f"At most {len(rubric.axes)} entries (this rubric has {len(rubric.axes)} axes); "
+            f"got {len(per_axis)}."
+        ]
+        return {}
     for axis_key in per_axis:
         if axis_key not in rubric.axis_keys:
             errors[f"{path}.{shown(axis_key)}"] = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from feedback.platform.errors import DomainError
+from feedback.platform.errors import DomainError, errors_detail
 
 # A dotted field path (``scores.12.helpful``) → its reasons; empty when the body is valid.
 Errors = dict[str, list[str]]
@@ -48,9 +48,6 @@ def shown(key: object) -> str:
 
 
 def errors_raise(errors: Errors) -> None:
-    """The 400 naming every bad field, when there is one."""
+    """The 400 naming the bad fields (the first ``MAX_FIELDS`` of them), when there is one."""
     if errors:
-        raise DomainError(
-            "; ".join(f"{path}: {' '.join(reasons)}" for path, reasons in errors.items()),
-            fields=errors,
-        )
+        raise DomainError(errors_detail(errors), fields=errors)

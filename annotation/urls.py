@@ -1,5 +1,9 @@
 """The annotation API's routes (under /api/v1/, namespace "api"): leasing, submitting and
-skipping tasks, demonstrations, one's own stats, gold tasks, quality, imports, rounds, exports."""
+skipping tasks, demonstrations, one's own stats, gold tasks, quality, imports, rounds, exports.
+
+Every view is a ``StrictApiView`` reading its body through a ``StrictSerializer`` (or the strict
+judgment validator, or ``body_strict``): a field or query parameter a route does not read is a
+400 naming it (``feedback.platform.strict``)."""
 
 from __future__ import annotations
 

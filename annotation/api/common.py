@@ -8,24 +8,22 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.request import Request
 
-from feedback.platform.errors import DomainError, error_schema
+from feedback.platform.errors import error_schema
 from feedback.platform.rendering import render_untrusted
+from feedback.platform.strict import query_params_strict
 
 from ..models import Rubric
 
 ERROR = error_schema()
+# The most completions a task shows (a round's k).
+MAX_K = 16
 
 
 def query_params_checked(request: Request) -> None:
     """Refuse a query string holding NUL: PostgreSQL cannot compare or store it, so it would
-    fail deep in a query. (Django has already decoded bad UTF-8 to U+FFFD.)"""
-    for name, values in request.query_params.lists():
-        if "\x00" in name or any("\x00" in value for value in values):
-            key = name.replace("\x00", "\\u0000")
-            raise DomainError(
-                f"{key}: Must not contain NUL characters.",
-                fields={key: ["Must not contain NUL characters."]},
-            )
+    fail deep in a query. (Django has already decoded bad UTF-8 to U+FFFD.) For a view that
+    reads its parameters by hand; a ``StrictApiView`` also refuses the ones it does not read."""
+    query_params_strict(request, allowed=list(request.query_params))
 
 
 class StrictIntegerField(serializers.IntegerField):

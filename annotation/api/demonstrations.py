@@ -8,11 +8,11 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedback.models import Prompt
 from feedback.platform.rendering import render_untrusted
 from feedback.platform.roles import IsAnnotator
+from feedback.platform.strict import StrictApiView, StrictSerializer
 
 from ..demonstrations import (
     TEXT_MAX_CHARS,
@@ -54,7 +54,7 @@ PROMPT_OUT = {
 }
 
 
-class DemonstrationNextApi(APIView):
+class DemonstrationNextApi(StrictApiView):
     """A prompt to demonstrate, with the completions you may start from. 204 when none is left."""
 
     permission_classes = [IsAnnotator]
@@ -67,12 +67,12 @@ class DemonstrationNextApi(APIView):
         return Response(prompt_payload(prompt))
 
 
-class DemonstrationCreateApi(APIView):
+class DemonstrationCreateApi(StrictApiView):
     """Save the ideal answer for a prompt, written or edited from one of its completions."""
 
     permission_classes = [IsAnnotator]
 
-    class DemonstrationInputSerializer(serializers.Serializer):
+    class DemonstrationInputSerializer(StrictSerializer):
         prompt = StrictIntegerField(min_value=1)
         text = serializers.CharField(max_length=20_000, trim_whitespace=False, allow_blank=True)
         source_completion = StrictIntegerField(min_value=1, required=False, allow_null=True)
@@ -99,7 +99,7 @@ class DemonstrationCreateApi(APIView):
         return Response({"id": demonstration.pk, "prompt": demonstration.prompt_id}, status=201)
 
 
-class DemonstrationLastApi(APIView):
+class DemonstrationLastApi(StrictApiView):
     """Your newest demonstration whose round is still open, to read again or edit; 204 when
     there is none."""
 
@@ -133,12 +133,12 @@ class DemonstrationLastApi(APIView):
         )
 
 
-class DemonstrationEditApi(APIView):
+class DemonstrationEditApi(StrictApiView):
     """Replace the text of your demonstration while its round is open."""
 
     permission_classes = [IsAnnotator]
 
-    class EditInputSerializer(serializers.Serializer):
+    class EditInputSerializer(StrictSerializer):
         text = serializers.CharField(
             max_length=TEXT_MAX_CHARS, trim_whitespace=False, allow_blank=True
         )
@@ -165,12 +165,12 @@ class DemonstrationEditApi(APIView):
         return Response({"id": demonstration.pk, "edited_at": demonstration.edited_at})
 
 
-class DemonstrationSkipApi(APIView):
+class DemonstrationSkipApi(StrictApiView):
     """Pass on a prompt with a reason: it is not offered to you again."""
 
     permission_classes = [IsAnnotator]
 
-    class PromptSkipInputSerializer(serializers.Serializer):
+    class PromptSkipInputSerializer(StrictSerializer):
         prompt = StrictIntegerField(min_value=1)
         reason = serializers.CharField(max_length=500, allow_blank=True)
 
@@ -192,13 +192,13 @@ class DemonstrationSkipApi(APIView):
         return Response({"prompt": skip.prompt_id})
 
 
-class MarkdownPreviewApi(APIView):
+class MarkdownPreviewApi(StrictApiView):
     """Markdown to the sanitized HTML the pages show (the same renderer as for model output), so
     a preview matches what readers will see."""
 
     permission_classes = [IsAnnotator]
 
-    class PreviewInputSerializer(serializers.Serializer):
+    class PreviewInputSerializer(StrictSerializer):
         text = serializers.CharField(
             max_length=TEXT_MAX_CHARS, trim_whitespace=False, allow_blank=True
         )

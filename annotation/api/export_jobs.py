@@ -12,10 +12,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
+from feedback.platform.strict import BoundedDictField, StrictApiView, StrictSerializer
 
 from ..exports import FILE_FORMATS, FORMATS
 from ..exports.jobs import export_job_create, export_job_path
@@ -51,6 +51,10 @@ class ExportJobSerializer(serializers.ModelSerializer):
         return round(100 * job.progress_done / job.progress_total, 1) if job.progress_total else 0.0
 
 
+# More rounds, policies or flags than any export is cut from.
+MAX_FILTER_VALUES = 1000
+
+
 def _visible_jobs(request: Request) -> QuerySet[ExportJob]:
     """Admins see every job; a researcher sees their own (another's is a 404)."""
     jobs = export_job_list()
@@ -64,24 +68,37 @@ def _job(request: Request, job_id: Any) -> ExportJob:
     return job
 
 
-class ExportJobListApi(APIView):
+class ExportJobListApi(StrictApiView):
     """Queue an export in any format, JSONL or Parquet, with the same filters as the streamed
     export (GET /api/v1/exports/preferences/). Answers 202 with the job; poll its url for
     progress; its download link appears when it has succeeded."""
 
     permission_classes = [IsResearcherOrAdmin]
 
-    class ExportJobInputSerializer(serializers.Serializer):
+    class ExportJobInputSerializer(StrictSerializer):
         format = serializers.ChoiceField(choices=list(FORMATS), default="trl")
         file_format = serializers.ChoiceField(choices=list(FILE_FORMATS), default="jsonl")
-        filters = serializers.DictField(
+        filters = BoundedDictField(
             default=dict,
+            max_length=100,
             help_text="rounds, policies, rubric, min_agreement, min_trust, flags, exclude_flags, "
-            "axis, since, until, consensus, weighting (see the streamed export's parameters).",
+            "axis, since, until, consensus, weighting (see the streamed export's parameters); "
+            f"a list holds at most {MAX_FILTER_VALUES} values.",
         )
         pseudonymous = serializers.BooleanField(
             default=True, help_text="false (admins only) puts usernames in the annotator columns."
         )
+
+        def validate_filters(self, filters: dict[str, Any]) -> dict[str, Any]:
+            """A filter's list is refused by its length before its values are looked up."""
+            too_long = {
+                name: [f"At most {MAX_FILTER_VALUES} entries; got {len(value)}."]
+                for name, value in filters.items()
+                if isinstance(value, list) and len(value) > MAX_FILTER_VALUES
+            }
+            if too_long:
+                raise serializers.ValidationError(too_long)
+            return filters
 
     @extend_schema(responses=ExportJobSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -110,7 +127,7 @@ class ExportJobListApi(APIView):
         return Response(body, status=202, headers={"Location": body["url"]})
 
 
-class ExportJobDetailApi(APIView):
+class ExportJobDetailApi(StrictApiView):
     permission_classes = [IsResearcherOrAdmin]
 
     @extend_schema(responses={200: ExportJobSerializer, 404: ERROR})
@@ -118,7 +135,7 @@ class ExportJobDetailApi(APIView):
         return Response(ExportJobSerializer(_job(request, job_id)).data)
 
 
-class ExportJobDownloadApi(APIView):
+class ExportJobDownloadApi(StrictApiView):
     permission_classes = [IsResearcherOrAdmin]
 
     @extend_schema(

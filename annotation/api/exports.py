@@ -10,10 +10,10 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
-from rest_framework.views import APIView
 
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
+from feedback.platform.strict import StrictApiView
 
 from ..exports import (
     CONSENSUS_RULES,
@@ -23,7 +23,8 @@ from ..exports import (
     export_format,
     export_prepare,
 )
-from .common import ERROR, query_params_checked
+from ..exports.filters import FILTER_NAMES
+from .common import ERROR
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 REPEAT = " Repeat or comma-separate."
@@ -84,11 +85,15 @@ def _pseudonymous(request: Request) -> bool:
     return value in TRUE
 
 
-class PreferenceExportApi(APIView):
+class PreferenceExportApi(StrictApiView):
     """Stream an export as JSONL, one JSON object per row (``format``: see the enum; TRL's
     explicit-prompt conversational preference pairs by default)."""
 
     permission_classes = [IsResearcherOrAdmin]
+    # The filters answer to their plural names too (``rounds``, as in a job's JSON filters).
+    query_fields = frozenset(
+        {"format", "pseudonymous", *FILTER_NAMES, *(p.name for p in FILTER_PARAMETERS)}
+    )
 
     @extend_schema(
         parameters=[
@@ -116,7 +121,6 @@ class PreferenceExportApi(APIView):
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        query_params_checked(request)
         fmt = request.query_params.get("format", "trl")
         export_format(fmt)
         pseudonymous = _pseudonymous(request)

@@ -8,10 +8,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsAdmin
+from feedback.platform.strict import StrictApiView, StrictSerializer, body_strict
 
 from ..gold import task_mark_gold, task_unmark_gold
 from ..models import ComparisonTask
@@ -32,14 +32,14 @@ class GoldOutputSerializer(serializers.ModelSerializer):
         fields = ["task", "round", "gold", "gold_ranking", "gold_scores", "judgments"]
 
 
-class TaskGoldApi(APIView):
+class TaskGoldApi(StrictApiView):
     """A task's gold reference. PUT makes the task gold (every annotator of its round is then
     served it once, at the round's gold_rate, looking like any other task); DELETE makes it an
     ordinary task again. Annotators' accuracy on gold tasks feeds their trust score."""
 
     permission_classes = [IsAdmin]
 
-    class GoldInputSerializer(serializers.Serializer):
+    class GoldInputSerializer(StrictSerializer):
         ranking = serializers.JSONField(
             help_text="Reference ranking: groups of completion ids, best first (a group ties)."
         )
@@ -71,5 +71,6 @@ class TaskGoldApi(APIView):
 
     @extend_schema(request=None, responses={200: GoldOutputSerializer, 404: ERROR})
     def delete(self, request: Request, task_id: int) -> Response:
+        body_strict(request)
         task_unmark_gold(task_id=task_id)
         return Response(GoldOutputSerializer(self._task(task_id)).data)

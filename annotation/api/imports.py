@@ -11,14 +11,14 @@ from rest_framework import serializers
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedback.platform.errors import DomainError
 from feedback.platform.parsers import MultiPartParser
 from feedback.platform.roles import IsAdmin
+from feedback.platform.strict import StrictApiView, body_strict
 
 from ..imports import prompts_import
-from .common import ERROR, query_params_checked
+from .common import ERROR
 
 
 class JsonLinesParser(BaseParser):
@@ -51,17 +51,19 @@ IMPORT_REPORT = inline_serializer(
         "completions_created": serializers.IntegerField(),
         "lines_skipped": serializers.IntegerField(),
         "errors": serializers.ListField(child=serializers.DictField()),
+        "errors_not_shown": serializers.IntegerField(),
     },
 )
 
 
-class PromptImportApi(APIView):
+class PromptImportApi(StrictApiView):
     """Import prompts (and completions other models produced) from JSONL: a multipart ``file``
     or a raw ``application/x-ndjson`` body. A file with any bad line changes nothing unless
     ``skip_invalid=true``; each bad line is reported with its number and reason."""
 
     permission_classes = [IsAdmin]
     parser_classes = [MultiPartParser, JsonLinesParser, JsonlParser]
+    query_fields = ("skip_invalid", "source")
 
     @extend_schema(
         parameters=[
@@ -77,16 +79,16 @@ class PromptImportApi(APIView):
         responses={201: IMPORT_REPORT, 400: ERROR, 413: ERROR},
     )
     def post(self, request: Request) -> Response:
-        query_params_checked(request)
         skip_invalid = request.query_params.get("skip_invalid", "false").lower() in {
             "1",
             "true",
             "yes",
         }
-        if "_raw" in request.data:
+        if isinstance(request.data.get("_raw"), bytes):  # the raw JSONL parser's body
             lines: Any = request.data["_raw"].splitlines()
             source = request.query_params.get("source", "api")
         else:
+            body_strict(request, ("file",))
             upload = request.FILES.get("file")
             if upload is None:
                 raise DomainError("Send a JSONL file.", fields={"file": ["No file was submitted."]})

@@ -13,16 +13,16 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsResearcherOrAdmin, Role, user_has_role
+from feedback.platform.strict import StrictApiView
 
 from ..exports import annotator_pseudonym
 from ..pseudonyms import usernames_by_id
 from ..quality import agreement_by_round, annotator_quality, disagreements
 from ..selectors import rounds_existing
-from .common import ERROR, query_params_checked
+from .common import ERROR
 
 
 def _estimate_field(name: str) -> serializers.Serializer:
@@ -43,7 +43,6 @@ ROUNDS_PARAMETER = OpenApiParameter(
 
 
 def _rounds(request: Request) -> list[int] | None:
-    query_params_checked(request)
     numbers: list[int] = []
     for value in request.query_params.getlist("round"):
         for part in value.split(","):
@@ -59,7 +58,7 @@ def _rounds(request: Request) -> list[int] | None:
     return numbers or None
 
 
-class AgreementApi(APIView):
+class AgreementApi(StrictApiView):
     """Per round: Krippendorff's alpha (ordinal) on rankings and on each axis, and pairwise
     agreement on pair directions, each with a 95% interval, over tasks judged at least twice."""
 
@@ -84,11 +83,12 @@ class AgreementApi(APIView):
         return Response([asdict(row) for row in agreement_by_round()])
 
 
-class AnnotatorQualityApi(APIView):
+class AnnotatorQualityApi(StrictApiView):
     """Each annotator's gold accuracy, agreement with the others' consensus, trust (0 to 1)
     and whether they are flagged for review."""
 
     permission_classes = [IsResearcherOrAdmin]
+    query_fields = ("round",)
 
     @extend_schema(
         parameters=[ROUNDS_PARAMETER],
@@ -132,10 +132,11 @@ class AnnotatorQualityApi(APIView):
         return Response(rows)
 
 
-class DisagreementApi(APIView):
+class DisagreementApi(StrictApiView):
     """Tasks judged several times where the annotators split, lowest agreement first."""
 
     permission_classes = [IsResearcherOrAdmin]
+    query_fields = ("round",)
 
     @extend_schema(
         parameters=[ROUNDS_PARAMETER],

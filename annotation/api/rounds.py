@@ -6,10 +6,15 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, inline_ser
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedback.platform.errors import DomainError
 from feedback.platform.roles import IsAdmin
+from feedback.platform.strict import (
+    BoundedListField,
+    StrictApiView,
+    StrictSerializer,
+    body_strict,
+)
 from feedback.serving.backends import Sampling
 
 from ..gold import round_set_gold_rate
@@ -22,8 +27,11 @@ from ..rounds import (
 )
 from ..rubrics import rubric_list
 from ..selectors import round_get, round_list
-from .common import ERROR, StrictIntegerField
+from .common import ERROR, MAX_K, StrictIntegerField
 
+# A round is opened from at most this many prompts named one by one, or tags.
+MAX_PROMPT_IDS = 100_000
+MAX_TAGS = 50
 PROGRESS_FIELDS = (
     "tasks", "complete", "judgments", "target", "leased", "gold_tasks", "gold_judgments",
 )  # fmt: skip
@@ -70,23 +78,24 @@ class RoundOutputSerializer(serializers.ModelSerializer):
         return round_progress(round_=round_)
 
 
-class RoundListApi(APIView):
+class RoundListApi(StrictApiView):
     """List rounds (newest first) with their progress, or open a round from imported completions."""
 
     permission_classes = [IsAdmin]
 
-    class RoundOpenInputSerializer(serializers.Serializer):
-        k = StrictIntegerField(min_value=2, max_value=16, help_text="Completions per task.")
+    class RoundOpenInputSerializer(StrictSerializer):
+        k = StrictIntegerField(min_value=2, max_value=MAX_K, help_text="Completions per task.")
         overlap = StrictIntegerField(
             min_value=1, max_value=50, default=3, help_text="Judgments wanted per task."
         )
-        tags = serializers.ListField(
+        tags = BoundedListField(
             child=serializers.CharField(max_length=100),
             required=False,
+            max_length=MAX_TAGS,
             help_text="Only prompts carrying all these tags.",
         )
-        prompt_ids = serializers.ListField(
-            child=StrictIntegerField(min_value=1), required=False, max_length=100_000
+        prompt_ids = BoundedListField(
+            child=StrictIntegerField(min_value=1), required=False, max_length=MAX_PROMPT_IDS
         )
         include_used = serializers.BooleanField(
             default=False, help_text="Also use prompts that are already in a round."
@@ -165,12 +174,12 @@ class RoundListApi(APIView):
         )
 
 
-class RoundDetailApi(APIView):
+class RoundDetailApi(StrictApiView):
     """Read a round; PATCH changes what can change while it runs (its gold rate)."""
 
     permission_classes = [IsAdmin]
 
-    class RoundPatchSerializer(serializers.Serializer):
+    class RoundPatchSerializer(StrictSerializer):
         gold_rate = serializers.FloatField(min_value=0, max_value=1)
 
     def _round(self, round_id: int) -> Round:
@@ -195,11 +204,12 @@ class RoundDetailApi(APIView):
         return Response(RoundOutputSerializer(self._round(round_id)).data)
 
 
-class RoundCloseApi(APIView):
+class RoundCloseApi(StrictApiView):
     """Stop handing out the round's tasks; leases already held can still be submitted."""
 
     permission_classes = [IsAdmin]
 
     @extend_schema(request=None, responses={200: RoundOutputSerializer, 404: ERROR})
     def post(self, request: Request, round_id: int) -> Response:
+        body_strict(request)
         return Response(RoundOutputSerializer(round_close(round_id=round_id)).data)

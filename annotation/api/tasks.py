@@ -9,11 +9,11 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedback.platform.errors import DomainError
 from feedback.platform.rendering import render_untrusted
 from feedback.platform.roles import IsAnnotator
+from feedback.platform.strict import StrictApiView, StrictSerializer, body_strict
 from feedback.platform.throttle import LeaseThrottle
 
 from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
@@ -22,7 +22,7 @@ from ..models import Judgment
 from ..progress import annotator_round_progress
 from ..quality import annotator_quality
 from ..selectors import annotator_counts
-from .common import ERROR, RubricSerializer, query_params_checked
+from .common import ERROR, MAX_K, RubricSerializer
 
 
 def messages_payload(messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -64,7 +64,7 @@ class ShownCompletionSerializer(serializers.Serializer):
     html = serializers.CharField(help_text="The text as sanitized HTML (Markdown).")
 
 
-class TaskNextApi(APIView):
+class TaskNextApi(StrictApiView):
     """Lease the next task (or get back the one you hold). 204 when there is no work left;
     429 with Retry-After past the lease rate (``THROTTLE_RATES["lease"]``)."""
 
@@ -88,6 +88,7 @@ class TaskNextApi(APIView):
 
     @extend_schema(request=None, responses={200: LeasedTaskSerializer, 204: None, 403: ERROR})
     def post(self, request: Request) -> Response:
+        body_strict(request)
         leased = task_next_for_annotator(annotator=request.user)
         if leased is None:
             return Response(status=204)
@@ -114,7 +115,7 @@ class JudgmentOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class AssignmentSubmitApi(APIView):
+class AssignmentSubmitApi(StrictApiView):
     """Submit your judgment for an assignment. Idempotent: the same body again gives the same
     answer; a different body after a submit is a 409 naming the stored judgment."""
 
@@ -124,7 +125,8 @@ class AssignmentSubmitApi(APIView):
         """Documentation of the body; the service validates it strictly (see judgments.py)."""
 
         ranking = serializers.ListField(
-            child=serializers.ListField(child=serializers.IntegerField()),
+            child=serializers.ListField(child=serializers.IntegerField(), max_length=MAX_K),
+            max_length=MAX_K,
             help_text="Groups of completion ids, best first; a group of several is a tie.",
         )
         scores = serializers.DictField(
@@ -136,7 +138,11 @@ class AssignmentSubmitApi(APIView):
             allow_blank=True,
             help_text="Best vs second: a rubric strength label; empty when the best are tied.",
         )
-        flags = serializers.ListField(child=serializers.CharField(), required=False)
+        flags = serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="Flag keys of the task's rubric, each at most once.",
+        )
         rationale = serializers.CharField(required=False, allow_blank=True, max_length=5000)
         time_spent_ms = serializers.IntegerField(min_value=0)
 
@@ -151,12 +157,12 @@ class AssignmentSubmitApi(APIView):
         return Response(JudgmentOutputSerializer(judgment).data)
 
 
-class AssignmentSkipApi(APIView):
+class AssignmentSkipApi(StrictApiView):
     """Give a task back with a reason; you will not be offered it again."""
 
     permission_classes = [IsAnnotator]
 
-    class SkipInputSerializer(serializers.Serializer):
+    class SkipInputSerializer(StrictSerializer):
         reason = serializers.CharField(max_length=500)
 
     @extend_schema(
@@ -182,11 +188,12 @@ class AssignmentSkipApi(APIView):
         return Response({"assignment": str(assignment.pk), "status": assignment.status})
 
 
-class MeStatsApi(APIView):
+class MeStatsApi(StrictApiView):
     """Your own counts: judgments today and in total, skips, time per task; with ``?round=N``,
     also how far you are through round N."""
 
     permission_classes = [IsAnnotator]
+    query_fields = ("round",)
 
     @extend_schema(
         parameters=[
@@ -229,7 +236,6 @@ class MeStatsApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        query_params_checked(request)
         round_number = _round_param(request)
         counts = annotator_counts(annotator=request.user)
         quality = annotator_quality(annotator_id=request.user.pk).get(request.user.pk)
@@ -252,11 +258,6 @@ class MeStatsApi(APIView):
 
 
 def _round_param(request: Request) -> int | None:
-    unknown = sorted(set(request.query_params) - {"round"})
-    if unknown:
-        raise DomainError(
-            f"{unknown[0]}: Unknown query parameter.", fields={unknown[0]: ["Unknown parameter."]}
-        )
     value = request.query_params.get("round")
     if value is None:
         return None

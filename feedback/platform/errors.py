@@ -3,6 +3,11 @@
 Every API error body is ``{"code": str, "detail": str, "fields": {dotted.path: [reasons]}}``;
 ``fields`` names each bad field (``scores.12.helpful``, ``ranking``, ``line 3: messages``) so a
 client can put the reason next to the control it belongs to.
+
+Every error body is bounded, whatever the request: at most ``MAX_FIELDS`` fields (the detail ends
+"… and N more." when some were left out), each name and reason cut at ``MAX_TEXT`` characters,
+lists beside them (an import's bad lines) cut at ``MAX_FIELDS`` entries. A hostile body of a
+million bad entries once came back as a 113 MB error naming each.
 """
 
 from __future__ import annotations
@@ -60,16 +65,50 @@ def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+MAX_FIELDS = 20
+MAX_TEXT = 500
+MAX_DETAIL = 2000
+
+
+def _cut(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fields_bounded(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], int]:
+    """The first MAX_FIELDS fields, each name and reason cut at MAX_TEXT characters (and at
+    most MAX_FIELDS reasons a field); and how many fields were left out."""
+    shown = {
+        _cut(str(path)): [_cut(str(reason)) for reason in reasons[:MAX_FIELDS]]
+        for path, reasons in list(fields.items())[:MAX_FIELDS]
+    }
+    return shown, max(0, len(fields) - MAX_FIELDS)
+
+
+def errors_detail(fields: dict[str, list[str]]) -> str:
+    """One line naming each bad field and its reasons, the first MAX_FIELDS of them."""
+    shown, left_out = fields_bounded(fields)
+    detail = "; ".join(f"{path or 'body'}: {' '.join(reasons)}" for path, reasons in shown.items())
+    if not left_out:
+        return _cut(detail, MAX_DETAIL)
+    more = f"; … and {left_out} more."
+    return _cut(detail, MAX_DETAIL - len(more)) + more
+
+
 def error_body(
     code: str, detail: str, fields: dict[str, list[str]] | None = None
 ) -> dict[str, Any]:
-    return {"code": code, "detail": detail, "fields": fields or {}}
+    """The error body, bounded (see the module's doc)."""
+    shown, _ = fields_bounded(fields or {})
+    return {"code": code, "detail": _cut(detail, MAX_DETAIL), "fields": shown}
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
         body = error_body(exc.code, exc.detail, exc.fields)
-        body.update(exc.extra)
+        body.update(
+            (key, value[:MAX_FIELDS] if isinstance(value, list) else value)
+            for key, value in exc.extra.items()
+        )
         return Response(body, status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -80,8 +119,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return None
     if isinstance(exc, exceptions.ValidationError):
         fields = flatten_errors(exc.detail)
-        detail = "; ".join(f"{k or 'body'}: {' '.join(v)}" for k, v in fields.items())
-        response.data = error_body("invalid", detail or "Invalid input.", fields)
+        response.data = error_body("invalid", errors_detail(fields) or "Invalid input.", fields)
         response.status_code = status.HTTP_400_BAD_REQUEST
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()

@@ -156,12 +156,13 @@ def test_periodic_sweep_reclaims_lapsed_leases(api, annotator):
 def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
     open_round(n=5)
     client = api(annotator)
-    # token, roles, the rate-limit counter, held lease (none: one index probe), candidate lock,
-    # insert assignment, update task, completions; plus the savepoint pair of the transaction.
-    with django_assert_num_queries(10):
+    # token, roles, the rate-limit counter, the annotator's row lock (one lease at a time),
+    # held lease (none: one index probe), candidate lock, insert assignment, update task,
+    # completions; plus the savepoint pair of the transaction.
+    with django_assert_num_queries(11):
         task = lease(client)
-    # Holding one: the probe finds it, then it is read with its task, prompt and rubric.
-    with django_assert_num_queries(8):
+    # Holding one: the lock, the probe finds it, then it is read with its task, prompt, rubric.
+    with django_assert_num_queries(9):
         assert lease(client)["assignment"] == task["assignment"]
 
 

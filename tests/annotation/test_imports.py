@@ -49,6 +49,7 @@ def test_admin_imports_prompts_and_completions(api, admin):
         "completions_created": 2,
         "lines_skipped": 0,
         "errors": [],
+        "errors_not_shown": 0,
     }
     chat = Prompt.objects.get(tags=["chat"])
     assert chat.messages[0] == {"role": "system", "content": "Be brief."}
@@ -120,6 +121,18 @@ BAD_LINES = [
     ),
     ({"prompt": "a", "safety": "yes"}, "safety", "Must be true or false."),
     ({"prompt": "a", "tags": "x"}, "tags", "Must be a list of strings."),
+    # A line's lists are refused by their length, with one message, before an entry is read.
+    (
+        {"messages": [{"role": "user", "content": "x"}] * 201},
+        "messages",
+        "At most 200 entries; got 201.",
+    ),
+    (
+        {"prompt": "a", "completions": [{"text": "t"}] * 65},
+        "completions",
+        "At most 64 entries; got 65.",
+    ),
+    ({"prompt": "a", "tags": [1] * 1000}, "tags", "At most 50 entries; got 1000."),
 ]
 
 
@@ -140,6 +153,27 @@ def test_skip_invalid_imports_the_good_lines_and_reports_the_bad(api, admin):
     body = response.json()
     assert body["prompts_created"] == 2 and body["lines_skipped"] == 1
     assert body["errors"][0]["line"] == 2
+
+
+def test_a_report_names_twenty_bad_lines_and_counts_the_rest(api, admin):
+    """A file of 1,000 bad lines is answered with twenty of them and the count of the others,
+    whether it is refused or imported with skip_invalid."""
+    rows = [GOOD[0], *({"prompt": ""} for _ in range(1000))]
+    refused = upload(api(admin), rows)
+    assert refused.status_code == 400
+    body = refused.json()
+    assert [e["line"] for e in body["errors"]] == list(range(2, 22))
+    assert body["errors_not_shown"] == 980 and len(body["fields"]) == 20
+    assert body["detail"].startswith("1000 bad line(s); nothing was imported. First: line 2:")
+    assert Prompt.objects.count() == 0
+
+    imported = upload(api(admin), rows, skip_invalid="true")
+    assert imported.status_code == 201
+    body = imported.json()
+    assert (body["prompts_created"], body["lines"], body["lines_skipped"]) == (1, 1001, 1000)
+    assert [e["line"] for e in body["errors"]] == list(range(2, 22))
+    assert body["errors_not_shown"] == 980
+    assert Prompt.objects.count() == 1
 
 
 def test_raw_ndjson_body_works_too(api, admin):

@@ -55,7 +55,11 @@ class Command(BaseCommand):
                 for error in exc.extra.get("errors", []):
                     where = f" ({error['field']})" if error["field"] else ""
                     self.stderr.write(f"line {error['line']}{where}: {error['message']}")
+                if more := exc.extra.get("errors_not_shown"):
+                    self.stderr.write(f"… and {more} more bad line(s)")
                 raise CommandError(exc.detail) from None
         for error in report.errors:
             self.stderr.write(f"skipped line {error['line']}: {error['message']}")
+        if report.errors_not_shown:
+            self.stderr.write(f"… and {report.errors_not_shown} more skipped line(s)")
         self.stdout.write(json.dumps({k: v for k, v in report.as_dict().items() if k != "errors"}))
