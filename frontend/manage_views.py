@@ -65,6 +65,7 @@ def manage_import(request: HttpRequest) -> HttpResponse:
             "ok": False,
             "detail": exc.detail,
             "errors": exc.extra.get("errors", [])[:200],
+            "errors_not_shown": exc.extra.get("errors_not_shown", 0),
         }
     else:
         request.session["import_report"] = {"ok": True, **report.as_dict()}

@@ -8,13 +8,19 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from annotation.exports import CONSENSUS_RULES
 from annotation.models import Round
 from annotation.selectors import round_get
 from feedback.platform.errors import DomainError, error_schema
 from feedback.platform.roles import IsAdmin
+from feedback.platform.strict import (
+    BoundedDictField,
+    BoundedListField,
+    StrictApiView,
+    StrictSerializer,
+    body_strict,
+)
 
 from .automation import automation_create, automation_stop
 from .gate import gate_request
@@ -23,6 +29,11 @@ from .runs import training_run_cancel, training_run_create
 from .selectors import automation_of_round, gate_get, training_run_get, training_run_list
 
 ERROR = error_schema()
+# More rounds than a run is ever trained on, more recipe fields than any trainer has, more tags
+# than a prompt carries: refused by their count before any entry is read.
+MAX_ROUNDS = 1000
+MAX_RECIPE_FIELDS = 100
+MAX_TAGS = 50
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -37,8 +48,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         fields = [
             "id", "kind", "status", "base_policy", "snapshot", "recipe", "progress_step",
             "progress_total", "metrics_history", "metrics", "artifact_path", "produced_policy",
-            "provenance", "heartbeat_at", "cancel_requested", "error", "created_at", "started_at",
-            "finished_at",
+            "provenance", "heartbeat_at", "cancel_requested", "error", "warnings", "created_at",
+            "started_at", "finished_at",
         ]  # fmt: skip
 
     def get_snapshot(self, run: TrainingRun) -> dict[str, Any]:
@@ -56,18 +67,21 @@ def _get(run_id: int) -> TrainingRun:
     return run
 
 
-class TrainingRunListApi(APIView):
+class TrainingRunListApi(StrictApiView):
     """Start a training run (a job on the ``training`` queue), or list runs newest first."""
 
     permission_classes = [IsAdmin]
 
-    class TrainingRunInputSerializer(serializers.Serializer):
+    class TrainingRunInputSerializer(StrictSerializer):
         kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
-        rounds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
-        base_policy = serializers.IntegerField(required=False, help_text="Default: the active one.")
-        recipe = serializers.DictField(
-            required=False, help_text="Overrides of the trainer's recipe; unknown fields are 400s."
+        rounds = BoundedListField(
+            child=serializers.IntegerField(min_value=1), required=False, max_length=MAX_ROUNDS
         )
+        base_policy = serializers.IntegerField(required=False, help_text="Default: the active one.")
+        recipe = BoundedDictField(
+            required=False, max_length=MAX_RECIPE_FIELDS,
+            help_text="Overrides of the trainer's recipe; unknown fields are 400s.",
+        )  # fmt: skip
         top_ranked = serializers.BooleanField(
             default=False,
             help_text="SFT: also train on each judgment's single best completion.",
@@ -107,7 +121,7 @@ class TrainingRunListApi(APIView):
         return Response(TrainingRunSerializer(_get(run.pk)).data, status=202)
 
 
-class TrainingRunDetailApi(APIView):
+class TrainingRunDetailApi(StrictApiView):
     permission_classes = [IsAdmin]
 
     @extend_schema(responses={200: TrainingRunSerializer, 404: ERROR})
@@ -115,13 +129,14 @@ class TrainingRunDetailApi(APIView):
         return Response(TrainingRunSerializer(_get(run_id)).data)
 
 
-class TrainingRunCancelApi(APIView):
+class TrainingRunCancelApi(StrictApiView):
     """Cancel a queued run at once, or ask a running one to stop after its current step."""
 
     permission_classes = [IsAdmin]
 
     @extend_schema(request=None, responses={200: TrainingRunSerializer, 404: ERROR, 409: ERROR})
     def post(self, request: Request, run_id: int) -> Response:
+        body_strict(request)
         training_run_cancel(run_id=run_id)
         return Response(TrainingRunSerializer(_get(run_id)).data)
 
@@ -138,12 +153,12 @@ class GateSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
-class PolicyGateApi(APIView):
+class PolicyGateApi(StrictApiView):
     """Compare a candidate with the active policy (a job): deployed if it wins, else rejected."""
 
     permission_classes = [IsAdmin]
 
-    class GateInputSerializer(serializers.Serializer):
+    class GateInputSerializer(StrictSerializer):
         reward_run = serializers.IntegerField(required=False, help_text="Default: the newest.")
         prompts = serializers.IntegerField(min_value=1, max_value=2000, default=32)
         threshold = serializers.FloatField(
@@ -171,7 +186,7 @@ class PolicyGateApi(APIView):
         return Response(GateSerializer(gate).data, status=202)
 
 
-class GateDetailApi(APIView):
+class GateDetailApi(StrictApiView):
     permission_classes = [IsAdmin]
 
     @extend_schema(responses={200: GateSerializer, 404: ERROR})
@@ -215,7 +230,7 @@ def _automation(round_id: int) -> Automation:
     return automation
 
 
-class AutomationApi(APIView):
+class AutomationApi(StrictApiView):
     """Set a round to advance by itself, or read where its automation stands.
 
     Once the round has ``required_judgments`` (default: every task judged ``overlap`` times):
@@ -226,16 +241,17 @@ class AutomationApi(APIView):
 
     permission_classes = [IsAdmin]
 
-    class AutomationInputSerializer(serializers.Serializer):
+    class AutomationInputSerializer(StrictSerializer):
         required_judgments = serializers.IntegerField(min_value=1, required=False)
-        reward_recipe = serializers.DictField(required=False)
+        reward_recipe = BoundedDictField(required=False, max_length=MAX_RECIPE_FIELDS)
         policy_kind = serializers.ChoiceField(
             choices=["dpo", "online_rl"], default="dpo",
             help_text="dpo: on the round's pairs; online_rl: against the new reward model.",
         )  # fmt: skip
-        policy_recipe = serializers.DictField(
-            required=False, help_text="Overrides of the policy step's recipe."
-        )
+        policy_recipe = BoundedDictField(
+            required=False, max_length=MAX_RECIPE_FIELDS,
+            help_text="Overrides of the policy step's recipe.",
+        )  # fmt: skip
         gate_threshold = serializers.FloatField(
             min_value=0,
             max_value=1,
@@ -249,7 +265,9 @@ class AutomationApi(APIView):
         )  # fmt: skip
         gate_prompts = serializers.IntegerField(min_value=1, max_value=2000, default=32)
         next_prompts = serializers.IntegerField(min_value=0, default=0)
-        prompt_tags = serializers.ListField(child=serializers.CharField(), required=False)
+        prompt_tags = BoundedListField(
+            child=serializers.CharField(max_length=100), required=False, max_length=MAX_TAGS
+        )
         rounds_left = serializers.IntegerField(min_value=0, max_value=100, default=0)
 
     @extend_schema(responses={200: AutomationSerializer, 404: ERROR})
@@ -267,12 +285,13 @@ class AutomationApi(APIView):
         return Response(AutomationSerializer(_automation(round_id)).data, status=201)
 
 
-class AutomationStopApi(APIView):
+class AutomationStopApi(StrictApiView):
     """Stop an automatic round where it stands; a training run in progress is cancelled."""
 
     permission_classes = [IsAdmin]
 
     @extend_schema(request=None, responses={200: AutomationSerializer, 404: ERROR})
     def post(self, request: Request, round_id: int) -> Response:
+        body_strict(request)
         automation_stop(automation_id=_automation(round_id).pk)
         return Response(AutomationSerializer(_automation(round_id)).data)

@@ -21,14 +21,20 @@ from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from annotation.api.common import query_params_checked
+from annotation.api.export_jobs import MAX_FILTER_VALUES, ExportJobListApi
 from annotation.exports import CONSENSUS_RULES
 from annotation.rubrics import rubric_current
 from feedback.platform.errors import DomainError, error_schema
 from feedback.platform.parsers import MultiPartParser
 from feedback.platform.roles import IsAdmin, IsResearcherOrAdmin, Role, user_has_role
+from feedback.platform.strict import (
+    BoundedDictField,
+    BoundedListField,
+    StrictApiView,
+    StrictSerializer,
+    body_strict,
+)
 
 from .models import DatasetSnapshot
 from .selectors import snapshot_get, snapshot_list
@@ -42,6 +48,9 @@ from .snapshots import (
 )
 
 ERROR = error_schema()
+# A snapshot is cut from at most this many rounds, with at most this many filters (an export's).
+MAX_ROUNDS = 1000
+MAX_FILTERS = 100
 # What POST snapshots/ cuts from judgments; a text corpus is uploaded at snapshots/text/.
 SNAPSHOT_REQUEST_KINDS = [
     (kind.value, kind.label)
@@ -89,21 +98,21 @@ class _ReadOrAdmin(BasePermission):
         return IsAdmin().has_permission(request, view)
 
 
-class SnapshotListApi(APIView):
+class SnapshotListApi(StrictApiView):
     """Freeze judgments (or demonstrations) as an immutable snapshot, or list snapshots."""
 
     permission_classes = [_ReadOrAdmin]
     researchers_post = True
 
-    class SnapshotInputSerializer(serializers.Serializer):
+    class SnapshotInputSerializer(StrictSerializer):
         kind = serializers.ChoiceField(
             choices=SNAPSHOT_REQUEST_KINDS,
             help_text="preference pairs, SFT prompt-completion rows, or KTO unpaired rows (the "
             "training kinds, admins); or export: any research export format frozen with its "
             "filters (researchers too). A text corpus is uploaded at snapshots/text/.",
         )  # fmt: skip
-        rounds = serializers.ListField(
-            child=serializers.IntegerField(min_value=1), required=False,
+        rounds = BoundedListField(
+            child=serializers.IntegerField(min_value=1), required=False, max_length=MAX_ROUNDS,
             help_text="Round numbers; default: every round.",
         )  # fmt: skip
         axis = serializers.CharField(
@@ -123,12 +132,17 @@ class SnapshotListApi(APIView):
         file_format = serializers.ChoiceField(
             choices=["jsonl", "parquet"], default="jsonl", help_text="export: the file format."
         )
-        filters = serializers.DictField(
-            default=dict, help_text="export: the export filters (rounds, min_trust, …)."
-        )
+        filters = BoundedDictField(
+            default=dict, max_length=MAX_FILTERS,
+            help_text="export: the export filters (rounds, min_trust, …); a list holds at most "
+            f"{MAX_FILTER_VALUES} values.",
+        )  # fmt: skip
         pseudonymous = serializers.BooleanField(
             default=True, help_text="export: false (admins only) keeps annotators' names."
         )
+
+        # The export job's check: a filter's list is refused by its length first.
+        validate_filters = ExportJobListApi.ExportJobInputSerializer.validate_filters
 
     @extend_schema(responses=SnapshotSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -178,12 +192,13 @@ class SnapshotListApi(APIView):
         return Response(SnapshotSerializer(snapshot).data, status=201)
 
 
-class TextSnapshotApi(APIView):
+class TextSnapshotApi(StrictApiView):
     """Upload a plain-text corpus (UTF-8; documents separated by blank lines) as a snapshot for
     continued pre-training: a multipart ``file`` or a raw ``text/plain`` body."""
 
     permission_classes = [IsAdmin]
     parser_classes = [MultiPartParser, PlainTextParser]
+    query_fields = ("name", "eval_fraction")
 
     @extend_schema(
         parameters=[
@@ -199,7 +214,6 @@ class TextSnapshotApi(APIView):
         responses={201: SnapshotSerializer, 400: ERROR, 413: ERROR},
     )
     def post(self, request: Request) -> Response:
-        query_params_checked(request)
         try:
             eval_fraction = float(request.query_params.get("eval_fraction", "0.1"))
         except ValueError:
@@ -207,10 +221,11 @@ class TextSnapshotApi(APIView):
         if not 0 <= eval_fraction <= 0.9:
             why = "A number from 0 to 0.9."
             raise DomainError(f"eval_fraction: {why}", fields={"eval_fraction": [why]})
-        if "_raw" in request.data:
+        if isinstance(request.data.get("_raw"), bytes):  # PlainTextParser's (not a form field)
             lines: Any = request.data["_raw"].splitlines()
             name = request.query_params.get("name", "upload")
         else:
+            body_strict(request, ("file",))
             upload = request.FILES.get("file")
             if upload is None:
                 why = "No file was submitted."
@@ -225,7 +240,7 @@ class TextSnapshotApi(APIView):
         return Response(SnapshotSerializer(snapshot).data, status=201)
 
 
-class SnapshotDetailApi(APIView):
+class SnapshotDetailApi(StrictApiView):
     permission_classes = [IsResearcherOrAdmin]
 
     @extend_schema(responses={200: SnapshotSerializer, 404: ERROR})
@@ -236,7 +251,7 @@ class SnapshotDetailApi(APIView):
         return Response(SnapshotSerializer(snapshot).data)
 
 
-class SnapshotDatasheetApi(APIView):
+class SnapshotDatasheetApi(StrictApiView):
     """The snapshot's datasheet (its README.md: what the data is, rubric, counts, agreement,
     annotators, known limits, the exact filters and a load_dataset snippet), as Markdown."""
 

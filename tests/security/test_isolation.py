@@ -24,7 +24,6 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.converters import UUIDConverter
-from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
@@ -73,7 +72,7 @@ def page(**methods: frozenset[str]) -> Route:
 ROUTES: dict[str, Route] = {
     "api:auth-token": api(POST=PUBLIC),
     "api:audit-list": api(GET=ADMINS),
-    "api:policy-list": api(GET=READERS),
+    "api:policy-list": api(GET=READERS, POST=ADMINS),
     "api:policy-deploy": api(POST=ADMINS),
     "api:policy-rollback": api(POST=ADMINS),
     "api:deployment-detail": api(GET=READERS),
@@ -213,7 +212,14 @@ def demonstrate(client: APIClient, text: str) -> None:
 
 
 @pytest.fixture
-def world(admin: Any, researcher: Any, annotator: Any, annotator2: Any, outsider: Any) -> World:
+def world(
+    admin: Any,
+    researcher: Any,
+    annotator: Any,
+    annotator2: Any,
+    outsider: Any,
+    tiny_model_path: str,
+) -> World:
     """Two annotators with judgments, skips, leases and demonstrations in an automated round; a
     serving and a candidate policy with a deployment; a reward run on its snapshot, a gate;
     a researcher's export job."""
@@ -231,7 +237,10 @@ def world(admin: Any, researcher: Any, annotator: Any, annotator2: Any, outsider
     demonstrate(first, "the first annotator's own ideal answer")
     demonstrate(second, "the second annotator's own ideal answer")
 
-    base = PolicyVersionFactory(name="base-v0", status=PolicyVersion.Status.ACTIVE)
+    # A run's base must be weights on this machine: the tiny model's.
+    base = PolicyVersionFactory(
+        name="base-v0", base_model=tiny_model_path, status=PolicyVersion.Status.ACTIVE
+    )
     candidate = PolicyVersionFactory(
         name="candidate-v1", status=PolicyVersion.Status.CANDIDATE, parent=base
     )
@@ -532,154 +541,142 @@ def test_a_judgment_body_cannot_name_its_owner_or_ids(world, annotator):
     assert not Judgment.objects.filter(assignment_id=task["assignment"]).exists()
 
 
+def refused_naming(response: HttpResponse, owned: dict[str, Any]) -> None:
+    """A 400 whose ``fields`` name each server-owned key sent, and only those, as unknown."""
+    assert response.status_code == 400, response.content
+    fields = response.json()["fields"]
+    assert set(fields) == set(owned), fields
+    assert all(reasons[0].startswith("Unknown field; allowed:") for reasons in fields.values())
+
+
 def test_a_skip_cannot_set_status_or_owner(world, annotator):
     held = world.held
+    owned = {"status": "submitted", "annotator": world.annotator2.pk,
+             "task": world.mine["leased"][0].task_id}  # fmt: skip
     response = client_for(annotator).post(
-        skip_url(held.pk),
-        {"reason": "unclear", "status": "submitted", "annotator": world.annotator2.pk,
-         "task": world.mine["leased"][0].task_id},
-        format="json",
-    )  # fmt: skip
-    assert response.status_code == 200, response.content
+        skip_url(held.pk), {"reason": "unclear", **owned}, format="json"
+    )
+    refused_naming(response, owned)
     held.refresh_from_db()
-    assert (held.status, held.annotator_id) == (Assignment.Status.SKIPPED, annotator.pk)
+    assert (held.status, held.annotator_id) == (Assignment.Status.LEASED, annotator.pk)
     assert held.task_id == world.url_kwargs()["task_id"]
 
 
 def test_a_demonstration_cannot_name_its_author(world, annotator):
     prompt = Prompt.objects.order_by("id").first()
+    before = Demonstration.objects.count()
+    owned = {"author": world.annotator2.pk, "id": 999_999, "created_at": "2000-01-01T00:00:00Z"}
     response = client_for(annotator).post(
         reverse("api:demonstration-create"),
-        {"prompt": prompt.pk, "text": "ideal", "author": world.annotator2.pk, "id": 999_999,
-         "created_at": "2000-01-01T00:00:00Z"},
+        {"prompt": prompt.pk, "text": "ideal", **owned},
         format="json",
-    )  # fmt: skip
-    assert response.status_code == 201, response.content
-    saved = Demonstration.objects.get(pk=response.json()["id"])
-    assert saved.author_id == annotator.pk and saved.pk != 999_999
-    assert saved.created_at.year == timezone.now().year
+    )
+    refused_naming(response, owned)
+    assert Demonstration.objects.count() == before
+    assert not Demonstration.objects.filter(pk=999_999).exists()
 
 
 def test_a_round_cannot_be_opened_with_server_fields(world, admin, researcher):
+    rounds = list(Round.objects.values_list("pk", "number", "status", "gold_rate", "k"))
+    owned = {"id": 9999, "number": 77, "status": "closed", "created_by": researcher.pk,
+             "closed_at": "2000-01-01T00:00:00Z", "gold_count": 5, "progress_done": 9,
+             "generation_error": "x"}  # fmt: skip
     response = client_for(admin).post(
-        reverse("api:round-list"),
-        {"k": 3, "overlap": 1, "include_used": True, "id": 9999, "number": 77,
-         "status": "closed", "created_by": researcher.pk, "closed_at": "2000-01-01T00:00:00Z",
-         "gold_count": 5, "progress_done": 9, "generation_error": "x"},
-        format="json",
-    )  # fmt: skip
-    assert response.status_code == 201, response.content
-    opened = Round.objects.get(pk=response.json()["round"]["id"])
-    assert opened.pk != 9999 and opened.number == world.round.number + 1
-    assert (opened.status, opened.created_by_id, opened.closed_at) == ("open", admin.pk, None)
-    assert (opened.gold_count, opened.generation_error) == (0, "")
-
-    response = client_for(admin).patch(
-        reverse("api:round-detail", args=[opened.pk]),
-        {"gold_rate": 0.2, "status": "closed", "k": 9, "overlap": 9, "number": 1},
-        format="json",
+        reverse("api:round-list"), {"k": 3, "overlap": 1, "include_used": True, **owned}, "json"
     )
-    assert response.status_code == 200, response.content
-    opened.refresh_from_db()
-    assert (opened.gold_rate, opened.status, opened.k, opened.overlap) == (0.2, "open", 3, 1)
+    refused_naming(response, owned)
+
+    owned = {"status": "closed", "k": 9, "overlap": 9, "number": 1}
+    response = client_for(admin).patch(
+        reverse("api:round-detail", args=[world.round.pk]), {"gold_rate": 0.2, **owned}, "json"
+    )
+    refused_naming(response, owned)
+    # No round opened, and the gold rate sent beside them was not set either.
+    assert list(Round.objects.values_list("pk", "number", "status", "gold_rate", "k")) == rounds
 
 
 def test_an_export_job_cannot_be_posted_done_or_as_someone_else(world, admin, researcher):
-    given_id = uuid.uuid4()
-    response = client_for(researcher).post(
-        reverse("api:export-job-list"),
-        {"id": str(given_id), "status": "succeeded", "created_by": admin.pk, "rows": 5,
-         "sha256": "0" * 64, "path": "../../../etc/passwd", "progress_done": 10,
-         "size_bytes": 1},
-        format="json",
-    )  # fmt: skip
-    assert response.status_code == 202, response.content
-    job = ExportJob.objects.get(pk=response.json()["id"])
-    assert job.pk != given_id and job.created_by_id == researcher.pk
-    assert (job.status, job.path, job.sha256, job.progress_done) == ("queued", "", "", 0)
+    owned = {"id": str(uuid.uuid4()), "status": "succeeded", "created_by": admin.pk, "rows": 5,
+             "sha256": "0" * 64, "path": "../../../etc/passwd", "progress_done": 10,
+             "size_bytes": 1}  # fmt: skip
+    response = client_for(researcher).post(reverse("api:export-job-list"), owned, format="json")
+    refused_naming(response, owned)
+    assert list(ExportJob.objects.values_list("pk", flat=True)) == [world.export_job.pk]
 
 
 def test_a_snapshot_cannot_be_posted_with_its_path_or_hash(world, admin, researcher):
+    owned = {"path": "/etc", "sha256": "0" * 64, "id": 1, "created_by": admin.pk,
+             "manifest": {"rows": {"train": 10**9}}}  # fmt: skip
     response = client_for(researcher).post(
-        reverse("api:snapshot-list"),
-        {"kind": "export", "path": "/etc", "sha256": "0" * 64, "id": 1, "created_by": admin.pk,
-         "manifest": {"rows": {"train": 10**9}}},
-        format="json",
-    )  # fmt: skip
-    assert response.status_code == 201, response.content
-    snapshot = DatasetSnapshot.objects.get(pk=response.json()["id"])
-    assert snapshot.path.startswith("snapshots/") and snapshot.sha256 != "0" * 64
-    assert snapshot.created_by_id == researcher.pk
-    assert snapshot.manifest.get("rows", {}).get("train") != 10**9
+        reverse("api:snapshot-list"), {"kind": "export", **owned}, format="json"
+    )
+    refused_naming(response, owned)
+    assert list(DatasetSnapshot.objects.values_list("pk", flat=True)) == [world.snapshot.pk]
 
 
 def test_a_training_run_cannot_be_posted_finished(world, admin):
     training_run_cancel(run_id=world.run.pk)  # one active run per base policy
+    owned = {"status": "succeeded", "id": 4242, "produced_policy": world.candidate.pk,
+             "artifact_path": "/etc", "metrics": {"x": 1}, "provenance": {"git": "forged"},
+             "created_by": world.users["researcher"].pk, "progress_step": 5,
+             "cancel_requested": True}  # fmt: skip
     response = client_for(admin).post(
         reverse("api:training-run-list"),
-        {"kind": "reward", "snapshot": world.snapshot.pk, "status": "succeeded",
-         "produced_policy": world.candidate.pk, "artifact_path": "/etc", "metrics": {"x": 1},
-         "provenance": {"git": "forged"}, "created_by": world.users["researcher"].pk,
-         "progress_step": 5, "cancel_requested": True},
+        {"kind": "reward", "snapshot": world.snapshot.pk, **owned},
         format="json",
-    )  # fmt: skip
-    assert response.status_code == 202, response.content
-    run = TrainingRun.objects.get(pk=response.json()["id"])
-    assert (run.status, run.produced_policy_id, run.artifact_path) == ("queued", None, "")
-    assert (run.metrics, run.progress_step, run.cancel_requested) == ({}, 0, False)
-    assert run.created_by_id == admin.pk and run.provenance.get("git") != "forged"
+    )
+    refused_naming(response, owned)
+    # No run, and no snapshot cut for one.
+    assert list(TrainingRun.objects.values_list("pk", flat=True)) == [world.run.pk]
+    assert DatasetSnapshot.objects.count() == 1
 
 
 def test_a_deploy_or_gate_request_cannot_set_a_policys_status(world, admin):
+    deployments = Deployment.objects.count()
+    owned = {"status": "active", "policy_version": world.base.pk, "backend": "evil"}
     response = client_for(admin).post(
-        reverse("api:policy-deploy", args=[world.candidate.pk]),
-        {"status": "active", "policy_version": world.base.pk, "backend": "evil"},
-        format="json",
+        reverse("api:policy-deploy", args=[world.candidate.pk]), owned, format="json"
     )
-    assert response.status_code == 202, response.content
-    deployment = Deployment.objects.get(pk=response.json()["id"])
-    assert deployment.policy_version_id == world.candidate.pk
-    assert (deployment.status, deployment.backend) == ("pending", settings.GENERATION_BACKEND)
+    refused_naming(response, owned)
+    assert Deployment.objects.count() == deployments
 
     TrainingRun.objects.filter(pk=world.run.pk).update(status="succeeded")
+    owned = {"status": "passed", "win_rate": 1.0, "candidate": world.base.pk,
+             "baseline": world.candidate.pk}  # fmt: skip
     response = client_for(admin).post(
-        reverse("api:policy-gate", args=[world.candidate.pk]),
-        {"status": "passed", "win_rate": 1.0, "candidate": world.base.pk,
-         "baseline": world.candidate.pk},
-        format="json",
-    )  # fmt: skip
-    assert response.status_code == 202, response.content
-    gate = GateEvaluation.objects.get(pk=response.json()["id"])
-    assert (gate.candidate_id, gate.baseline_id) == (world.candidate.pk, world.base.pk)
-    assert (gate.status, gate.win_rate) == ("pending", None)
+        reverse("api:policy-gate", args=[world.candidate.pk]), owned, format="json"
+    )
+    refused_naming(response, owned)
+    assert list(GateEvaluation.objects.values_list("pk", flat=True)) == [world.gate.pk]
     statuses = dict(PolicyVersion.objects.values_list("pk", "status"))
     assert (statuses[world.candidate.pk], statuses[world.base.pk]) == ("candidate", "active")
 
 
 def test_an_automation_cannot_be_posted_finished(world, admin):
     other = open_round(n=2, k=3, overlap=1)
+    owned = {"stage": "done", "history": [], "stop_requested": True, "round": world.round.pk,
+             "snapshot": world.snapshot.pk, "policy_run": world.run.pk, "error": "x",
+             "webhook": "http://example.invalid/hook"}  # fmt: skip
     response = client_for(admin).post(
-        reverse("api:round-automation", args=[other.pk]),
-        {"stage": "done", "history": [], "stop_requested": True, "round": world.round.pk,
-         "snapshot": world.snapshot.pk, "policy_run": world.run.pk, "error": "x"},
-        format="json",
-    )  # fmt: skip
-    assert response.status_code == 201, response.content
-    automation = Automation.objects.get(round=other)
-    assert (automation.stage, automation.stop_requested, automation.error) == (
-        Automation.Stage.WAITING, False, "")  # fmt: skip
-    assert (automation.snapshot_id, automation.policy_run_id) == (None, None)
+        reverse("api:round-automation", args=[other.pk]), owned, format="json"
+    )
+    refused_naming(response, owned)
+    assert not Automation.objects.filter(round=other).exists()
+    assert Automation.objects.get().stage == world.automation.stage
 
 
 def test_gold_cannot_set_a_tasks_counts(world, admin):
     task = world.held.task
     ids = list(task.slots.order_by("position").values_list("completion_id", flat=True))
+    owned = {"judgments": 99, "submitted_count": 99, "round": 9}
     response = client_for(admin).put(
         reverse("api:task-gold", args=[task.pk]),
-        {"ranking": [[i] for i in ids], "judgments": 99, "submitted_count": 99, "round": 9},
+        {"ranking": [[i] for i in ids], **owned},
         format="json",
     )
-    assert response.status_code == 200, response.content
+    refused_naming(response, owned)
     before = task.submitted_count
     task.refresh_from_db()
     assert (task.submitted_count, task.round_id) == (before, world.round.pk)
+    # The ranking sent beside them was not made gold either.
+    assert not task.is_gold

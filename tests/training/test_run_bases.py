@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,41 @@ def test_of_two_runs_asked_at_once_on_one_base_the_loser_cuts_no_snapshot(
     snapshot = TrainingRun.objects.get().snapshot
     assert snapshot == DatasetSnapshot.objects.latest("id")
     assert set(folders.iterdir()) - on_disk == {folders / Path(snapshot.path).name}
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        (
+            "Qwen1.5-14B-Chat-GPTQ-Int4",
+            [
+                "full fine-tuning: Qwen1.5-14B-Chat-GPTQ-Int4 is quantized",
+                "continued pre-training: Qwen1.5-14B-Chat-GPTQ-Int4 is a chat model",
+            ],
+        ),
+        (
+            "Qwen1.5-14B-Chat-GQPT-Int4",
+            [
+                "full fine-tuning: Qwen1.5-14B-Chat-GQPT-Int4 is quantized (gptq-int4)",
+                "continued pre-training: Qwen1.5-14B-Chat-GQPT-Int4 is a chat model",
+            ],
+        ),
+        ("Mistral-7B-v0.3-AWQ", ["full fine-tuning: Mistral-7B-v0.3-AWQ is quantized (awq)"]),
+        (
+            "Meta-Llama-3-8B-Instruct",
+            ["continued pre-training: Meta-Llama-3-8B-Instruct is a chat model"],
+        ),
+        ("Meta-Llama-3-8B", []),
+    ],
+)
+def test_the_warnings_reach_the_policies_page_and_the_api(api, admin, client, name, said):
+    PolicyVersion.objects.create(name=name, status=PolicyVersion.Status.EXTERNAL)
+    listed = {p["name"]: p for p in api(admin).get("/api/v1/policies/").json()}
+    warnings = listed[name]["registry"]["warnings"]
+    assert len(warnings) == len(said)
+    for expected, line in zip(said, warnings, strict=True):
+        assert expected in line
+    client.force_login(admin)
+    page = client.get("/manage/policies/").content.decode()
+    for line in warnings:
+        assert html_escape(line) in page
