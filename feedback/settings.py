@@ -310,6 +310,17 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Broadcast (pidbox) exchanges: kombu's default is a "control" folder in the current one.
         "control_folder": str(_broker_dir / "control"),
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Jobs are acknowledged when they end (acks_late), and Redis hands a job taken but not yet
+    # acknowledged to a worker again once visibility_timeout has passed (kombu's default: 1 hour,
+    # less than a training run on real hardware). So it is set above the longest job expected (a
+    # day); a job delivered again anyway finds its row claimed and returns at once (training runs,
+    # exports, rounds and deployments each claim their row by status). A worker that dies is
+    # noticed by its heartbeats (TRAINING_STALE_SECONDS), not by this timeout; only the jobs it
+    # had reserved but not started wait for it, after a hard kill (a warm shutdown hands them back).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 24 * 3600),
+    }
 
 
 # Results let callers (and tests) wait on a task: stored beside the broker's messages.

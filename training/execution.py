@@ -3,12 +3,14 @@
 claim → prepare → train → publish, with the TrainingRun row as the source of truth:
 
 * claim: a conditional UPDATE (queued → running); a redelivered job finds nothing to claim and
-  does nothing;
+  does nothing, also while the first delivery is still training (Redis hands an unacknowledged
+  job out again after its visibility timeout; see CELERY_BROKER_TRANSPORT_OPTIONS);
 * prepare: the recipe stored on the run, and a staging folder (a retried run keeps its
   checkpoints there and resumes from the last complete one);
 * train: the run's trainer, in this process or through ``accelerate launch`` (training/launch.py);
   it writes heartbeat, progress and the metrics history to the row and honours cancel; a failure
-  is recorded on the row;
+  is recorded on the row, and is final: nothing queues a failed run again (running out of memory
+  is said in words, with what to change, since retrying the same recipe would fail the same way);
 * publish: the staging folder renamed into place only when complete, with provenance (recipe,
   dataset sha256, base model, seed, git commit and library versions), and the policy it produced
   registered as a candidate.
@@ -65,7 +67,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     except Exception as exc:  # the run records why it failed; the worker lives on
         shutil.rmtree(staging, ignore_errors=True)
         TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000],
+            status=TrainingRun.Status.FAILED, error=_failure_reason(exc)[:4000],
             finished_at=timezone.now(),
         )  # fmt: skip
         raise
@@ -76,6 +78,27 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         )
         return TrainingRun.objects.get(pk=run.pk)
     return _publish(run, recipe=recipe, staging=staging, metrics=metrics, history=progress.history)
+
+
+# How each place that can run out of memory says so: PyTorch's CUDA and MPS allocators
+# ("CUDA out of memory", torch.OutOfMemoryError), its CPU allocator (a RuntimeError "can't
+# allocate memory"), Python itself (MemoryError), and a trainer launched through accelerate, whose
+# error comes back as text naming one of these.
+_OUT_OF_MEMORY = re.compile(r"OutOfMemoryError|MemoryError|out of memory|can't allocate memory")
+OUT_OF_MEMORY_ADVICE = (
+    "Out of memory while training: lower per_device_train_batch_size or max_length, use LoRA "
+    "(use_lora) or QLoRA (quantization '4bit'), or spread the run over more GPUs "
+    "(num_processes with deepspeed_stage)."
+)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """What the run's row says about a failed run: the error, prefixed with advice when it ran
+    out of memory (the raw allocator message alone names bytes, not the recipe field to change)."""
+    raw = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(raw):
+        return f"{OUT_OF_MEMORY_ADVICE} ({raw[:1000]})"
+    return raw
 
 
 def _claim(run_id: int) -> bool:

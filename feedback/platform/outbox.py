@@ -55,8 +55,14 @@ def outbox_publish(*, message_ids: list[Any] | None = None, limit: int = RELAY_B
         if not messages:
             return 0
         # A connection made now from the current settings, not the app's pool: a pooled
-        # connection to a broker that went away is found dead only after its own retries.
-        with current_app.connection_for_write(url=settings.CELERY_BROKER_URL) as connection:
+        # connection to a broker that went away is found dead only after its own retries. And
+        # no retries of its own either (kombu's default backs off for about 6 s against a
+        # refused port, and a request publishing on commit would wait that long): the relay is
+        # the retry, every few seconds.
+        options = {**current_app.conf.broker_transport_options, "max_retries": 0}
+        with current_app.connection_for_write(
+            url=settings.CELERY_BROKER_URL, transport_options=options
+        ) as connection:
             for message in messages:
                 message.attempts += 1
                 try:
