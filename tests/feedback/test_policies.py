@@ -79,6 +79,21 @@ def test_deploy_and_rollback_refusals_are_409s(api, admin, tiny_policy, case, co
     assert Deployment.objects.count() == 0
 
 
+def test_deploy_or_roll_back_a_missing_version_is_a_404(api, admin, tiny_policy):
+    """A missing id is a 404, as everywhere else (issue 18: rollback answered 409)."""
+    for action in ("deploy", "rollback"):
+        response = api(admin).post(f"/api/v1/policies/{tiny_policy.pk + 999}/{action}/")
+        assert response.status_code == 404, (action, response.content)
+        assert response.json()["code"] == "not_found"
+    candidate = PolicyVersion.objects.create(name="cand", status="candidate")
+    refused = api(admin).post(f"/api/v1/policies/{candidate.pk}/rollback/")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        "Only the active version can be rolled back; cand is candidate."
+    )
+    assert Deployment.objects.count() == 0
+
+
 def test_only_admins_deploy(api, researcher, annotator, tiny_policy):
     for user in (researcher, annotator):
         assert api(user).post(f"/api/v1/policies/{tiny_policy.pk}/deploy/").status_code == 403
