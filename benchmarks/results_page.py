@@ -28,10 +28,13 @@ def _verdicts(data: dict[str, Any]) -> list[str]:
 
 
 def annotation_api(data: dict[str, Any]) -> list[str]:
+    w = data.get("workload") or {"workers": 4, "threads": 4, "k": 3, "overlap": 3}
+    texts = f", texts of {w['chars'][0]}-{w['chars'][1]} characters" if w.get("chars") else ""
     lines = [
-        "Lease + submit loops over HTTP against gunicorn (4 workers x 4 threads) and PostgreSQL; "
-        "the baseline is two minimal Django views in the same server that each make one indexed "
-        "query (a read and a write per loop).",
+        f"Lease + submit loops over HTTP against gunicorn ({w['workers']} workers x "
+        f"{w['threads']} threads) and PostgreSQL, K = {w['k']}, overlap {w['overlap']}{texts}, "
+        f"one token per distinct annotator; the baseline is two minimal Django views in the same "
+        "server that each make one indexed query (a read and a write per loop).",
         "",
         "| clients | loops/s (median, range) | baseline loops/s | ratio | lease p50 / p95 / p99 ms "
         "| submit p99 ms | CPU ms per loop | over-assigned | lost |",
@@ -163,9 +166,12 @@ def scaling(data: dict[str, Any]) -> list[str]:
 # work in one process); shown under its section while a target there is missed.
 LIMITS = {
     "annotation_api": (
-        "What limits it: Python CPU in the request path, not PostgreSQL. One lease + submit loop "
-        "is about 22 SQL statements; in one process it costs 28 ms of wall time and 20 ms of "
-        "Python CPU. A sampling profile (py-spy, 600 loops) puts 53% of the time in Django's SQL "
+        "What limits it: Python CPU in the request path, not PostgreSQL. On the deployment "
+        "workload (K = 4, overlap 1, 2 x 8 gthread) a loop costs about 42 ms of app + database "
+        "CPU, and the lease now also pays the rate limit's sliding log and the annotator's row "
+        "lock (tests/annotation/test_query_counts.py and test_distribution.py pin the statement "
+        "counts). An earlier profile on the lighter workload (about 22 SQL statements, 20 ms of "
+        "Python CPU a loop) put, by py-spy over 600 loops, 53% of the time in Django's SQL "
         "compiler (turning querysets into SQL on every call) and 22% waiting on PostgreSQL. By "
         "function: the lease 38% (the candidate query with its Exists, Subquery and FOR UPDATE "
         "SKIP LOCKED about 20%, the held-lease lookup 10%, the insert and slots 8%), the submit "

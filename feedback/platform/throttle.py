@@ -121,7 +121,9 @@ def throttle_take(limits: Sequence[Limit], *, now: float | None = None) -> Taken
     """Let one request through every limit in ``limits`` and log it, or through none: then the
     wait is the longest until all have room."""
     now = time.time() if now is None else now
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: the lock and the log row live and die with
+    # it, and a request pays no savepoint round trips (outside one this is the transaction).
+    with transaction.atomic(savepoint=False):
         _keys_lock([limit.key for limit in limits])
         waits = [wait for limit in limits if (wait := _wait(limit, now)) is not None]
         if waits:
