@@ -31,6 +31,7 @@ How ``task_next_for_annotator`` decides, step by step::
       │                                          that one instead (gold tasks are never candidates
       ▼                                          above, and are served only among real work)
     lease it: reuse this annotator's old (expired) assignment row if there is one, else insert;
+    store the order this annotator is shown the completions in (``assignment_display_order``);
     leased_count += 1; commit. The row lock plus the check constraint
     ``submitted_count + leased_count ≤ overlap`` make over-assignment impossible.
 
@@ -46,11 +47,20 @@ no two paths wait on each other in opposite orders. A lock rather than a partial
 (annotator, round) where leased: the assignment row has no round of its own, and a lease that
 lapsed stays ``leased`` until a claimer or the sweep reclaims it, which such an index would
 count as live.
+
+Each assignment shows the task's completions in an order of its own, a shuffle seeded by the
+round's seed, the task and the annotator (``assignment_display_order``), stored on the
+assignment when it is leased and copied onto the judgment. The task's own positions are already
+a shuffle, but one every annotator shared: a reader's bias toward the first answer then fell on
+the same completion in every judgment of a task, and pushed its consensus. With an order per
+annotator the bias spreads over the completions, and the research dashboard measures it
+(``annotation.position_bias``).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -83,9 +93,27 @@ def gold_due(*, annotator_id: int, judged: int, gold_judged: int, rate: float) -
     return random.Random(f"gold:{annotator_id}:{judged}").random() < rate
 
 
+def assignment_display_order(
+    *, seed: int, task_id: int, annotator_id: int, completion_ids: Sequence[int]
+) -> list[int]:
+    """The order one annotator is shown a task's completions in: ``completion_ids`` (the task's
+    positions) shuffled by ``random.Random`` seeded with the string
+    ``"display-order:<round seed>:<task id>:<annotator id>"``.
+
+    A string seed is hashed with SHA-512 (``random.seed``, version 2), so the order is the same
+    in every process and Python version, unlike ``hash()``; and it rests on the task and the
+    annotator rather than on the assignment's random id, so it can be recomputed from the data
+    alone, and an annotator re-leased the same task is shown it the same way.
+    """
+    order = list(completion_ids)
+    random.Random(f"display-order:{seed}:{task_id}:{annotator_id}").shuffle(order)
+    return order
+
+
 @dataclass(frozen=True)
 class LeasedTask:
-    """An assignment with everything the annotator needs to judge it."""
+    """An assignment with everything the annotator needs to judge it; ``slots`` in the order
+    this annotator is shown them (the assignment's ``display_order``)."""
 
     assignment: Assignment
     task: ComparisonTask
@@ -163,6 +191,16 @@ def _slots(task: ComparisonTask) -> list[TaskCompletion]:
     )
 
 
+def _shown(slots: list[TaskCompletion], assignment: Assignment) -> list[TaskCompletion]:
+    """``slots`` in the assignment's display order; in position order where it has none that
+    fits (a lease taken before orders were stored shows what it showed then)."""
+    by_id = {slot.completion_id: slot for slot in slots}
+    order = assignment.display_order
+    if sorted(order) != sorted(by_id):
+        return slots
+    return [by_id[completion_id] for completion_id in order]
+
+
 def task_next_for_annotator(
     *, annotator: AbstractBaseUser, now: datetime | None = None
 ) -> LeasedTask | None:
@@ -172,7 +210,9 @@ def task_next_for_annotator(
         _annotator_lock(annotator)
         held = _held_lease(annotator, now)
         if held is not None:
-            return LeasedTask(assignment=held, task=held.task, slots=_slots(held.task))
+            return LeasedTask(
+                assignment=held, task=held.task, slots=_shown(_slots(held.task), held)
+            )
 
         mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
         open_tasks = ComparisonTask.objects.filter(
@@ -246,11 +286,17 @@ def _gold_instead(
 
 def _lease(*, task: ComparisonTask, annotator: AbstractBaseUser, now: datetime) -> LeasedTask:
     expires = _lease_expiry(now)
+    slots = _slots(task)
+    order = assignment_display_order(
+        seed=task.round.seed, task_id=task.pk, annotator_id=annotator.pk,
+        completion_ids=[slot.completion_id for slot in slots],
+    )  # fmt: skip
     lease_fields = {
         "status": Assignment.Status.LEASED,
         "leased_at": now,
         "lease_expires_at": expires,
         "finished_at": None,
+        "display_order": order,
     }
     if task.my_assignment_id is not None:  # type: ignore[attr-defined]
         # This annotator's earlier lease on this task lapsed: the same row (and id) comes back.
@@ -264,7 +310,7 @@ def _lease(*, task: ComparisonTask, annotator: AbstractBaseUser, now: datetime) 
     if task.leases_expire_at is None or task.leases_expire_at > expires:
         task.leases_expire_at = expires
     task.save(update_fields=["leased_count", "leases_expire_at"])
-    return LeasedTask(assignment=assignment, task=task, slots=_slots(task))
+    return LeasedTask(assignment=assignment, task=task, slots=_shown(slots, assignment))
 
 
 def assignment_get_own(*, assignment_id: object, annotator: AbstractBaseUser) -> Assignment:

@@ -209,6 +209,8 @@ def _judgment_record(
         rationale=clean["rationale"],
         time_spent_ms=clean["time_spent_ms"],
         body_sha256=digest,
+        # Kept with the decision: position bias is measured from it (``position_bias``).
+        display_order=assignment.display_order,
     )
     assignment.status = Assignment.Status.SUBMITTED
     assignment.finished_at = now

@@ -236,7 +236,8 @@ class ComparisonTask(models.Model):
 
 
 class TaskCompletion(models.Model):
-    """A task's completion at a fixed, shuffled position: every annotator sees the same order."""
+    """A task's completion at a fixed, shuffled position. Each annotator is shown the task's
+    completions in an order of their own (``Assignment.display_order``), shuffled again."""
 
     task = models.ForeignKey(
         ComparisonTask, on_delete=models.CASCADE, related_name="slots", help_text="The task."
@@ -306,6 +307,15 @@ class Assignment(models.Model):
     skip_reason = models.CharField(
         max_length=500, blank=True, help_text="Why the annotator skipped it, in their words."
     )
+    # ``db_default`` as well, so that rows written by raw SQL (benchmarks/_seed.py) stay valid.
+    display_order = models.JSONField(
+        default=list,
+        db_default=[],
+        blank=True,
+        help_text="The task's completion ids in the order this annotator is shown them: a "
+        "shuffle of their own, seeded by the round, task and annotator "
+        "(``distribution.assignment_display_order``), so position bias does not line up.",
+    )
 
     class Meta:
         constraints = [
@@ -367,6 +377,13 @@ class Judgment(models.Model):
     rationale = models.TextField(blank=True, help_text="Why, in the annotator's words; optional.")
     time_spent_ms = models.PositiveIntegerField(
         help_text="Time on the task, as the client measured."
+    )
+    display_order = models.JSONField(
+        default=list,
+        db_default=[],
+        blank=True,
+        help_text="The completion ids in the order the annotator was shown them (the "
+        "assignment's), kept with what they decided; empty where it was not recorded.",
     )
     body_sha256 = models.CharField(
         max_length=64, help_text="Hash of the canonical submitted body: a resubmit must match it."

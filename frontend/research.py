@@ -1,8 +1,8 @@
-"""The research dashboard: agreement by round, score distributions, flags, annotator trust,
-disagreements, the export preview (``research_export``) and snapshots. The numbers come from
-``annotation.quality``; this module only shapes them for the page and its charts, and says why a
-section is empty when it is. A task's page is ``research_tasks``, a snapshot's
-``research_snapshots``."""
+"""The research dashboard: agreement by round, position bias, score distributions, flags,
+annotator trust, disagreements, the export preview (``research_export``) and snapshots. The
+numbers come from ``annotation.quality`` and ``annotation.position_bias``; this module only
+shapes them for the page and its charts, and says why a section is empty when it is. A task's
+page is ``research_tasks``, a snapshot's ``research_snapshots``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.shortcuts import render
 
 from annotation.exports import annotator_pseudonym
 from annotation.models import Rubric
+from annotation.position_bias import position_bias_by_round
 from annotation.progress import round_overlap
 from annotation.pseudonyms import usernames_by_id
 from annotation.quality import (
@@ -120,6 +121,43 @@ def _agreement_section(*, rounds: list[int], axes: list[dict[str, Any]]) -> dict
             for r in by_round
         ],
     }
+
+
+def _share_text(share: Estimate) -> str:
+    """A share as a percentage with its 95% interval, e.g. "31% [27–35]" (an en dash)."""  # noqa: RUF002
+    if share.value is None or share.low is None or share.high is None:
+        return "—"
+    low, high = f"{100 * share.low:.0f}", f"{100 * share.high:.0f}"
+    return f"{100 * share.value:.0f}% [{low}\N{EN DASH}{high}]"
+
+
+def _position_bias_section(*, rounds: list[int] | None) -> dict[str, Any]:
+    """Per round, each displayed position's share of first places with Wilson's 95% interval
+    (``_share_text``), beside the share expected without bias; a position whose interval leaves
+    the expected share out is marked."""
+    by_round = position_bias_by_round(rounds=rounds)
+    width = max((r.k for r in by_round), default=0)
+    rows = []
+    for r in by_round:
+        cells: list[dict[str, Any] | None] = [
+            {
+                "text": _share_text(p.share),
+                "firsts": p.firsts,
+                "biased": p.biased,
+            }
+            for p in r.positions
+        ]
+        rows.append(
+            {
+                "round": r.round,
+                "judgments": r.judgments,
+                "tied_first": r.tied_first,
+                "unrecorded": r.unrecorded,
+                "cells": cells + [None] * (width - len(cells)),
+                "expected": f"{100 / r.k:.0f}%",
+            }
+        )
+    return {"bias_positions": list(range(1, width + 1)), "bias_rows": rows}
 
 
 def _distribution_section(
@@ -240,6 +278,7 @@ def research(request: HttpRequest) -> HttpResponse:
             "chosen": chosen,
             "is_admin": is_admin,
             **_agreement_section(rounds=chosen, axes=axes),
+            **_position_bias_section(rounds=rounds),
             "overlap": _overlap_reasons(rounds=rounds),
             "distributions": _distribution_section(rounds=rounds, axes=axes),
             **_flags_section(rounds=rounds, rubrics=rubrics),

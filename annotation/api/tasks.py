@@ -83,7 +83,11 @@ class TaskNextApi(StrictApiView):
                 "safety": serializers.BooleanField(),
             },
         )
-        completions = ShownCompletionSerializer(many=True)
+        completions = ShownCompletionSerializer(
+            many=True,
+            help_text="In the order to show them: an order of this assignment's own, the same "
+            "every time it is asked for, stored with the judgment.",
+        )
         rubric = RubricSerializer()
 
     @extend_schema(request=None, responses={200: LeasedTaskSerializer, 204: None, 403: ERROR})
@@ -110,6 +114,7 @@ class JudgmentOutputSerializer(serializers.ModelSerializer):
             "flags",
             "rationale",
             "time_spent_ms",
+            "display_order",
             "rubric",
             "created_at",
         ]

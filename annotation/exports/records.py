@@ -130,6 +130,9 @@ class JudgmentRecord:
     rationale: str
     time_spent_ms: int
     created_at: datetime | None  # None unless read with ``times``
+    # Completion ids in the order the annotator was shown them; empty unless read with ``times``
+    # (or where it was not recorded).
+    display_order: list[int]
 
     @property
     def task_id(self) -> int:
@@ -197,16 +200,17 @@ JUDGMENT_COLUMNS = (
 
 def judgment_records(*, filters: ExportFilters, times: bool = True) -> Iterator[JudgmentRecord]:
     """``judgments_selected`` as records in ``EXPORT_ORDER``, streamed with their tasks
-    (``_task_stream``). Without ``times`` a record's ``created_at`` is None: Django reads each
-    timestamp through a Python parser, a tenth of the read, and only the raw judgments format
-    shows it."""
+    (``_task_stream``). Without ``times`` a record's ``created_at`` is None and its
+    ``display_order`` empty: Django reads each timestamp through a Python parser, a tenth of the
+    read, and only the raw judgments format shows either."""
     selected = judgments_selected(filters=filters)
     rows = (
         selected.order_by(*EXPORT_ORDER)
         .annotate(
             ranking_text=_text("ranking"), scores_text=_text("scores"), flags_text=_text("flags")
         )
-        .values_list(*JUDGMENT_COLUMNS, *(["created_at"] if times else []))
+        .annotate(display_order_text=_text("display_order"))
+        .values_list(*JUDGMENT_COLUMNS, *(["created_at", "display_order_text"] if times else []))
         .iterator(chunk_size=CHUNK_SIZE)
     )
     rubrics = {rubric.pk: rubric for rubric in Rubric.objects.all()}
@@ -220,7 +224,7 @@ def judgment_records(*, filters: ExportFilters, times: bool = True) -> Iterator[
         yield JudgmentRecord(
             str(row[0]), str(row[1]), task, row[3], rubrics[row[4]], _json_decode(row[5]),
             _json_decode(row[6]), row[7], _json_decode(row[8]), row[9], row[10],
-            row[11] if times else None,
+            row[11] if times else None, _json_decode(row[12]) if times else [],
         )  # fmt: skip
 
 

@@ -23,6 +23,18 @@ def lease(client: APIClient) -> dict[str, Any] | None:
     return response.json() if response.status_code == 200 else None
 
 
+def in_task_order(task: dict[str, Any]) -> dict[str, Any]:
+    """``task`` with its completions at the task's positions rather than in the order this
+    annotator was shown them (each annotator is shown an order of their own): for tests in which
+    several annotators must rank the same completions the same way."""
+    from annotation.models import TaskCompletion
+
+    positions = dict(
+        TaskCompletion.objects.filter(task_id=task["task"]).values_list("completion_id", "position")
+    )
+    return {**task, "completions": sorted(task["completions"], key=lambda c: positions[c["id"]])}
+
+
 def valid_body(task: dict[str, Any], *, tie_last: bool = False) -> dict[str, Any]:
     """Rank in shown order (optionally tying the last two), score every axis, say how much better."""
     ids = [c["id"] for c in task["completions"]]

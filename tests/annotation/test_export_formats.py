@@ -3,7 +3,8 @@ against the judgments it came from; every filter, through the API and the CLI.
 
 The data: round 1 has two prompts (one with a system turn) judged by two annotators, who agree
 on the sum and disagree completely on the colour; round 2 has one prompt judged once, all of its
-completions from one policy. Rankings are given by the position a completion is shown at.
+completions from one policy. Rankings are given by a completion's position in its task (each
+annotator is shown the task in an order of their own, recorded as ``display_order``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from annotation.exports import (
 )
 from annotation.exports.formats.hh_rlhf import hh_transcript
 from annotation.imports import prompts_import
-from annotation.models import Demonstration, Judgment
+from annotation.models import ComparisonTask, Demonstration, Judgment
 from annotation.quality import annotator_trust_scores
 from annotation.rounds import round_open_from_imported
 from feedback.models import Completion
@@ -94,7 +95,14 @@ def _judge(client: Any, plan: Any) -> int:
         ranking, strength, scores, flags, rationale = plan(
             task["prompt"]["messages"][-1]["content"]
         )
-        ids = [c["id"] for c in task["completions"]]
+        # By the task's positions, not the order this annotator was shown (each has their own):
+        # two annotators' plans then speak of the same completions.
+        ids = list(
+            ComparisonTask.objects.get(pk=task["task"])
+            .slots.order_by("position")
+            .values_list("completion_id", flat=True)
+        )
+        assert sorted(ids) == sorted(c["id"] for c in task["completions"])
         axes = [axis["key"] for axis in task["rubric"]["axes"]]
         body = {
             "ranking": [[ids[p] for p in group] for group in ranking],
@@ -335,6 +343,11 @@ def test_raw_judgments_keep_every_field(data, tmp_path, file_format):
             for axis, score in per_axis.items()
         }
         assert [c["position"] for c in row["completions"]] == [0, 1, 2]
+        # The order this annotator was shown: the task's completions, in an order of its own.
+        assert row["display_order"] == judgment.display_order
+        assert sorted(row["display_order"]) == sorted(
+            c["completion_id"] for c in row["completions"]
+        )
         assert row["created_at"] == judgment.created_at.isoformat()
         assert row["annotator"] == annotator_pseudonym(judgment.annotator_id)
 

@@ -28,7 +28,7 @@ def judge_round(client, *, n: int = 3) -> None:
         ).status_code in (200, 201)
 
 
-def wait_done(client, url: str, seconds: float = 120) -> dict:
+def wait_done(client, url: str, seconds: float = 600) -> dict:
     """Poll the job until it leaves queued/running (the worker is another process)."""
     deadline = time.monotonic() + seconds
     while True:

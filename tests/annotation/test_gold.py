@@ -10,7 +10,7 @@ from annotation.gold import GOLD_OVERLAP
 from annotation.models import ComparisonTask, Round
 
 from ..factories import open_round
-from .helpers import lease, submit_url, valid_body
+from .helpers import in_task_order, lease, submit_url, valid_body
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def gold_url(task_id: int) -> str:
 
 
 def reference(task: ComparisonTask) -> list[list[int]]:
-    """The task's completions in reverse shown order, one per group."""
+    """The task's completions in reverse position order, one per group."""
     ids = list(task.slots.order_by("position").values_list("completion_id", flat=True))
     return [[cid] for cid in reversed(ids)]
 
@@ -101,7 +101,7 @@ def test_gold_tasks_are_served_to_every_annotator_once_and_look_ordinary(
         assert set(first) == set(ordinary)
         assert set(first["completions"][0]) == set(ordinary["completions"][0])
         assert "gold" not in str(first).lower()
-        # valid_body ranks in shown order, the reference is the reverse: every pair is wrong.
+        # Ranked in the task's position order, the reference is the reverse: every pair is wrong.
         stats = client.get("/api/v1/me/stats/").json()
         assert stats["gold_judgments"] == 1 and stats["gold_accuracy"] == 0.0
     gold.refresh_from_db()
@@ -109,7 +109,8 @@ def test_gold_tasks_are_served_to_every_annotator_once_and_look_ordinary(
 
 
 def lease_after_submit(client, task):
-    response = client.post(submit_url(task["assignment"]), valid_body(task), format="json")
+    body = valid_body(in_task_order(task))
+    response = client.post(submit_url(task["assignment"]), body, format="json")
     assert response.status_code in (200, 201), response.content
     return lease(client)
 

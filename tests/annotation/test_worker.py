@@ -25,7 +25,7 @@ def test_worker_process_returns_lapsed_leases_to_the_pool(celery_worker_process,
     ComparisonTask.objects.filter(pk=held["task"]).update(leases_expire_at=past)
 
     result = leases_expire.delay()
-    assert result.get(timeout=120) == 1
+    assert result.get(timeout=600) == 1
     assert Assignment.objects.get(pk=held["assignment"]).status == Assignment.Status.EXPIRED
     assert ComparisonTask.objects.get(pk=held["task"]).leased_count == 0
     assert celery_worker_process.poll() is None

@@ -25,7 +25,7 @@ from feedback.platform.roles import Role
 from training.models import DatasetSnapshot
 from training.snapshots import snapshot_create_preference
 
-from ..annotation.helpers import lease, submit_url, valid_body
+from ..annotation.helpers import in_task_order, lease, submit_url, valid_body
 from ..factories import open_round
 
 RESEARCH = "/research/"
@@ -46,6 +46,7 @@ def judge_all(
     with the top two swapped, and raising ``flags``. Returns how many."""
     client, count = api(user), 0
     while (limit is None or count < limit) and (task := lease(client)) is not None:
+        task = in_task_order(task)  # every annotator ranks the same completions the same way
         body = valid_body(task)
         if only(task["task"]):
             ids = [c["id"] for c in task["completions"]]
@@ -319,19 +320,21 @@ def test_researcher_follows_a_disagreement_to_its_task(
     task_id = link.inner_text().removeprefix("Task ")
     link.click()
     page.wait_for_url(f"**/research/tasks/{task_id}/")
-    assert page.locator("h1").inner_text().startswith(f"Task {task_id}")
-    assert page.locator("article.judgment").count() == 3
-    assert page.locator("#task-agreement").inner_text() == agreement
-    assert page.locator("#consensus").inner_text() != ""
+    expect(page.locator("h1")).to_contain_text(re.compile(rf"^\s*Task {task_id}\b"))
+    expect(page.locator("article.judgment")).to_have_count(3)
+    expect(page.locator("#task-agreement")).to_have_text(agreement)
+    expect(page.locator("#consensus")).not_to_be_empty()
 
     # A real snapshot with the datasheet the snapshot service writes, listed on the dashboard.
     # (Under the default artifacts root, inside the checkout: the card shows a relative path.)
     snapshot = snapshot_create_preference(rounds=[first.number, second.number])
     page.goto(RESEARCH)
     page.get_by_role("link", name=f"Snapshot {snapshot.pk}").click()
+    page.wait_for_url(f"**/research/snapshots/{snapshot.pk}/")  # not the page the link was on
     sheet = page.locator("article.datasheet")
-    assert sheet.locator("h1").count() == 1 and sheet.locator("h2").count() >= 3
-    assert "config_name" not in sheet.inner_text()
+    expect(sheet.locator("h1")).to_have_count(1)
+    assert sheet.locator("h2").count() >= 3
+    expect(sheet).not_to_contain_text("config_name")
     screenshot("datasheet", full_page=True)
 
 

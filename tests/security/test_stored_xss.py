@@ -19,7 +19,7 @@ from feedback.models import PolicyVersion
 from feedback.platform.roles import Role
 from training.models import DatasetSnapshot, TrainingRun
 
-from ..annotation.helpers import lease, submit_url, valid_body
+from ..annotation.helpers import in_task_order, lease, submit_url, valid_body
 
 pytestmark = pytest.mark.django_db
 
@@ -100,7 +100,7 @@ def hostile(api: Any, admin: Any, annotator: Any, make_user: Any) -> dict[str, A
     for user, reverse in ((annotator, False), (second, True)):
         client = api(user)
         while (task := lease(client)) is not None:
-            body = valid_body(task)
+            body = valid_body(in_task_order(task))  # the same completions, opposite ways
             body["rationale"] = XSS
             if reverse:
                 body["ranking"] = body["ranking"][::-1]

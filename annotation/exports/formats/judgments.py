@@ -1,5 +1,7 @@
 """The raw judgments: every field of every judgment as it was recorded, with the task's prompt
-and completions in the order they were shown."""
+and completions at the task's positions, and ``display_order``: the completion ids in the order
+this annotator was shown them (an order of each assignment's own; empty where none was
+recorded), so position bias can be studied from the export alone."""
 
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ def _rows(judgments: Iterable[JudgmentRecord], context: ExportContext) -> Iterat
             "annotator": context.annotator(judgment.annotator_id),
             "created_at": judgment.created_at.isoformat(),
             "gold": task.gold,
+            "display_order": judgment.display_order,
         }
 
 
@@ -69,10 +72,12 @@ def _schema(context: ExportContext) -> pa.Schema:
         ("scores", pa.list_(score)), ("strength", pa.string()), *flag_fields(pa, context),
         ("rationale", pa.string()), ("time_spent_ms", pa.int64()), ("rubric", pa.string()),
         ("annotator", pa.string()), ("created_at", pa.string()), ("gold", pa.bool_()),
+        ("display_order", pa.list_(pa.int64())),
     ])  # fmt: skip
 
 
-# Read with ``times`` (``records.judgment_records``): the only format that shows created_at.
+# Read with ``times`` (``records.judgment_records``): the only format that shows created_at
+# and display_order.
 JUDGMENTS = ExportFormat(
     "judgments", "Raw judgments with every field and pseudonymous annotator ids", "judgment",
     _rows, _schema, PER_JUDGMENT - {"axis"},
