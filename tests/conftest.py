@@ -128,6 +128,10 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
 
 
+# How long a helper process (a model server, a worker) may take to start on a loaded machine.
+SERVICE_START_S = 600
+
+
 @pytest.fixture(scope="session")
 def transformers_serve(tiny_model_path: str) -> Iterator[str]:
     """A real `transformers serve` process on the tiny model: an OpenAI-compatible server."""
@@ -143,14 +147,19 @@ def transformers_serve(tiny_model_path: str) -> Iterator[str]:
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
+    # Generous: on a loaded 2-core machine importing transformers alone can take minutes; the
+    # wait ends as soon as the port accepts (the condition), and a server that died is caught.
+    deadline = time.monotonic() + SERVICE_START_S
     while True:  # readiness: the port accepts, or the server died, or the deadline passed
-        assert server.poll() is None, "transformers serve exited"
         try:
+            assert server.poll() is None, "transformers serve exited"
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
-            assert time.monotonic() < deadline, "transformers serve did not start"
+            if time.monotonic() > deadline:
+                server.terminate()
+                server.wait(timeout=30)
+                raise AssertionError("transformers serve did not start") from None
             time.sleep(0.2)
     yield f"http://127.0.0.1:{port}"
     server.terminate()
@@ -178,10 +187,25 @@ def celery_worker_process(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    _worker_ready(worker, Path(settings.VAR_DIR) / "test-worker.log")
     yield worker
     worker.terminate()
     worker.wait(timeout=30)
     log.close()
+
+
+def _worker_ready(worker: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the worker answers a ping, so no test's job timeout has to cover the
+    worker's start (minutes on a loaded machine); fail with its log's tail if it died."""
+    import time
+
+    from feedback.celery import app
+
+    deadline = time.monotonic() + SERVICE_START_S
+    while not app.control.ping(timeout=1):
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        assert worker.poll() is None, f"the celery worker exited:\n{tail}"
+        assert time.monotonic() < deadline, f"the celery worker did not answer:\n{tail}"
 
 
 # A smaller recipe than the product's: the same code path, built once per machine and reused

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from ..conftest import service_missing
@@ -34,6 +36,11 @@ CHROMIUM_ARGS = [
 ]
 PAGE_TIMEOUT_MS = 30_000
 expect.set_options(timeout=PAGE_TIMEOUT_MS)
+# What a worker job may take: load the tiny model, train a few steps, compare two versions, on
+# a loaded 2-core machine (CI beside other suites). Every wait on it is for a condition (a job's
+# result, a badge on a page), so a fast machine never waits this long.
+JOB_TIMEOUT_S = 600
+JOB_TIMEOUT_MS = JOB_TIMEOUT_S * 1000
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -113,3 +120,30 @@ def screenshot(page: Any) -> Callable[[str], Path]:
         return path
 
     return take
+
+
+def refresh_of(page: Any) -> Any:
+    """The meta refresh that the Policies, training-run and round pages carry while a job is in
+    flight: they reload themselves every 3 seconds, so a test that types into such a page or
+    reloads it may be overtaken by the page's own reload."""
+    return page.locator('meta[http-equiv="refresh"]')
+
+
+def wait_until_settled(page: Any, timeout_ms: int = PAGE_TIMEOUT_MS) -> None:
+    """Wait until the page no longer refreshes itself (nothing is in flight any more), so what
+    it shows is final and a form on it keeps what is typed."""
+    expect(refresh_of(page)).to_have_count(0, timeout=timeout_ms)
+
+
+def page_html(page: Any) -> str:
+    """The HTML of the page as one document drew it. A self-refreshing page may be replaced
+    while it is read (Playwright then says it is navigating): read the next one instead. Bounded
+    by the page timeout, like every other wait here."""
+    deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+    while True:
+        try:
+            page.wait_for_load_state("domcontentloaded")
+            return page.content()
+        except PlaywrightError as error:
+            if "navigating" not in str(error) or time.monotonic() > deadline:
+                raise

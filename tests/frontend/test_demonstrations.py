@@ -6,6 +6,7 @@ edited while its round is open."""
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from annotation.models import Demonstration, DemonstrationSkip, Round
 from feedback.models import Completion
@@ -38,7 +39,7 @@ def test_the_answers_guidelines_and_a_preview_come_before_saving(
     assert preview.locator("li").all_inner_texts() == ["first", "second"]
     screenshot("demonstrate", full_page=True)
     answer_b.get_by_role("button", name="Start from answer B").click()
-    assert answer.input_value() == completion.text
+    expect(answer).to_have_value(completion.text)
     page.get_by_role("button", name="Save and next").click()
     page.get_by_text("Saved. Here is the next prompt.").wait_for()
     saved = Demonstration.objects.get()
@@ -53,16 +54,16 @@ def test_skip_a_prompt_with_a_reason_and_it_is_not_offered_again(sign_in, page, 
     first_prompt = page.locator("#thread").inner_text()
     page.get_by_role("button", name="Skip…").click()
     page.get_by_role("button", name="Skip prompt").click()
-    assert page.locator('[data-error-for="reason"]').inner_text().startswith("Say why you skip")
+    expect(page.locator('[data-error-for="reason"]')).to_contain_text("Say why you skip")
     assert DemonstrationSkip.objects.count() == 0
     page.get_by_role("button", name="I lack the expertise").click()
     page.get_by_text("Skipped: you will not be offered this prompt again.").wait_for()
     skip = DemonstrationSkip.objects.get()
     assert (skip.annotator, skip.reason) == (annotator, "I lack the expertise")
-    assert page.locator("#thread").inner_text() != first_prompt
+    expect(page.locator("#thread")).not_to_have_text(first_prompt, use_inner_text=True)
     page.reload()
     page.locator("#candidates article").first.wait_for()
-    assert page.locator("#thread").inner_text() != first_prompt
+    expect(page.locator("#thread")).not_to_have_text(first_prompt, use_inner_text=True)
 
 
 def test_edit_my_last_demonstration_while_its_round_is_open(sign_in, page, annotator):
@@ -77,7 +78,7 @@ def test_edit_my_last_demonstration_while_its_round_is_open(sign_in, page, annot
 
     page.get_by_role("button", name="Edit my last demonstration").click()
     page.get_by_role("heading", name="Edit your last demonstration").wait_for()
-    assert answer.input_value() == "My first try."
+    expect(answer).to_have_value("My first try.")
     answer.fill("My better answer.")
     page.get_by_role("button", name="Save changes").click()
     page.get_by_text("Changes saved.").wait_for()

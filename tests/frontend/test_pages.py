@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from annotation.models import Demonstration, Round
 from feedback.models import Prompt
 
 from ..annotation.helpers import lease, submit_url, valid_body
 from ..factories import open_round
+from .conftest import JOB_TIMEOUT_S, page_html, wait_until_settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,16 +47,18 @@ def test_admin_imports_a_file_with_a_bad_line_and_sees_its_number(sign_in, page,
         json.dumps({"prompt": "", "tags": ["x"]}),
     ]
     upload(page, lines)
+    # The form posts and the answer is a new page: wait for it, not for a fixed time.
     report = page.locator("#import-report")
-    assert "Nothing was imported." in report.inner_text()
+    expect(report).to_contain_text("Nothing was imported.")
     row = report.locator("tbody tr").first
-    assert row.locator("td").nth(0).inner_text() == "3"
-    assert row.locator("td").nth(2).inner_text() == "Must be a non-empty string."
+    expect(row.locator("td").nth(0)).to_have_text("3")
+    expect(row.locator("td").nth(2)).to_have_text("Must be a non-empty string.")
     assert Prompt.objects.count() == 0
 
     page.get_by_label("Skip bad lines and import the rest").check()
     upload(page, lines)
-    assert "2 new prompts" in page.locator("#import-report").inner_text()
+    # Until the server answers, the page still shows the first report.
+    expect(page.locator("#import-report")).to_contain_text("2 new prompts")
     assert Prompt.objects.count() == 2
 
 
@@ -68,10 +73,10 @@ def test_admin_opens_watches_and_closes_a_round(sign_in, page, admin, annotator,
     page.get_by_text("Opened round 1 with 6 tasks.").wait_for()
     judge(api, annotator, 4)
     page.reload()
-    assert "4 / 12 judgments" in page.locator(".numbers").inner_text()
-    assert "in progress: 4" in page.locator(".legend").inner_text()
-    assert page.locator("svg.chart rect.bar").count() == 24
-    assert page.locator("table").last.locator("td").first.inner_text() == annotator.username
+    expect(page.locator(".numbers")).to_contain_text("4 / 12 judgments")
+    expect(page.locator(".legend")).to_contain_text("in progress: 4")
+    expect(page.locator("svg.chart rect.bar")).to_have_count(24)
+    expect(page.locator("table").last.locator("td").first).to_have_text(annotator.username)
     screenshot("admin-round")
     page.get_by_role("button", name="Close round 1").click()
     page.get_by_text("Round closed").wait_for()
@@ -86,8 +91,11 @@ def test_researcher_previews_and_downloads_the_export(
     sign_in(researcher.username)
     page.get_by_label("Round 1").check()
     page.get_by_role("button", name="Preview").click()
-    assert page.locator("#row-count").inner_text() == "9"
-    assert page.locator("table.preview tbody tr").count() == 5
+    # The page before the preview shows a count too, and a download link without the round:
+    # wait for the previewed page itself.
+    page.wait_for_url(re.compile(r"/research/\?(.*&)?round=1(&|$)"))
+    expect(page.locator("#row-count")).to_have_text("9")
+    expect(page.locator("table.preview tbody tr")).to_have_count(5)
     screenshot("research")
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download JSONL").click()
@@ -105,6 +113,7 @@ def test_annotator_writes_a_demonstration_from_an_answer(sign_in, page, annotato
     page.get_by_role("link", name="Demonstrate").click()
     page.get_by_role("button", name="Start from answer B").click()
     answer = page.get_by_label("Ideal answer (Markdown)")
+    expect(answer).not_to_have_value("")
     answer.fill(answer.input_value() + " And that is all.")
     page.get_by_role("button", name="Save and next").click()
     page.get_by_text("Saved. Here is the next prompt.").wait_for()
@@ -127,15 +136,18 @@ def test_admin_deploys_a_version_from_the_policies_page(
     sign_in(admin.username)
     page.goto("/manage/policies/")
     row = page.locator("table.policies tr", has_text="tiny-v1")
-    assert "candidate" in row.inner_text() and "tiny-v0" in row.inner_text()
+    expect(row).to_contain_text("candidate")
+    expect(row).to_contain_text("tiny-v0")
     row.get_by_role("button", name="Deploy").click()
     page.get_by_text("Deploy of tiny-v1 requested").wait_for()
     deployment = Deployment.objects.get()
-    assert deployment_run.delay(deployment.pk).get(timeout=120) == "done"
+    # The worker may still be starting (a loaded machine takes its time to import torch).
+    assert deployment_run.delay(deployment.pk).get(timeout=JOB_TIMEOUT_S) == "done"
     assert PolicyVersion.objects.get(status="active") == v1
-    page.reload()
-    assert "active" in page.locator("table.policies tr", has_text="tiny-v1").inner_text()
-    assert "done" in page.locator("section", has_text="Recent deployments").inner_text()
+    # The page refreshes itself while the deployment is pending: no reload of ours to race it.
+    wait_until_settled(page)
+    expect(page.locator("table.policies tr", has_text="tiny-v1")).to_contain_text("active")
+    expect(page.locator("section", has_text="Recent deployments")).to_contain_text("done")
 
 
 PAGES = [
@@ -191,15 +203,17 @@ def test_admin_starts_a_reward_run_and_watches_it(
     page.get_by_text("queued on the training queue").wait_for()
     run = TrainingRun.objects.get()
     assert run.recipe["max_steps"] == 6
-    if TrainingRun.objects.get().status in ("queued", "running"):
-        assert page.locator('meta[http-equiv="refresh"]').count() == 1
+    # A page drawn while the run is active says so and refreshes itself (read from one drawing:
+    # the worker may finish the run between two reads).
+    html = page_html(page)
+    if re.search(r'<span class="badge closed">(queued|running)</span>', html):
+        assert '<meta http-equiv="refresh"' in html
     # The worker runs the queued job; this second delivery returns once it has finished.
-    assert training_run_execute.delay(run.pk).get(timeout=300) == "succeeded"
-    page.reload()
-    assert page.locator("#progress").inner_text() == "100%"
-    assert page.locator('meta[http-equiv="refresh"]').count() == 0  # finished: no more refresh
-    assert page.locator("polyline.loss").count() == 1
-    assert "dataset_sha256" in page.locator("pre").inner_text()
+    assert training_run_execute.delay(run.pk).get(timeout=JOB_TIMEOUT_S) == "succeeded"
+    wait_until_settled(page)  # finished: the page's next refresh is its last
+    expect(page.locator("#progress")).to_have_text("100%")
+    expect(page.locator("polyline.loss")).to_have_count(1)
+    expect(page.locator("pre")).to_contain_text("dataset_sha256")
     screenshot("training-run")
 
 
@@ -233,30 +247,40 @@ def test_admin_opens_a_round_that_advances_by_itself_and_stops_the_next(
 
     open_form(json.dumps(QUICK["policy_recipe"]))
     page.get_by_text("the round will advance by itself").wait_for()
+    # The round page refreshes itself while the round is generated: every check here retries.
     stages = page.locator("ol.stages li")
-    assert stages.count() == 7
-    assert "waiting for judgments" in stages.first.inner_text()
-    assert stages.first.get_attribute("aria-current") == "step"
+    expect(stages).to_have_count(7)
+    expect(stages.first).to_contain_text("waiting for judgments")
+    expect(stages.first).to_have_attribute("aria-current", "step")
 
     jobs_run_here()  # what the worker does: generate the round
     judge_all(api, annotator)
     automation = drive(Automation.objects.get().pk)
     assert automation.stage == "done", automation.error
+    # The page stopped refreshing once the round was generated (the automation waited on
+    # judgments then); once it no longer refreshes, a reload of ours cannot race one of its own.
+    wait_until_settled(page)
     page.reload()
-    assert page.locator("ol.stages li.stage-done").count() == 7
-    assert "win rate" in stages.nth(3).inner_text()
+    expect(page.locator("ol.stages li.stage-done")).to_have_count(7)
+    expect(stages.nth(3)).to_contain_text("win rate")
     screenshot("admin-automatic-round")
     # The lineage: the candidate was made by a DPO run, and its gate is charted by round.
     page.goto("/manage/policies/")
     row = page.locator("table.policies tr", has_text=automation.policy_run.produced_policy.name)
-    assert f"dpo run {automation.policy_run_id}" in row.inner_text()
-    assert "gate: passed" in row.inner_text()
-    assert page.locator("rect.gate.passed").count() == 1
+    expect(row).to_contain_text(f"dpo run {automation.policy_run_id}")
+    expect(row).to_contain_text("gate: passed")
+    expect(page.locator("rect.gate.passed")).to_have_count(1)
     page.go_back()
     page.get_by_role("link", name=f"round {automation.next_round.number}").click()
+    page.wait_for_url(f"**/manage/rounds/{automation.next_round_id}/")
+    # The next round is generated by a worker, and its page refreshes itself until then; a
+    # refresh that fires while the Stop form is posting would cancel the post. With the
+    # worker's job done here first, the page is still when the button is pressed.
+    jobs_run_here()
+    wait_until_settled(page)
     page.get_by_role("button", name="Stop advancing").click()
     page.get_by_text("no longer advances by itself").wait_for()
-    assert "stopped" in page.locator("#auto-title .badge").inner_text()
+    expect(page.locator("#auto-title .badge")).to_contain_text("stopped")
     assert Automation.objects.get(round=automation.next_round).stage == "stopped"
 
 
@@ -279,6 +303,8 @@ def test_admin_uploads_a_corpus_and_starts_continued_pretraining_on_it(
     corpus = {"name": "zorblats.txt", "mimeType": "text/plain", "buffer": text}
     page.set_input_files("#corpus", files=[corpus])
     page.get_by_role("button", name="Upload").click()
+    # The snapshot exists once the server has answered: wait for the answer, then look it up.
+    page.get_by_text(re.compile(r"Snapshot \d+: \d+ documents to train on")).wait_for()
     snapshot = DatasetSnapshot.objects.get()
     rows = snapshot.manifest["rows"]
     page.get_by_text(f"Snapshot {snapshot.pk}: {rows['train']} documents to train on").wait_for()

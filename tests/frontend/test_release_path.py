@@ -21,11 +21,10 @@ from training.models import GateEvaluation, TrainingRun
 from ..annotation.helpers import lease, submit_url, valid_body
 from ..factories import open_round
 from ..training.test_reward_runs import FAST, judged_round
+from .conftest import JOB_TIMEOUT_MS, page_html, refresh_of, wait_until_settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# Long enough for the worker to load the tiny model, train a few steps and compare two versions.
-JOB_TIMEOUT_MS = 300_000
 SMALL_REWARD = {**FAST, "max_steps": 2}
 # Enough steps at a high enough rate that the candidate's answers differ from the baseline's.
 SMALL_DPO = {"learning_rate": 0.005, "max_steps": 8, "per_device_train_batch_size": 8}
@@ -121,7 +120,7 @@ def test_roll_back_is_disabled_with_its_reason_and_a_switch_in_flight_holds_the_
     deployment_request(policy_id=beta_pk, requested_by=admin, enqueue=False)
     page.reload()
     expect(page.get_by_text("A gate or a deployment is running")).to_be_visible()
-    assert page.locator('meta[http-equiv="refresh"]').count() == 1
+    expect(refresh_of(page)).to_have_count(1)
     gamma = page.locator("table.policies tr", has_text="gamma")
     expect(gamma.get_by_role("button", name="Deploy")).to_be_disabled()
     expect(gamma.locator(f"#deploy-why-{gamma_pk}")).to_have_text(
@@ -170,11 +169,15 @@ def test_admin_gates_deploys_and_rolls_back_a_finished_run(
     release.get_by_label("Held-out prompts").fill("4")
     release.get_by_role("button", name="Run the gate").click()
     page.get_by_text(f"started: {candidate.name} against tiny-v0 on 4 held-out prompts").wait_for()
-    html = page.content()
+    html = page_html(page)  # one drawing of the page, which refreshes itself meanwhile
     if "gate-pending" in html:  # still running when the page was drawn: it says so and refreshes
         assert "The gate is running" in html and 'http-equiv="refresh"' in html
     result = release.locator(".gate-result").first
     expect(result.locator(".badge")).to_have_text("passed", timeout=JOB_TIMEOUT_MS)
+    # A passed gate deploys its candidate; the page follows the switch until it is done, and
+    # then stops refreshing, so what is read below comes from one settled page.
+    expect(release.locator("h2 .badge")).to_have_text("active", timeout=JOB_TIMEOUT_MS)
+    wait_until_settled(page)
     gate = GateEvaluation.objects.get()
     assert shown_number(result.locator(".win-rate")) == pytest.approx(gate.win_rate, abs=0.006)
     expect(result).to_contain_text("needs 0.00")
@@ -184,8 +187,6 @@ def test_admin_gates_deploys_and_rolls_back_a_finished_run(
     assert shown_number(helpful.locator("td").last) == pytest.approx(delta, abs=0.0006)
     expect(result).to_contain_text(f"Passed: {candidate.name} is deployed")
 
-    # A passed gate deploys its candidate; the page follows the switch until it is done.
-    expect(release.locator("h2 .badge")).to_have_text("active", timeout=JOB_TIMEOUT_MS)
     switched = release.locator("table.deployments tbody tr").first
     expect(switched).to_contain_text("the gate")
     expect(switched).to_contain_text(f"tiny-v0 → {candidate.name}")
@@ -202,7 +203,9 @@ def test_admin_gates_deploys_and_rolls_back_a_finished_run(
     expect(back).to_contain_text("done")
     assert PolicyVersion.objects.get(status="active") == PolicyVersion.objects.get(name="tiny-v0")
 
-    # Deploy it again by hand.
+    # Deploy it again by hand, once the page has stopped refreshing (a refresh could cancel
+    # the form's post).
+    wait_until_settled(page)
     release.get_by_role("button", name="Deploy").click()
     page.get_by_text(f"Deploy of {candidate.name} requested").wait_for()
     expect(release.locator("h2 .badge")).to_have_text("active", timeout=JOB_TIMEOUT_MS)
@@ -217,5 +220,5 @@ def test_admin_gates_deploys_and_rolls_back_a_finished_run(
     expect(history.nth(0)).to_contain_text(f"admin deploy tiny-v0 → {candidate.name}")
     expect(history.nth(1)).to_contain_text(f"admin rollback {candidate.name} → tiny-v0")
     expect(history.nth(2)).to_contain_text(f"the gate deploy tiny-v0 → {candidate.name}")
-    assert page.locator('meta[http-equiv="refresh"]').count() == 0  # nothing in flight
+    expect(refresh_of(page)).to_have_count(0)  # nothing in flight
     screenshot("policies-history")
