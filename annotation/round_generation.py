@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,6 +219,17 @@ def _valid_distinct(completions: list[Completion], k: int) -> list[Completion] |
     return None
 
 
+# A NUL (which a model may well emit; PostgreSQL text refuses it) and lone surrogates (UTF-8
+# cannot encode them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """Model output as a text column can hold it: what cannot be stored becomes U+FFFD, as a
+    decoder shows bytes it cannot read, and nothing else of the answer changes."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def _store(
     prompt: Prompt,
     policy: PolicyVersion,
@@ -231,7 +243,7 @@ def _store(
                 prompt=prompt,
                 policy_version=policy,
                 sample_index=start + i,
-                text=sample.text,
+                text=storable(sample.text),
                 sampling_params=sampling,
                 finish_reason=sample.finish_reason,
                 prompt_tokens=sample.prompt_tokens,

@@ -138,8 +138,8 @@ class ApiClient:
             send = getattr(self.client, method.lower())
             if "content" in kw:
                 response = send(path, kw["content"], content_type=kw["headers"]["Content-Type"])
-            elif body is None:
-                response = send(path)
+            elif body is None:  # no body, as an HTTP client sends it (not an empty form)
+                response = send(path, content_type="application/json")
             else:
                 response = send(path, json.dumps(body), content_type="application/json")
             status, text = response.status_code, response.content.decode()

@@ -184,3 +184,12 @@ def test_the_openai_backend_generates_a_round_from_transformers_serve(
     assert_complete_tasks_only(round_)
     completion = Completion.objects.filter(policy_version=tiny_policy).first()
     assert completion.prompt_tokens > 0 and completion.completion_tokens > 0
+
+
+def test_model_output_is_stored_as_written_except_what_a_text_column_refuses():
+    """A randomly initialised model emits NUL; PostgreSQL text refuses it (the whole batch
+    failed). It becomes U+FFFD, as do lone surrogates; everything else is kept."""
+    from annotation.round_generation import storable
+
+    assert storable("2 + 2 = 4\n  indented\tand tabbed ü") == "2 + 2 = 4\n  indented\tand tabbed ü"
+    assert storable("a\x00b\ud800c") == "a\ufffdb\ufffdc"
