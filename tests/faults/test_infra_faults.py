@@ -68,7 +68,7 @@ def run_for(policy: PolicyVersion, snapshot, kind: str, recipe) -> TrainingRun:
 @pytest.mark.django_db(transaction=True)
 def test_a_training_job_delivered_again_while_it_trains_runs_once(api, annotator, tiny_policy):
     snapshot = snapshot_create_preference(rounds=[judged_round(api, annotator, n=20)])
-    recipe = DPORecipe(max_steps=60, per_device_train_batch_size=4, max_length=96)
+    recipe = DPORecipe(max_steps=30, per_device_train_batch_size=4, max_length=96)
     run = run_for(tiny_policy, snapshot, "dpo", recipe)
     job_id = f"training-run-{run.pk}"
 
@@ -96,7 +96,7 @@ def test_a_training_job_delivered_again_while_it_trains_runs_once(api, annotator
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert run.attempts == 1 and run.started_at == claimed.started_at  # claimed once
-    assert run.progress_step == 60  # trained once, to the end: no second pass over the steps
+    assert run.progress_step == 30  # trained once, to the end: no second pass over the steps
     produced = PolicyVersion.objects.filter(parent=tiny_policy)
     assert list(produced) == [run.produced_policy]  # one candidate
     assert run.produced_policy.status == "candidate"
