@@ -133,10 +133,13 @@ SERVICE_START_S = 600
 
 
 @pytest.fixture(scope="session")
-def transformers_serve(tiny_model_path: str) -> Iterator[str]:
-    """A real `transformers serve` process on the tiny model: an OpenAI-compatible server."""
+def transformers_serve_started(
+    tiny_model_path: str,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real `transformers serve` process on the tiny model (an OpenAI-compatible server),
+    started but not yet waited for: the worker starts beside it, so the two imports of torch
+    and transformers overlap instead of following each other."""
     import socket
-    import time
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,28 +150,42 @@ def transformers_serve(tiny_model_path: str) -> Iterator[str]:
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    # Generous: on a loaded 2-core machine importing transformers alone can take minutes; the
-    # wait ends as soon as the port accepts (the condition), and a server that died is caught.
-    deadline = time.monotonic() + SERVICE_START_S
-    while True:  # readiness: the port accepts, or the server died, or the deadline passed
-        try:
-            assert server.poll() is None, "transformers serve exited"
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.terminate()
-                server.wait(timeout=30)
-                raise AssertionError("transformers serve did not start") from None
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
+    yield server, f"http://127.0.0.1:{port}"
     server.terminate()
     server.wait(timeout=30)
 
 
+def _serve_ready(server: subprocess.Popen[bytes], url: str) -> None:
+    """Readiness: the port accepts, or the server died, or the deadline passed. Generous: on a
+    loaded 2-core machine importing transformers alone can take minutes."""
+    import socket
+    import time
+
+    port = int(url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + SERVICE_START_S
+    while True:
+        assert server.poll() is None, "transformers serve exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "transformers serve did not start"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def transformers_serve(transformers_serve_started: tuple[subprocess.Popen[bytes], str]) -> str:
+    """The session's `transformers serve`, once it accepts connections; its URL."""
+    server, url = transformers_serve_started
+    _serve_ready(server, url)
+    return url
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, django_db_blocker: Any, transformers_serve: str
+    django_db_setup: None,
+    django_db_blocker: Any,
+    transformers_serve_started: tuple[subprocess.Popen[bytes], str],
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery worker`` process on the test database and the configured broker; its
     ``openai`` backend talks to the session's `transformers serve`."""
@@ -178,7 +195,8 @@ def celery_worker_process(
         ("redis://", "amqp://")
     ):
         pytest.fail("REQUIRE_SERVICES=1 but CELERY_BROKER_URL names no Redis or RabbitMQ broker")
-    env = {**os.environ, "DATABASE_URL": url, "OPENAI_BASE_URL": transformers_serve}
+    server, serve_url = transformers_serve_started
+    env = {**os.environ, "DATABASE_URL": url, "OPENAI_BASE_URL": serve_url}
     log = open(Path(settings.VAR_DIR) / "test-worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
         [*WORKER_COMMAND, "--loglevel=INFO"],
@@ -188,6 +206,7 @@ def celery_worker_process(
         stderr=subprocess.STDOUT,
     )
     _worker_ready(worker, Path(settings.VAR_DIR) / "test-worker.log")
+    _serve_ready(server, serve_url)
     yield worker
     worker.terminate()
     worker.wait(timeout=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from .conftest import WORKER_COMMAND
 
@@ -25,7 +27,7 @@ def embedded_env(var_dir: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "ARTIFACTS_DIR"}
     }
     env["VAR_DIR"] = str(var_dir)
     return env
@@ -76,8 +78,15 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline_s: float
     pytest.fail("the server did not start listening")
 
 
-def test_demo_serves_and_a_new_user_can_lease_submit_and_export(tmp_path):
+def test_demo_serves_and_a_new_user_can_lease_submit_and_export(tmp_path, tiny_model_path):
     env = embedded_env(tmp_path)
+    # The session's tiny model has the demo's recipe and the build is deterministic, so a copy
+    # is the model `seed_demo` would build; building it again would cost a minute of the suite.
+    # seed_demo still registers it and writes the demo's round with it.
+    shutil.copytree(
+        Path(settings.ARTIFACTS_DIR) / tiny_model_path,
+        tmp_path / "artifacts" / settings.TINY_MODEL_DIR,
+    )
     manage(env, "migrate", "--noinput")
     seeded = manage(env, "seed_demo")
     assert "round 1:" in seeded and "written by tiny-llama-v0" in seeded
