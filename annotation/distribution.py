@@ -59,21 +59,27 @@ annotator the bias spreads over the completions, and the research dashboard meas
 
 from __future__ import annotations
 
+import json
 import random
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, Min, OuterRef, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from feedback.models import Completion, Prompt
 from feedback.platform.errors import DomainError
 
-from .models import Assignment, ComparisonTask, Round, TaskCompletion
+from .models import Assignment, ComparisonTask, Round, Rubric, TaskCompletion
 
 MAX_CANDIDATES_TRIED = 20
 
@@ -112,12 +118,18 @@ def assignment_display_order(
 
 @dataclass(frozen=True)
 class LeasedTask:
-    """An assignment with everything the annotator needs to judge it; ``slots`` in the order
-    this annotator is shown them (the assignment's ``display_order``)."""
+    """A leased assignment with everything the annotator needs to judge it, read in the lease's
+    own statements (no model instances: the lease is the API's hottest path); ``completions``
+    are (completion id, text) in the order this annotator is shown them (``display_order``)."""
 
-    assignment: Assignment
-    task: ComparisonTask
-    slots: list[TaskCompletion]
+    assignment_id: uuid.UUID
+    lease_expires_at: datetime
+    task_id: int
+    round_number: int
+    rubric: Rubric
+    messages: list[dict[str, Any]]
+    safety: bool
+    completions: list[tuple[int, str]]
 
 
 def distribution_statistics_refresh() -> None:
@@ -146,15 +158,149 @@ def _lease_expiry(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.LEASE_SECONDS)
 
 
-def task_reclaim_expired_leases(*, task: ComparisonTask, now: datetime) -> int:
+# --- portable raw SQL: the lease and the submit are hand-written statements, as SQL compiling
+# was half of a loop's time (benchmarks/annotation_api.py); these adapt values as the ORM does.
+
+
+def sql_datetime(value: datetime | None) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def sql_uuid(value: uuid.UUID) -> Any:
+    return value if connection.features.has_native_uuid_field else value.hex
+
+
+def sql_json(value: Any) -> Any:
+    return connection.ops.adapt_json_value(value, None)
+
+
+def from_sql_datetime(value: Any) -> datetime | None:
+    """SQLite returns a datetime read through a join as text, naive; PostgreSQL an aware one."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def from_sql_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+_RUBRICS: dict[tuple[int, datetime | None], Rubric] = {}
+
+
+def rubric_cached(rubric_id: int, created_at: Any) -> Rubric:
+    """A rubric version, read once per process. Versions are never edited (a change is a new
+    version); the key holds its creation time too, so a row id reused (a test database rolled
+    back) is not mistaken for the version cached before."""
+    key = (rubric_id, from_sql_datetime(created_at))
+    rubric = _RUBRICS.get(key)
+    if rubric is None:
+        rubric = Rubric.objects.get(pk=rubric_id)
+        if len(_RUBRICS) > 64:
+            _RUBRICS.clear()
+        _RUBRICS[key] = rubric
+    return rubric
+
+
+@lru_cache(maxsize=32)
+def _task_sql(pick: bool, tried: int = 0) -> str:
+    """A task with its round, prompt and slots, a row per slot in position order. ``pick``: the
+    first free candidate for an annotator, locked (``task_next_for_annotator`` says which);
+    else the task ``%s``."""
+    t, a = ComparisonTask._meta.db_table, Assignment._meta.db_table
+    if pick:
+        where = (
+            f"r.status = 'open' AND t.gold_ranking IS NULL AND t.submitted_count < t.overlap "
+            f"AND (t.submitted_count < t.overlap - t.leased_count OR t.leases_expire_at <= %s) "
+            f"AND NOT EXISTS (SELECT 1 FROM {a} x WHERE x.task_id = t.id AND x.annotator_id = %s "
+            f"AND x.status IN ('submitted', 'skipped'))"
+            + (f" AND t.id NOT IN ({', '.join(['%s'] * tried)})" if tried else "")
+            + " ORDER BY t.submitted_count DESC, t.id LIMIT 1"
+            + (" FOR UPDATE OF t SKIP LOCKED" if connection.vendor == "postgresql" else "")
+        )
+    else:
+        where = "t.id = %s"
+    return (
+        f"WITH picked AS MATERIALIZED (SELECT t.id, t.overlap, t.submitted_count, t.leased_count, "
+        f"t.leases_expire_at, t.prompt_id, t.round_id, r.number, r.seed, r.gold_count, "
+        f"r.gold_rate, r.rubric_id, ru.created_at AS rubric_created_at, "
+        f"(SELECT x.id FROM {a} x WHERE x.task_id = t.id AND x.annotator_id = %s) AS mine "
+        f"FROM {t} t JOIN {Round._meta.db_table} r ON r.id = t.round_id "
+        f"JOIN {Rubric._meta.db_table} ru ON ru.id = r.rubric_id WHERE {where}) "
+        f"SELECT picked.*, p.messages, p.safety, tc.completion_id, c.text FROM picked "
+        f"JOIN {Prompt._meta.db_table} p ON p.id = picked.prompt_id "
+        f"LEFT JOIN {TaskCompletion._meta.db_table} tc ON tc.task_id = picked.id "
+        f"LEFT JOIN {Completion._meta.db_table} c ON c.id = tc.completion_id "
+        f"ORDER BY tc.position"
+    )
+
+
+@dataclass
+class _Task:
+    """A task as ``_task_sql`` reads it; ``mine``: this annotator's assignment on it, if any."""
+
+    id: int
+    overlap: int
+    submitted_count: int
+    leased_count: int
+    leases_expire_at: datetime | None
+    round_id: int
+    round_number: int
+    seed: int
+    gold_count: int
+    gold_rate: float
+    rubric: Rubric
+    mine: uuid.UUID | None
+    messages: list[dict[str, Any]]
+    safety: bool
+    slots: list[tuple[int, str]]
+
+
+def _task_read(params: list[Any], *, pick: bool, tried: int = 0) -> _Task | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_task_sql(pick, tried), params)
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    (task_id, overlap, submitted, leased, expires, _prompt, round_id, number, seed, gold_count,
+     gold_rate, rubric_id, rubric_created, mine, messages, safety, _c, _t) = rows[0]  # fmt: skip
+    return _Task(
+        id=task_id, overlap=overlap, submitted_count=submitted, leased_count=leased,
+        leases_expire_at=from_sql_datetime(expires), round_id=round_id, round_number=number,
+        seed=seed, gold_count=gold_count, gold_rate=gold_rate,
+        rubric=rubric_cached(rubric_id, rubric_created),
+        mine=None if mine is None else uuid.UUID(str(mine)),
+        messages=from_sql_json(messages), safety=bool(safety),
+        slots=[(row[-2], row[-1]) for row in rows if row[-2] is not None],
+    )  # fmt: skip
+
+
+def _leased(
+    task: _Task, assignment_id: uuid.UUID, expires: datetime, order: list[int]
+) -> LeasedTask:
+    """What the annotator is shown: the slots in ``order`` (position order where it does not fit:
+    a lease taken before orders were stored shows what it showed then)."""
+    texts = dict(task.slots)
+    shown = [(cid, texts[cid]) for cid in order] if sorted(order) == sorted(texts) else task.slots
+    return LeasedTask(
+        assignment_id=assignment_id, lease_expires_at=expires, task_id=task.id,
+        round_number=task.round_number, rubric=task.rubric, messages=task.messages,
+        safety=task.safety, completions=shown,
+    )  # fmt: skip
+
+
+def task_reclaim_expired_leases(*, task: Any, now: datetime) -> int:
     """Expire the task's lapsed leases and recount its leases. The caller holds the task's lock.
 
-    Returns how many leases were reclaimed. Updates ``task`` in memory only; the caller saves it.
+    Returns how many leases were reclaimed. Updates ``task`` (a ``ComparisonTask``, or the
+    lease's own record of one) in memory only; the caller saves it.
     """
     reclaimed = Assignment.objects.filter(
-        task=task, status=Assignment.Status.LEASED, lease_expires_at__lte=now
+        task_id=task.id, status=Assignment.Status.LEASED, lease_expires_at__lte=now
     ).update(status=Assignment.Status.EXPIRED, finished_at=now)
-    live = Assignment.objects.filter(task=task, status=Assignment.Status.LEASED).aggregate(
+    live = Assignment.objects.filter(task_id=task.id, status=Assignment.Status.LEASED).aggregate(
         n=Count("pk"), first=Min("lease_expires_at")
     )
     task.leased_count = live["n"]
@@ -162,43 +308,55 @@ def task_reclaim_expired_leases(*, task: ComparisonTask, now: datetime) -> int:
     return reclaimed
 
 
-def _held_lease(annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
-    held = Assignment.objects.filter(
-        annotator=annotator, status=Assignment.Status.LEASED, lease_expires_at__gt=now
+def _counts_save(task: Any) -> None:
+    ComparisonTask.objects.filter(pk=task.id).update(
+        leased_count=task.leased_count, leases_expire_at=task.leases_expire_at
     )
-    # Most requests hold nothing: ask the partial index ``assignment_active_lease`` first, with a
-    # query Django compiles far faster than the joined one below (SQL compilation was the
-    # largest cost of a lease in benchmarks/annotation_api.py's profile).
-    if not held.exists():
-        return None
-    return (
-        held.select_related("task__prompt", "task__round__rubric")
-        .filter(task__round__status=Round.Status.OPEN)
+
+
+def _annotator_lock_holds_lease(annotator: AbstractBaseUser, now: datetime) -> bool:
+    """Lock the annotator's user row until the transaction ends (their lease requests queue),
+    then say whether they hold an unexpired lease: an index probe of ``assignment_active_lease``
+    (most requests hold nothing).
+
+    On PostgreSQL these are two statements: a statement's snapshot is taken before it waits on
+    the lock, so a probe in the locking statement would not see the lease that the request it
+    waited for committed, and two tabs would both get one. SQLite's transaction holds the
+    database's write lock from its start, so there one statement sees everything."""
+    user_meta = get_user_model()._meta
+    probe = (
+        f"SELECT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} a "
+        f"WHERE a.annotator_id = %s AND a.status = 'leased' AND a.lease_expires_at > %s)"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT 1 FROM {user_meta.db_table} WHERE {user_meta.pk.column} = %s FOR UPDATE",
+                [annotator.pk],
+            )
+        cursor.execute(probe, [annotator.pk, sql_datetime(now)])
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def _held_lease(annotator: AbstractBaseUser, now: datetime) -> LeasedTask | None:
+    held = (
+        Assignment.objects.filter(
+            annotator=annotator,
+            status=Assignment.Status.LEASED,
+            lease_expires_at__gt=now,
+            task__round__status=Round.Status.OPEN,
+        )
         .order_by("lease_expires_at")
+        .values_list("pk", "task_id", "lease_expires_at", "display_order")
         .first()
     )
-
-
-def _annotator_lock(annotator: AbstractBaseUser) -> None:
-    """Hold the annotator's user row until the transaction ends: their lease requests queue."""
-    user_model = get_user_model()
-    list(user_model.objects.select_for_update().filter(pk=annotator.pk).values_list("pk"))
-
-
-def _slots(task: ComparisonTask) -> list[TaskCompletion]:
-    return list(
-        TaskCompletion.objects.filter(task=task).select_related("completion").order_by("position")
-    )
-
-
-def _shown(slots: list[TaskCompletion], assignment: Assignment) -> list[TaskCompletion]:
-    """``slots`` in the assignment's display order; in position order where it has none that
-    fits (a lease taken before orders were stored shows what it showed then)."""
-    by_id = {slot.completion_id: slot for slot in slots}
-    order = assignment.display_order
-    if sorted(order) != sorted(by_id):
-        return slots
-    return [by_id[completion_id] for completion_id in order]
+    if held is None:
+        return None
+    assignment_id, task_id, expires, order = held
+    task = _task_read([annotator.pk, task_id], pick=False)
+    assert task is not None  # the assignment's task, read in the same transaction
+    return _leased(task, assignment_id, expires, order)
 
 
 def task_next_for_annotator(
@@ -207,110 +365,110 @@ def task_next_for_annotator(
     """Lease the next task to ``annotator``, or return the one they hold. None when none is left."""
     now = now or timezone.now()
     with transaction.atomic():
-        _annotator_lock(annotator)
-        held = _held_lease(annotator, now)
-        if held is not None:
-            return LeasedTask(
-                assignment=held, task=held.task, slots=_shown(_slots(held.task), held)
-            )
-
-        mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
-        open_tasks = ComparisonTask.objects.filter(
-            round__status=Round.Status.OPEN, submitted_count__lt=F("overlap")
-        )
-        candidates = (
-            open_tasks.filter(gold_ranking__isnull=True)
-            .filter(
-                Q(submitted_count__lt=F("overlap") - F("leased_count"))
-                | Q(leases_expire_at__lte=now)
-            )
-            .exclude(
-                Exists(
-                    mine.filter(status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED])
-                )
-            )
-            .annotate(my_assignment_id=Subquery(mine.values("pk")[:1]))
-            .select_related("prompt", "round__rubric")
-            .order_by("-submitted_count", "id")
-            .select_for_update(skip_locked=True, of=("self",))
-        )
+        if _annotator_lock_holds_lease(annotator, now):
+            held = _held_lease(annotator, now)
+            if held is not None:
+                return held
         tried: list[int] = []
         for _ in range(MAX_CANDIDATES_TRIED):
-            task = candidates.exclude(pk__in=tried).first()
+            params = [annotator.pk, sql_datetime(now), annotator.pk, *tried]
+            task = _task_read(params, pick=True, tried=len(tried))
             if task is None:
                 return None
             if task.leases_expire_at is not None and task.leases_expire_at <= now:
                 task_reclaim_expired_leases(task=task, now=now)
             if task.submitted_count + task.leased_count < task.overlap:
-                gold = _gold_instead(task=task, annotator=annotator, open_tasks=open_tasks)
-                return _lease(task=gold or task, annotator=annotator, now=now)
-            # A stale lower bound with no lapsed lease behind it: store the exact one and move on.
-            task.save(update_fields=["leased_count", "leases_expire_at"])
-            tried.append(task.pk)
+                gold = _gold_instead(task=task, annotator=annotator)
+                leased = _lease(task=gold or task, annotator=annotator, now=now)
+                if leased is not None:
+                    return leased
+            # Not leased (a stale lower bound with no lapsed lease behind it, or a row of
+            # this annotator's no longer lapsed): store the exact counts and move on.
+            _counts_save(task)
+            tried.append(task.id)
     return None
 
 
-def _gold_instead(
-    *, task: ComparisonTask, annotator: AbstractBaseUser, open_tasks: QuerySet[ComparisonTask]
-) -> ComparisonTask | None:
-    """A gold task of ``task``'s round for this annotator, if one is due (``annotation.gold``).
+def _gold_instead(*, task: _Task, annotator: AbstractBaseUser) -> _Task | None:
+    """A gold task of ``task``'s round for this annotator, locked, if one is due
+    (``annotation.gold``).
 
     Gold is mixed only into real work: when no ordinary task is left, none is served, so a
     queue never ends in a run of tasks that would give gold away. Rounds without gold tasks
     (``gold_count`` 0) cost no query.
     """
-    round_ = task.round
-    if round_.gold_count == 0 or round_.gold_rate <= 0:
+    if task.gold_count == 0 or task.gold_rate <= 0:
         return None
     done = Assignment.objects.filter(
-        annotator=annotator, task__round=round_, status=Assignment.Status.SUBMITTED
+        annotator=annotator, task__round_id=task.round_id, status=Assignment.Status.SUBMITTED
     ).aggregate(all=Count("pk"), gold=Count("pk", filter=Q(task__gold_ranking__isnull=False)))
     if not gold_due(
         annotator_id=annotator.pk, judged=done["all"], gold_judged=done["gold"],
-        rate=round_.gold_rate,
+        rate=task.gold_rate,
     ):  # fmt: skip
         return None
     mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
-    gold = (
-        open_tasks.filter(round=round_, gold_ranking__isnull=False)
-        .filter(submitted_count__lt=F("overlap") - F("leased_count"))
+    gold_id = (
+        ComparisonTask.objects.filter(
+            round_id=task.round_id,
+            round__status=Round.Status.OPEN,
+            gold_ranking__isnull=False,
+            submitted_count__lt=F("overlap") - F("leased_count"),
+        )
         .exclude(Exists(mine.exclude(status=Assignment.Status.EXPIRED)))
-        .annotate(my_assignment_id=Subquery(mine.values("pk")[:1]))
-        .select_related("prompt", "round__rubric")
         .order_by("id")
         .select_for_update(skip_locked=True, of=("self",))
+        .values_list("pk", flat=True)
         .first()
     )
-    return gold
+    return None if gold_id is None else _task_read([annotator.pk, gold_id], pick=False)
 
 
-def _lease(*, task: ComparisonTask, annotator: AbstractBaseUser, now: datetime) -> LeasedTask:
+def _lease(*, task: _Task, annotator: AbstractBaseUser, now: datetime) -> LeasedTask | None:
+    """Lease ``task`` (locked, with a free slot) to ``annotator``; None if the row of theirs it
+    would reuse is no longer a lapsed one (a late submit of it committed meanwhile)."""
     expires = _lease_expiry(now)
-    slots = _slots(task)
     order = assignment_display_order(
-        seed=task.round.seed, task_id=task.pk, annotator_id=annotator.pk,
-        completion_ids=[slot.completion_id for slot in slots],
+        seed=task.seed, task_id=task.id, annotator_id=annotator.pk,
+        completion_ids=[completion_id for completion_id, _ in task.slots],
     )  # fmt: skip
-    lease_fields = {
-        "status": Assignment.Status.LEASED,
-        "leased_at": now,
-        "lease_expires_at": expires,
-        "finished_at": None,
-        "display_order": order,
-    }
-    if task.my_assignment_id is not None:  # type: ignore[attr-defined]
-        # This annotator's earlier lease on this task lapsed: the same row (and id) comes back.
-        Assignment.objects.filter(pk=task.my_assignment_id).update(**lease_fields)  # type: ignore[attr-defined]
-        assignment = Assignment(
-            pk=task.my_assignment_id, task=task, annotator=annotator, **lease_fields
-        )  # type: ignore[attr-defined]
-    else:
-        assignment = Assignment.objects.create(task=task, annotator=annotator, **lease_fields)
-    task.leased_count += 1
-    if task.leases_expire_at is None or task.leases_expire_at > expires:
-        task.leases_expire_at = expires
-    task.save(update_fields=["leased_count", "leases_expire_at"])
-    return LeasedTask(assignment=assignment, task=task, slots=_shown(slots, assignment))
+    first_expiry = expires
+    if task.leases_expire_at is not None and task.leases_expire_at < expires:
+        first_expiry = task.leases_expire_at
+    count = (
+        f"UPDATE {ComparisonTask._meta.db_table} SET leased_count = %s, leases_expire_at = %s "
+        "WHERE id = %s"
+    )
+    count_params = [task.leased_count + 1, sql_datetime(first_expiry), task.id]
+    lease = [sql_datetime(now), sql_datetime(expires), sql_json(order)]
+    a = Assignment._meta.db_table
+    with connection.cursor() as cursor:
+        if task.mine is not None:
+            # This annotator's earlier lease on this task lapsed: the same row (and id) comes back.
+            cursor.execute(
+                f"UPDATE {a} SET status = 'leased', leased_at = %s, lease_expires_at = %s, "
+                "display_order = %s, finished_at = NULL WHERE id = %s AND status = 'expired'",
+                [*lease, sql_uuid(task.mine)],
+            )
+            if cursor.rowcount != 1:
+                return None
+            cursor.execute(count, count_params)
+            assignment_id = task.mine
+        else:
+            assignment_id = uuid.uuid4()
+            insert = (
+                f"INSERT INTO {a} (id, task_id, annotator_id, status, leased_at, "
+                "lease_expires_at, display_order, finished_at, skip_reason) "
+                "VALUES (%s, %s, %s, 'leased', %s, %s, %s, NULL, '')"
+            )
+            params = [sql_uuid(assignment_id), task.id, annotator.pk, *lease]
+            if connection.vendor == "postgresql":
+                # One round trip: the assignment and the slot it takes.
+                cursor.execute(f"WITH a AS ({insert}) {count}", [*params, *count_params])
+            else:
+                cursor.execute(insert, params)
+                cursor.execute(count, count_params)
+    return _leased(task, assignment_id, expires, order)
 
 
 def assignment_get_own(*, assignment_id: object, annotator: AbstractBaseUser) -> Assignment:

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from feedback.platform.errors import DomainError
 from feedback.platform.signals import judgment_recorded
 from feedback.platform.strict import unknown_keys
 
-from .distribution import assignment_get_own, assignment_hold_slot, task_lock_with_assignment
-from .models import Assignment, ComparisonTask, Judgment, Rubric, TaskCompletion
+from .distribution import (
+    assignment_hold_slot,
+    from_sql_json,
+    rubric_cached,
+    sql_datetime,
+    sql_json,
+    sql_uuid,
+    task_lock_with_assignment,
+)
+from .models import Assignment, ComparisonTask, Judgment, Round, Rubric, TaskCompletion
 from .rubrics import SLACK, ranking_validate, scores_validate
 from .strict_json import Errors, described, errors_raise, is_strict_int, shown
 
@@ -141,6 +150,35 @@ def body_sha256(clean: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class _SlowPath(Exception):
+    """The fast path's statements found the assignment not live-leased: undo them."""
+
+
+def _submit_context(*, assignment_id: object, annotator: AbstractBaseUser) -> tuple[Any, ...]:
+    """One statement: the caller's own assignment with its task's round, rubric version and
+    completion ids (position order); a 404 when it is not theirs (or does not exist)."""
+    if not isinstance(assignment_id, uuid.UUID):
+        assignment_id = uuid.UUID(str(assignment_id))
+    a, t = Assignment._meta.db_table, ComparisonTask._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.task_id, a.display_order, t.round_id, r.rubric_id, ru.created_at, "
+            f"tc.completion_id FROM {a} a JOIN {t} t ON t.id = a.task_id "
+            f"JOIN {Round._meta.db_table} r ON r.id = t.round_id "
+            f"JOIN {Rubric._meta.db_table} ru ON ru.id = r.rubric_id "
+            f"LEFT JOIN {TaskCompletion._meta.db_table} tc ON tc.task_id = a.task_id "
+            "WHERE a.id = %s AND a.annotator_id = %s ORDER BY tc.position",
+            [sql_uuid(assignment_id), annotator.pk],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        raise DomainError("No such assignment.", code="not_found", status=404)
+    task_id, order, round_id, rubric_id, rubric_created, _ = rows[0]
+    completion_ids = [row[-1] for row in rows if row[-1] is not None]
+    rubric = rubric_cached(rubric_id, rubric_created)
+    return assignment_id, task_id, from_sql_json(order), round_id, rubric, completion_ids
+
+
 def judgment_submit(
     *, assignment_id: object, annotator: AbstractBaseUser, body: object
 ) -> Judgment:
@@ -148,23 +186,38 @@ def judgment_submit(
 
     The same body again returns the stored judgment; a different body after a submit is a 409
     naming the judgment that exists; another annotator's assignment is a 404.
+
+    The common case, a live lease submitted once, takes the fast path: the slot moved and the
+    judgment stored in hand-written statements (the task's row first, the lock order every slot
+    change uses). Everything else (a resubmit, a lapsed lease, a skipped one) finds the
+    assignment not live-leased there, undoes it, and takes the general path.
     """
     now = timezone.now()
-    assignment = assignment_get_own(assignment_id=assignment_id, annotator=annotator)
-    rubric = assignment.task.round.rubric
-    completion_ids = list(
-        TaskCompletion.objects.filter(task_id=assignment.task_id)
-        .order_by("position")
-        .values_list("completion_id", flat=True)
+    assignment_id, task_id, order, round_id, rubric, completion_ids = _submit_context(
+        assignment_id=assignment_id, annotator=annotator
     )
     clean, errors = judgment_validate(body=body, completion_ids=completion_ids, rubric=rubric)
     errors_raise(errors)
     digest = body_sha256(clean)
-
+    judgment = Judgment(
+        id=uuid.uuid4(), assignment_id=assignment_id, task_id=task_id, annotator=annotator,
+        rubric=rubric, ranking=clean["ranking"], scores=clean["scores"],
+        strength=clean["strength"], flags=clean["flags"], rationale=clean["rationale"],
+        time_spent_ms=clean["time_spent_ms"], body_sha256=digest,
+        # Kept with the decision: position bias is measured from it (``position_bias``).
+        display_order=order, created_at=now,
+    )  # fmt: skip
+    try:
+        with transaction.atomic():
+            _judgment_store_fast(judgment, now=now)
+            transaction.on_commit(
+                lambda: judgment_recorded.send(sender=Judgment, round_id=round_id)
+            )
+        return judgment
+    except _SlowPath:
+        pass
     with transaction.atomic():
-        task, assignment = task_lock_with_assignment(
-            task_id=assignment.task_id, assignment_id=assignment.pk
-        )
+        task, assignment = task_lock_with_assignment(task_id=task_id, assignment_id=assignment_id)
         existing = getattr(assignment, "judgment", None)
         if existing is not None:
             if existing.body_sha256 == digest:
@@ -183,6 +236,67 @@ def judgment_submit(
             task=task, assignment=assignment, annotator=annotator, rubric=rubric, clean=clean,
             digest=digest, now=now,
         )  # fmt: skip
+
+
+_JUDGMENT_COLUMNS = (
+    "id", "assignment_id", "task_id", "annotator_id", "rubric_id", "ranking", "scores",
+    "strength", "flags", "rationale", "time_spent_ms", "display_order", "body_sha256",
+    "created_at",
+)  # fmt: skip
+
+
+def _judgment_store_fast(judgment: Judgment, *, now: datetime) -> None:
+    """Move the slot from leased to submitted and store ``judgment``, or raise ``_SlowPath``
+    (inside the caller's transaction, which it undoes) when the assignment is not live-leased.
+
+    The task's row is updated first: that takes its lock before the assignment's, as every
+    path does. A live lease always holds a slot (``leased_count`` > 0); the assignment's own
+    update then moves it from leased to submitted only if it still is, a condition read after
+    the lock, so a concurrent resubmit of the same body finds it submitted and goes the general
+    way (it returns this judgment)."""
+    t, a = ComparisonTask._meta.db_table, Assignment._meta.db_table
+    j = Judgment._meta.db_table
+    values = [
+        sql_uuid(judgment.pk), sql_uuid(judgment.assignment_id), judgment.task_id,
+        judgment.annotator_id, judgment.rubric_id, sql_json(judgment.ranking),
+        sql_json(judgment.scores), judgment.strength, sql_json(judgment.flags),
+        judgment.rationale, judgment.time_spent_ms, sql_json(judgment.display_order),
+        judgment.body_sha256, sql_datetime(now),
+    ]  # fmt: skip
+    submitted = (
+        f"UPDATE {a} SET status = 'submitted', finished_at = %s WHERE id = %s "
+        "AND status = 'leased' AND lease_expires_at > %s"
+    )
+    submitted_params = [sql_datetime(now), sql_uuid(judgment.assignment_id), sql_datetime(now)]
+    insert = (
+        f"INSERT INTO {j} ({', '.join(_JUDGMENT_COLUMNS)}) "
+        f"SELECT {', '.join(['%s'] * len(_JUDGMENT_COLUMNS))}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {t} SET leased_count = leased_count - 1, "
+            "submitted_count = submitted_count + 1, leases_expire_at = CASE WHEN "
+            "leased_count = 1 THEN NULL ELSE leases_expire_at END "
+            "WHERE id = %s AND leased_count > 0",
+            [judgment.task_id],
+        )
+        if cursor.rowcount != 1:
+            raise _SlowPath
+        if connection.vendor == "postgresql":
+            # One round trip: the judgment is inserted only if the assignment moved.
+            cursor.execute(
+                f"WITH moved AS ({submitted} RETURNING id) {insert} "
+                "WHERE EXISTS (SELECT 1 FROM moved) RETURNING id",
+                [*submitted_params, *values],
+            )
+            moved = cursor.fetchone() is not None
+        else:
+            cursor.execute(submitted, submitted_params)
+            moved = cursor.rowcount == 1
+            if moved:
+                cursor.execute(insert, values)
+        if not moved:
+            raise _SlowPath
 
 
 def _judgment_record(

@@ -41,6 +41,21 @@ def _guidelines_html(guidelines: str) -> str:
     return render_untrusted(guidelines)
 
 
+def rubric_payload(rubric: Rubric) -> dict[str, Any]:
+    """What ``RubricSerializer`` gives, built by hand: every lease carries its rubric."""
+    return {
+        "id": rubric.pk,
+        "name": rubric.name,
+        "version": rubric.version,
+        "label": rubric.label,
+        "axes": rubric.axes,
+        "flags": rubric.flags,
+        "strength_labels": rubric.strength_labels,
+        "guidelines": rubric.guidelines,
+        "guidelines_html": _guidelines_html(rubric.guidelines),
+    }
+
+
 class RubricSerializer(serializers.ModelSerializer):
     label = serializers.CharField(read_only=True)
     guidelines_html = serializers.SerializerMethodField(

@@ -22,7 +22,9 @@ from ..models import Judgment
 from ..progress import annotator_round_progress
 from ..quality import annotator_quality
 from ..selectors import annotator_counts
-from .common import ERROR, MAX_K, RubricSerializer
+from .common import ERROR, MAX_K, RubricSerializer, rubric_payload
+
+_DATETIME = serializers.DateTimeField()
 
 
 def messages_payload(messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -35,20 +37,35 @@ def completion_payload(completion_id: int, text: str) -> dict[str, object]:
 
 
 def leased_task_payload(leased: LeasedTask) -> dict[str, Any]:
-    task = leased.task
+    """Built by hand, not by ``LeasedTaskSerializer`` (which documents it): serializer
+    machinery cost more than the lease's own SQL."""
     return {
-        "assignment": str(leased.assignment.pk),
-        "lease_expires_at": leased.assignment.lease_expires_at,
-        "task": task.pk,
-        "round": task.round.number,
-        "prompt": {
-            "messages": messages_payload(task.prompt.messages),
-            "safety": task.prompt.safety,
-        },
-        "completions": [
-            completion_payload(slot.completion_id, slot.completion.text) for slot in leased.slots
-        ],
-        "rubric": RubricSerializer(task.round.rubric).data,
+        "assignment": str(leased.assignment_id),
+        "lease_expires_at": leased.lease_expires_at,
+        "task": leased.task_id,
+        "round": leased.round_number,
+        "prompt": {"messages": messages_payload(leased.messages), "safety": leased.safety},
+        "completions": [completion_payload(cid, text) for cid, text in leased.completions],
+        "rubric": rubric_payload(leased.rubric),
+    }
+
+
+def judgment_payload(judgment: Judgment) -> dict[str, Any]:
+    """What ``JudgmentOutputSerializer`` (which documents it) gives, built by hand (see
+    ``leased_task_payload``)."""
+    return {
+        "id": str(judgment.pk),
+        "assignment": str(judgment.assignment_id),
+        "task": judgment.task_id,
+        "ranking": judgment.ranking,
+        "scores": judgment.scores,
+        "strength": judgment.strength,
+        "flags": judgment.flags,
+        "rationale": judgment.rationale,
+        "time_spent_ms": judgment.time_spent_ms,
+        "display_order": judgment.display_order,
+        "rubric": judgment.rubric.label,
+        "created_at": _DATETIME.to_representation(judgment.created_at),
     }
 
 
@@ -159,7 +176,7 @@ class AssignmentSubmitApi(StrictApiView):
         judgment = judgment_submit(
             assignment_id=assignment_id, annotator=request.user, body=request.data
         )
-        return Response(JudgmentOutputSerializer(judgment).data)
+        return Response(judgment_payload(judgment))
 
 
 class AssignmentSkipApi(StrictApiView):

@@ -14,6 +14,7 @@ from annotation.models import Assignment, ComparisonTask, Round
 
 from ..factories import open_round
 from .helpers import NEXT, lease, skip_url, submit_url, valid_body
+from .test_query_counts import rubrics_read
 
 pytestmark = pytest.mark.django_db
 
@@ -162,17 +163,17 @@ def test_periodic_sweep_reclaims_lapsed_leases(api, annotator):
 def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
     open_round(n=5)
     client = api(annotator)
-    # token, roles, the rate limit's sliding log (the n-th newest hit, then the new hit), the
-    # annotator's row lock (one lease at a time), held lease (none: one index probe), candidate
-    # lock, insert assignment, update task, completions; plus the savepoint pair of the lease's
-    # transaction (in a test, every transaction is nested in the test's own). PostgreSQL adds
-    # the rate limit's advisory lock (SQLite's write lock is the transaction's own).
-    lock = 1 if connection.vendor == "postgresql" else 0
-    with django_assert_num_queries(12 + lock):
+    # token with user and roles, the rate limit's log (one conditional insert), the annotator's
+    # row lock (PostgreSQL) and the held-lease probe, the candidate locked with its prompt and
+    # slots, the assignment inserted and its slot counted (one statement on PostgreSQL, two on
+    # SQLite); plus the savepoint pair of the lease's transaction (in a test, every transaction
+    # is nested in the test's own). PostgreSQL adds the rate limit's advisory lock.
+    postgresql = connection.vendor == "postgresql"
+    rubrics_read()
+    with django_assert_num_queries(8 + postgresql):
         task = lease(client)
-    # Holding one: the rate limit's two, the lock, the probe finds it, then it is read with its
-    # task, prompt, rubric.
-    with django_assert_num_queries(10 + lock):
+    # Holding one: the rate limit's, the lock finds it, it is read, then its task.
+    with django_assert_num_queries(7 + 2 * postgresql):
         assert lease(client)["assignment"] == task["assignment"]
 
 
@@ -180,9 +181,12 @@ def test_submit_query_count_is_pinned(api, annotator, django_assert_num_queries)
     open_round(n=5)
     client = api(annotator)
     task = lease(client)
-    # token, roles, assignment, completion ids, lock task, assignment+judgment, insert judgment,
-    # update assignment, update task; plus the savepoint pair.
-    with django_assert_num_queries(11):
+    # token, the assignment with its round, rubric and completion ids; the task's slot moved,
+    # the assignment moved and the judgment inserted (one statement on PostgreSQL, two on
+    # SQLite); plus the savepoint pair.
+    postgresql = connection.vendor == "postgresql"
+    rubrics_read()
+    with django_assert_num_queries(7 - postgresql):
         response = client.post(submit_url(task["assignment"]), valid_body(task), format="json")
     assert response.status_code == 200
 
