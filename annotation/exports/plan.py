@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from .context import ExportContext, export_context
+from .copied import copied_pair_batches
 from .filters import ExportFilters
 from .formats import export_check
 from .formats.base import Batch, ExportFormat, row_batches
@@ -21,6 +22,7 @@ from .records import (
     judgment_stream,
     judgments_selected,
 )
+from .sql import sql_applies
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -41,6 +43,9 @@ class ExportPlan:
 
     def batches(self, progress: Progress | None = None) -> Iterator[Batch]:
         """The rows in batches, each able to give its JSONL."""
+        if sql_applies(fmt=self.format.name, filters=self.context.filters):
+            return copied_pair_batches(fmt=self.format.name, context=self.context,
+                                       progress=progress)  # fmt: skip
         source = self._source(progress)
         if self.format.batches is not None:
             return self.format.batches(source, self.context)

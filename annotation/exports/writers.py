@@ -23,6 +23,7 @@ from django.conf import settings
 
 from feedback.platform.errors import DomainError
 
+from .copied import CopiedBatch
 from .filters import ExportFilters
 from .formats.base import Batch
 from .plan import export_prepare
@@ -84,13 +85,17 @@ def _write_jsonl(batches: Iterable[Batch], path: Path) -> tuple[int, str]:
     count = 0
     digest = hashlib.sha256()
 
-    def write(data: bytes) -> None:
-        out.write(data)
-        digest.update(data)
+    def write(batch: Batch) -> None:
+        # Lines the database wrote come in pieces (``copied.CopiedBatch``): written as they
+        # are, rather than joined into one more copy of the batch.
+        pieces = batch.pieces() if isinstance(batch, CopiedBatch) else (batch.jsonl(),)
+        for data in pieces:
+            out.write(data)
+            digest.update(data)
 
     with path.open("wb") as out, _WriteBehind() as behind:
         for batch in batches:
-            behind.submit(write, batch.jsonl())
+            behind.submit(write, batch)
             count += len(batch)
     return count, digest.hexdigest()
 
