@@ -191,8 +191,9 @@ if PRODUCTION:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Token first, so an anonymous call gets 401 with a WWW-Authenticate header.
-        "rest_framework.authentication.TokenAuthentication",
+        # Token first, so an anonymous call gets 401 with a WWW-Authenticate header. DRF's,
+        # with the token, its user and the user's roles read in one query.
+        "feedback.platform.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -269,6 +270,10 @@ TINY_MODEL_DIR = env_str("TINY_MODEL_DIR", "models/tiny-llama")
 
 # A running training run with no heartbeat for this long lost its worker; it is retried once.
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
+# Where a run logs besides its own page when its recipe's report_to is unset: tensorboard (event
+# files kept with the run's artifacts, offline), trackio, wandb, or none; comma-separated.
+# Nothing that sends data off the machine is on by default.
+TRAINING_REPORT_TO = env_str("TRAINING_REPORT_TO", "tensorboard")
 # A generating round whose job wrote no heartbeat for this long lost its worker.
 GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 600)
 
@@ -281,6 +286,9 @@ THROTTLE_RATES = {
     "login": env_str("THROTTLE_LOGIN", "10/min"),
     "login_address": env_str("THROTTLE_LOGIN_ADDRESS", "100/min"),
 }
+# Webhook targets on loopback, private, link-local or shared addresses are refused (server-side
+# request forgery) unless this is on; cloud metadata addresses are refused always.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
 # Proxies in front of the app that append to X-Forwarded-For (0: use the peer address).
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 

@@ -25,11 +25,18 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[Role]:
     cached = getattr(user, "_feedback_roles", None)
     if cached is None:
         names = set(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
-        cached = {role for role in Role if role.value in names}
-        if user.is_staff:  # type: ignore[attr-defined]
-            cached.add(Role.ADMIN)
-        user._feedback_roles = cached  # type: ignore[union-attr]
+        cached = user_roles_set(user, names)
     return cached
+
+
+def user_roles_set(user: AbstractBaseUser, group_names: set[str]) -> set[Role]:
+    """Store the roles of a user whose group names were read with it (``platform.auth`` reads
+    them with the token), so that no role check queries again."""
+    roles = {role for role in Role if role.value in group_names}
+    if user.is_staff:  # type: ignore[attr-defined]
+        roles.add(Role.ADMIN)
+    user._feedback_roles = roles  # type: ignore[attr-defined]
+    return roles
 
 
 def user_has_role(user: AbstractBaseUser | AnonymousUser, *roles: Role) -> bool:
@@ -67,3 +74,9 @@ class IsAdmin(_RolePermission):
 class IsResearcherOrAdmin(_RolePermission):
     roles = (Role.RESEARCHER, Role.ADMIN)
     message = "Only researchers and admins may read this."
+
+
+class HasAnyRole(_RolePermission):
+    """Any of the platform's roles: a signed-in account with none (an outsider) is refused."""
+
+    roles = (Role.ANNOTATOR, Role.RESEARCHER, Role.ADMIN)

@@ -29,7 +29,7 @@ from annotation.models import Assignment, ComparisonTask, Demonstration, ExportJ
 from benchmarks.load import NEXT, annotator_tokens, gunicorn_serving, round_seed
 from feedback import api_urls as feedback_urls
 from feedback.models import Deployment, PolicyVersion
-from feedback.platform.roles import IsAdmin, IsAnnotator, IsResearcherOrAdmin
+from feedback.platform.roles import HasAnyRole, IsAdmin, IsAnnotator, IsResearcherOrAdmin
 from training import urls as training_urls
 from training.models import Automation, DatasetSnapshot, GateEvaluation, TrainingRun
 
@@ -264,7 +264,8 @@ def test_an_unknown_body_field_is_a_400_naming_it(
 
 def _routes() -> list[tuple[str, str, str]]:
     """Every annotation route with each method its view answers, and the persona it serves."""
-    personas = {IsAnnotator: "annotator", IsAdmin: "admin", IsResearcherOrAdmin: "researcher"}
+    personas = {IsAnnotator: "annotator", IsAdmin: "admin", IsResearcherOrAdmin: "researcher",
+                HasAnyRole: "admin"}  # fmt: skip
     routes = []
     for pattern in annotation_urls.urlpatterns:
         view = pattern.callback.view_class
