@@ -142,6 +142,18 @@ class Round(models.Model):
     gold_count = models.PositiveIntegerField(
         default=0, help_text="Gold tasks in this round (kept by the gold service)."
     )
+    # The leaderboard (annotation/progress.py): off unless an admin turns it on, and
+    # pseudonymous unless they also choose to show names.
+    leaderboard_enabled = models.BooleanField(
+        default=False,
+        help_text="Annotators see the round's leaderboard: judgments and agreement with the "
+        "consensus of each annotator.",
+    )
+    leaderboard_names = models.BooleanField(
+        default=False,
+        help_text="The leaderboard shows usernames; off, each annotator is a pseudonym of this "
+        "round (their own row marked as theirs).",
+    )
 
     class Meta:
         constraints = [

@@ -65,6 +65,12 @@ def _judgments(rounds: list[int] | None) -> QuerySet[Judgment]:
     return judgments.filter(task__round__number__in=rounds) if rounds else judgments
 
 
+def judgments_by_annotator(*, rounds: list[int] | None) -> dict[int, int]:
+    """{user id: judgments} in the rounds (every round when None or empty)."""
+    counts = _judgments(rounds).values("annotator_id").annotate(n=Count("pk"))
+    return dict(counts.values_list("annotator_id", "n"))
+
+
 def score_distribution(*, rounds: list[int] | None) -> dict[str, Counter[int]]:
     """How often each score was given on each axis: {axis: {score: count}} over every
     completion of every judgment in the rounds. One pass over the scores column, so it works

@@ -54,6 +54,7 @@ urlpatterns = [
         name="demonstration-preview",
     ),
     path("me/stats/", tasks.MeStatsApi.as_view(), name="me-stats"),
+    path("me/progress/", rounds.MyProgressApi.as_view(), name="me-progress"),
     path("tasks/<int:task_id>/gold/", gold.TaskGoldApi.as_view(), name="task-gold"),
     path("quality/agreement/", quality.AgreementApi.as_view(), name="quality-agreement"),
     path("quality/annotators/", quality.AnnotatorQualityApi.as_view(), name="quality-annotators"),
@@ -62,6 +63,11 @@ urlpatterns = [
     path("rounds/", rounds.RoundListApi.as_view(), name="round-list"),
     path("rounds/<int:round_id>/", rounds.RoundDetailApi.as_view(), name="round-detail"),
     path("rounds/<int:round_id>/close/", rounds.RoundCloseApi.as_view(), name="round-close"),
+    path(
+        "rounds/<int:round_id>/leaderboard/",
+        rounds.RoundLeaderboardApi.as_view(),
+        name="round-leaderboard",
+    ),
     path(
         "exports/preferences/",
         exports.PreferenceExportApi.as_view(),

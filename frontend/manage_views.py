@@ -13,6 +13,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.imports import prompts_import
+from annotation.progress import round_leaderboard, round_set_leaderboard
+from annotation.pseudonyms import usernames_by_id
 from annotation.rounds import (
     round_close,
     round_open_for_policy,
@@ -30,7 +32,7 @@ from training.models import Automation
 from training.selectors import automation_of_round
 
 from .forms import posted_int, posted_json_object
-from .views import role_required
+from .views import leaderboard_rows, role_required
 
 
 @role_required(Role.ADMIN)
@@ -160,8 +162,19 @@ def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
             "bars": bars,
             "peak": peak,
             "annotators": stats["annotators"],
+            "leaderboard": _leaderboard(round_, viewer_id=request.user.pk),
         },
     )
+
+
+def _leaderboard(round_: Any, *, viewer_id: int) -> list[dict[str, Any]]:
+    """The round's leaderboard as annotators see it, with each row's username for the admin."""
+    board = round_leaderboard(round_=round_)
+    usernames = usernames_by_id(user_ids=[row.annotator_id for row in board])
+    rows = leaderboard_rows(board, viewer_id=viewer_id)
+    for row in rows:
+        row["username"] = usernames.get(row["row"].annotator_id, "")
+    return rows
 
 
 def _automation_stages(automation: Automation | None) -> list[dict[str, Any]]:
@@ -211,6 +224,26 @@ def manage_round_stop(request: HttpRequest, round_id: int) -> HttpResponse:
 def manage_round_close(request: HttpRequest, round_id: int) -> HttpResponse:
     round_close(round_id=round_id)
     messages.success(request, "Round closed: no new leases; held leases may still be submitted.")
+    return redirect("frontend:manage-round", round_id=round_id)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_leaderboard(request: HttpRequest, round_id: int) -> HttpResponse:
+    """Turn the round's leaderboard on or off for annotators, with usernames or pseudonyms."""
+    enabled = request.POST.get("leaderboard_enabled") == "on"
+    names = request.POST.get("leaderboard_names") == "on"
+    try:
+        round_ = round_set_leaderboard(round_id=round_id, enabled=enabled, names=names)
+    except DomainError:
+        raise Http404(f"No round {round_id}.") from None
+    if not enabled:
+        messages.success(request, f"Round {round_.number}'s leaderboard is off for annotators.")
+    else:
+        who = "usernames" if names else "pseudonyms"
+        messages.success(
+            request, f"Annotators now see round {round_.number}'s leaderboard, with {who}."
+        )
     return redirect("frontend:manage-round", round_id=round_id)
 
 

@@ -21,6 +21,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
+from annotation.progress import LeaderboardRow, annotator_progress_by_round, round_leaderboard
+from annotation.selectors import round_get
 from feedback.platform.middleware import database_unavailable, is_database_outage
 from feedback.platform.roles import Role, user_roles
 from feedback.platform.throttle import (
@@ -67,6 +69,41 @@ def home(request: HttpRequest) -> HttpResponse:
 @role_required(Role.ANNOTATOR)
 def workspace(request: HttpRequest) -> HttpResponse:
     return render(request, "frontend/workspace.html", {"lease_seconds": settings.LEASE_SECONDS})
+
+
+# The progress page shows the leaderboards of at most this many rounds, newest first.
+LEADERBOARD_ROUNDS = 5
+
+
+def leaderboard_rows(board: list[LeaderboardRow], *, viewer_id: int) -> list[dict[str, Any]]:
+    """A leaderboard as a table shows it: agreement as a share with its interval and the pairs
+    it rests on, and the viewer's own row marked."""
+    rows = []
+    for row in board:
+        estimate = row.agreement
+        agreement = "n/a"
+        if estimate.value is not None:
+            interval = f"{estimate.low:.2f} to {estimate.high:.2f}"
+            agreement = f"{estimate.value:.2f} ({interval}), {estimate.n} pairs"
+        rows.append({"row": row, "you": row.annotator_id == viewer_id, "agreement": agreement})
+    return rows
+
+
+@role_required(Role.ANNOTATOR)
+def my_progress(request: HttpRequest) -> HttpResponse:
+    """Your progress through each round, and the leaderboards an admin has turned on."""
+    rounds = annotator_progress_by_round(annotator=request.user)
+    boards = {}
+    for progress in [r for r in rounds if r.leaderboard][:LEADERBOARD_ROUNDS]:
+        round_ = round_get(round_id=progress.round_id)
+        if round_ is not None:
+            board = round_leaderboard(round_=round_)
+            boards[progress.round_id] = leaderboard_rows(board, viewer_id=request.user.pk)
+    return render(
+        request,
+        "frontend/progress.html",
+        {"rounds": [(r, boards.get(r.round_id)) for r in rounds]},
+    )
 
 
 @role_required(Role.ANNOTATOR)

@@ -136,6 +136,11 @@ def _limits(kind: str, filters: Mapping[str, Any], facts: dict[str, Any] | None)
         limits.append(
             "Judgments on gold tasks (reference answers used to measure annotators) are included."
         )
+        if filters.get("min_trust") is not None or filters.get("weighting") == "trust":
+            limits.append(
+                "Trust rewards agreeing with gold answers and with the other annotators, so the "
+                "trust options also quieten a minority who may be right."
+            )
         limits.append(
             "Completions come from the policies named in the provenance columns; the data says "
             "how annotators ranked those policies' answers, not answers in general."
@@ -171,6 +176,7 @@ def datasheet_write(
         for rubric in facts["rubrics"]:
             lines += _rubric_section(rubric)
         lines += _quality_section(facts["round_numbers"])
+    lines += _trust_section(filters, manifest)
     lines += ["## Known limits", "", *_limits(kind, filters, facts)]
     lines += [
         "## Exact filters",
@@ -188,6 +194,43 @@ def datasheet_write(
     text = "\n".join(lines)
     (folder / "README.md").write_text(text, encoding="utf-8")
     return text
+
+
+def _trust_section(filters: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
+    """What the trust options (the export's ``min_trust`` and ``weighting``) did, with each
+    annotator's trust when the manifest records it; nothing when neither was set."""
+    min_trust, weighting = filters.get("min_trust"), filters.get("weighting", "equal")
+    if min_trust is None and weighting != "trust":
+        return []
+    record = manifest.get("trust") or {}
+    over = ", ".join(map(str, record.get("scored_over_rounds") or [])) or "every round"
+    lines = [
+        "## Trust",
+        "",
+        "An annotator's trust (0 to 1) blends their gold accuracy and their agreement with the "
+        "other annotators' consensus (`annotation/quality.py`); one with no score counts as "
+        f"{record.get('unknown_trust', 0.5)}. Scored over rounds: {over}.",
+        "",
+    ]
+    if min_trust is not None:
+        left = (
+            f": {record['annotators_left_out']} of {len(record['annotators'])} annotators, "
+            f"{record['judgments_left_out']} judgments"
+            if record
+            else ""
+        )
+        lines += [f"Judgments of annotators with trust below {min_trust} were left out{left}.", ""]
+    if weighting == "trust":
+        lines += ["Each task's consensus weighed every annotator by their trust.", ""]
+    if record.get("annotators"):
+        lines += ["| annotator | trust | judgments | kept |", "|---|---|---|---|"]
+        lines += [
+            f"| `{a['annotator']}` | {a['trust']:.3f} | {a['judgments']} | "
+            f"{'yes' if a['kept'] else 'no'} |"
+            for a in record["annotators"]
+        ]
+        lines.append("")
+    return lines
 
 
 def _origin(facts: dict[str, Any] | None) -> list[str]:

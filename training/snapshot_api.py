@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotation.api.export_jobs import MAX_FILTER_VALUES, ExportJobListApi
-from annotation.exports import CONSENSUS_RULES
+from annotation.exports import CONSENSUS_RULES, WEIGHTINGS
 from annotation.rubrics import rubric_current
 from feedback.platform.errors import DomainError, error_schema
 from feedback.platform.parsers import MultiPartParser
@@ -98,6 +98,24 @@ class _ReadOrAdmin(BasePermission):
         return IsAdmin().has_permission(request, view)
 
 
+def _check_trust_options(given: dict[str, Any]) -> None:
+    """The trust options where they have a meaning: an export snapshot takes them in its
+    filters, as an export job does, and SFT rows have no consensus to weigh."""
+    kind = given["kind"]
+    errors: dict[str, list[str]] = {}
+    if kind == DatasetSnapshot.Kind.EXPORT:
+        for name in ("min_trust", "weighting"):
+            if name in given:
+                errors[name] = [f"For an export snapshot, give {name} in filters."]
+    elif kind == DatasetSnapshot.Kind.SFT and given.get("weighting", "equal") != "equal":
+        errors["weighting"] = ["SFT rows are not a consensus: weighting applies to preference "
+                               "and kto snapshots."]  # fmt: skip
+    if errors:
+        raise DomainError(
+            "Trust options that do not apply: " + ", ".join(errors) + ".", fields=errors
+        )
+
+
 class SnapshotListApi(StrictApiView):
     """Freeze judgments (or demonstrations) as an immutable snapshot, or list snapshots."""
 
@@ -121,6 +139,17 @@ class SnapshotListApi(StrictApiView):
         consensus = serializers.ChoiceField(
             choices=CONSENSUS_RULES, default="bradley_terry",
             help_text="preference: how a task's several judgments combine.",
+        )  # fmt: skip
+        min_trust = serializers.FloatField(
+            required=False, allow_null=True,
+            help_text="preference, kto, sft: leave out the judgments (and demonstrations) of "
+            "annotators whose trust is below this, 0 to 1: the export's min_trust (export: "
+            "put it in filters).",
+        )  # fmt: skip
+        weighting = serializers.ChoiceField(
+            choices=WEIGHTINGS, required=False,
+            help_text="preference, kto: each annotator's weight in a task's consensus, equal "
+            "(default) or their trust: the export's weighting (export: put it in filters).",
         )  # fmt: skip
         top_ranked = serializers.BooleanField(
             default=False, help_text="sft: also each judgment's single best completion."
@@ -154,6 +183,7 @@ class SnapshotListApi(StrictApiView):
         data = self.SnapshotInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         given = data.validated_data
+        _check_trust_options(given)
         admin = user_has_role(request.user, Role.ADMIN)
         if given["kind"] == DatasetSnapshot.Kind.EXPORT:
             if not given["pseudonymous"] and not admin:
@@ -174,13 +204,15 @@ class SnapshotListApi(StrictApiView):
             )  # fmt: skip
         common = {
             "rounds": given.get("rounds"),
+            "min_trust": given.get("min_trust"),
             "eval_fraction": given["eval_fraction"],
             "created_by": request.user,
         }
+        weighting = given.get("weighting", "equal")
         if given["kind"] == DatasetSnapshot.Kind.SFT:
             snapshot = snapshot_create_sft(top_ranked=given["top_ranked"], **common)
         elif given["kind"] == DatasetSnapshot.Kind.KTO:
-            snapshot = snapshot_create_kto(**common)
+            snapshot = snapshot_create_kto(weighting=weighting, **common)
         else:
             axis = given.get("axis")
             if axis is not None and axis not in (keys := [a["key"] for a in rubric_current().axes]):
@@ -188,7 +220,9 @@ class SnapshotListApi(StrictApiView):
                     f"axis: one of {', '.join(keys)}.",
                     fields={"axis": [f"One of the rubric's axes: {', '.join(keys)}."]},
                 )
-            snapshot = snapshot_create_preference(axis=axis, consensus=given["consensus"], **common)
+            snapshot = snapshot_create_preference(
+                axis=axis, consensus=given["consensus"], weighting=weighting, **common
+            )
         return Response(SnapshotSerializer(snapshot).data, status=201)
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,18 @@ from django.conf import settings
 from django.utils import timezone
 
 from annotation.exports import (
-    CONSENSUS_RULES,
     FILE_FORMATS,
     FORMATS,
     ExportFilters,
+    annotator_pseudonym,
     export_filters_parse,
-    export_rows,
+    export_prepare,
     export_write,
-    judgment_records,
 )
+from annotation.exports.filters import UNKNOWN_TRUST
+from annotation.exports.plan import ExportPlan
+from annotation.exports.records import judgment_stream
+from annotation.selectors import judgments_by_annotator
 from feedback.platform.errors import DomainError
 
 from .datasheet import datasheet_write
@@ -84,12 +87,12 @@ def _splits_write(
 def _snapshot_write(
     *, kind: str, rows: Iterable[dict[str, Any]], columns: tuple[str, ...],
     filters: dict[str, Any], eval_fraction: float, empty: str, created_by: Any,
-    split_on: str = "prompt", empty_field: str = "rounds",
+    split_on: str = "prompt", empty_field: str = "rounds", trust: dict[str, Any] | None = None,
 ) -> DatasetSnapshot:  # fmt: skip
     """Write rows to train/eval files by the hash of their ``split_on`` column (the prompt, so
     no prompt is in both splits), with a manifest, into a folder that is renamed into place
     only when complete; then record it. Rows carry ``round``/``rubric`` keys (or None) for the
-    manifest besides ``columns``."""
+    manifest besides ``columns``; ``trust`` is what the trust options did (``_trust_record``)."""
     root = Path(settings.ARTIFACTS_DIR)
     name = f"snapshots/{uuid.uuid4().hex}"
     staging = root / f"{name}.partial"
@@ -117,6 +120,8 @@ def _snapshot_write(
             "columns": list(columns),
             "filters": filters,
         }
+        if trust is not None:
+            manifest["trust"] = trust
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         datasheet_write(
             folder=staging, final_folder=root / name, kind=kind,
@@ -136,61 +141,114 @@ def _snapshot_write(
     )  # fmt: skip
 
 
-def _check_consensus(consensus: str) -> None:
-    if consensus not in CONSENSUS_RULES:
-        raise DomainError(
-            f"consensus: one of {', '.join(CONSENSUS_RULES)}.",
-            fields={"consensus": [f"One of: {', '.join(CONSENSUS_RULES)}."]},
-        )
+def _training_filters(
+    *, rounds: list[int] | None, consensus: str = "none", axis: str | None = None,
+    min_trust: float | None = None, weighting: str = "equal",
+) -> ExportFilters:  # fmt: skip
+    """A training snapshot's export filters, read by the export's own parser: the trust options
+    have the export's names (``min_trust``, ``weighting``), and a bad value is the same field
+    error here as in an export."""
+    params: dict[str, Any] = {
+        "rounds": list(rounds or []), "consensus": consensus, "weighting": weighting,
+    }  # fmt: skip
+    if axis:
+        params["axis"] = axis
+    if min_trust is not None:
+        params["min_trust"] = min_trust
+    return export_filters_parse(params)
+
+
+def _trust_options(filters: ExportFilters) -> dict[str, Any]:
+    return {"min_trust": filters.min_trust, "weighting": filters.weighting}
+
+
+def _trust_record(filters: ExportFilters, trust: Mapping[int, float]) -> dict[str, Any] | None:
+    """What the trust options did, for the manifest and the datasheet: each annotator's trust
+    (by pseudonym, so a weight can be checked later) and judgments, and whom ``min_trust`` left
+    out. None when neither option is set. ``trust`` is the export's own map, so the record
+    holds the numbers the rows were cut with."""
+    if filters.min_trust is None and filters.weighting != "trust":
+        return None
+    judged = judgments_by_annotator(rounds=list(filters.rounds) or None)
+    annotators = []
+    for user_id, judgments in judged.items():
+        score = trust.get(user_id, UNKNOWN_TRUST)
+        kept = filters.min_trust is None or score >= filters.min_trust
+        annotators.append(
+            {"annotator": annotator_pseudonym(user_id), "trust": round(score, 4),
+             "judgments": judgments, "kept": kept}
+        )  # fmt: skip
+    annotators.sort(key=lambda a: (-a["trust"], a["annotator"]))
+    left_out = [a for a in annotators if not a["kept"]]
+    return {
+        "min_trust": filters.min_trust,
+        "weighting": filters.weighting,
+        "scored_over_rounds": list(filters.rounds),  # empty: every round
+        "unknown_trust": UNKNOWN_TRUST,
+        "annotators_left_out": len(left_out),
+        "judgments_left_out": sum(a["judgments"] for a in left_out),
+        "annotators": annotators,
+    }
 
 
 def snapshot_create_preference(
     *, rounds: list[int] | None = None, axis: str | None = None,
-    consensus: str = "bradley_terry", eval_fraction: float = 0.1, created_by: Any = None,
+    consensus: str = "bradley_terry", min_trust: float | None = None, weighting: str = "equal",
+    eval_fraction: float = 0.1, created_by: Any = None,
 ) -> DatasetSnapshot:  # fmt: skip
     """The ``trl`` export's preference pairs (all C(K,2) of each ranking, ties dropped, with
     margins) of ``rounds`` (every round if None), in the columns TRL's RewardTrainer and
     DPOTrainer read; with ``axis``, pairs from that rubric axis's scores instead (for a per-axis
     reward model). A task judged several times gives one consensus (``consensus``, one of
-    ``CONSENSUS_RULES``: see annotation/consensus.py for why), unless that is "none"."""
-    _check_consensus(consensus)
-    filters = ExportFilters(rounds=tuple(rounds or ()), axis=axis or "", consensus=consensus)
+    ``CONSENSUS_RULES``: see annotation/consensus.py for why), unless that is "none". The
+    export's trust options: ``min_trust`` leaves out the judgments of annotators below that
+    trust, and ``weighting="trust"`` weighs each annotator by their trust in the consensus."""
+    filters = _training_filters(
+        rounds=rounds, consensus=consensus, axis=axis, min_trust=min_trust, weighting=weighting
+    )
+    plan = export_prepare(fmt="trl", filters=filters)
     return _snapshot_write(
-        kind=DatasetSnapshot.Kind.PREFERENCE, rows=export_rows(fmt="trl", filters=filters),
-        columns=TRAINING_COLUMNS,
-        filters={"rounds": rounds or [], "axis": axis, "consensus": consensus},
+        kind=DatasetSnapshot.Kind.PREFERENCE, rows=plan.rows(), columns=TRAINING_COLUMNS,
+        filters={"rounds": rounds or [], "axis": axis, "consensus": consensus,
+                 **_trust_options(filters)},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="No preference pairs to train on: judge some tasks first.",
+        trust=_trust_record(filters, plan.context.trust),
     )  # fmt: skip
 
 
 def snapshot_create_kto(
-    *, rounds: list[int] | None = None, eval_fraction: float = 0.1, created_by: Any = None
-) -> DatasetSnapshot:
+    *, rounds: list[int] | None = None, min_trust: float | None = None, weighting: str = "equal",
+    eval_fraction: float = 0.1, created_by: Any = None,
+) -> DatasetSnapshot:  # fmt: skip
     """Unpaired desirable / undesirable completions (the ``kto`` export) of ``rounds``: per
     task, the best-ranked completions are desirable and the worst-ranked undesirable, by the
-    task's Bradley-Terry consensus when it has several judgments."""
-    filters = ExportFilters(rounds=tuple(rounds or ()), consensus="bradley_terry")
+    task's Bradley-Terry consensus when it has several judgments (the trust options as for
+    preference pairs)."""
+    filters = _training_filters(
+        rounds=rounds, consensus="bradley_terry", min_trust=min_trust, weighting=weighting
+    )
+    plan = export_prepare(fmt="kto", filters=filters)
     return _snapshot_write(
-        kind=DatasetSnapshot.Kind.KTO, rows=export_rows(fmt="kto", filters=filters),
-        columns=KTO_COLUMNS,
-        filters={"rounds": rounds or [], "consensus": "bradley_terry"},
+        kind=DatasetSnapshot.Kind.KTO, rows=plan.rows(), columns=KTO_COLUMNS,
+        filters={"rounds": rounds or [], "consensus": "bradley_terry", **_trust_options(filters)},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="No ranked completions to label: judge some tasks first.",
+        trust=_trust_record(filters, plan.context.trust),
     )  # fmt: skip
 
 
-def _sft_rows(*, rounds: list[int] | None, top_ranked: bool) -> Iterator[dict[str, Any]]:
+def _sft_rows(*, plan: ExportPlan, top_ranked: bool) -> Iterator[dict[str, Any]]:
     """The ``sft`` export's demonstrations, and with ``top_ranked`` each judgment's single best
     completion (a rank-1 group of one, so an annotator did prefer it over the rest), as
-    prompt-completion rows."""
-    filters = ExportFilters(rounds=tuple(rounds or ()))
-    for row in export_rows(fmt="sft", filters=filters):
+    prompt-completion rows; ``min_trust`` drops both by their author's trust."""
+    for row in plan.rows():
         # The conversation ends in the written answer: the completion is its last turn.
         yield {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
     if not top_ranked:
         return
-    for judgment in judgment_records(filters=filters, times=False):
+    filters, trust = plan.context.filters, plan.context.trust
+    for judgment in judgment_stream(filters=filters, trust=trust, times=False):
         ranking, task = judgment.ranking, judgment.task
         if not ranking or len(ranking[0]) != 1:
             continue
@@ -201,16 +259,22 @@ def _sft_rows(*, rounds: list[int] | None, top_ranked: bool) -> Iterator[dict[st
 
 
 def snapshot_create_sft(
-    *, rounds: list[int] | None = None, top_ranked: bool = False, eval_fraction: float = 0.1,
-    created_by: Any = None,
+    *, rounds: list[int] | None = None, top_ranked: bool = False,
+    min_trust: float | None = None, eval_fraction: float = 0.1, created_by: Any = None,
 ) -> DatasetSnapshot:  # fmt: skip
-    """SFT data in TRL's conversational prompt-completion format (the loss is on the answer)."""
+    """SFT data in TRL's conversational prompt-completion format (the loss is on the answer).
+    ``min_trust`` as in the ``sft`` export: rows of authors (and judges) below that trust are
+    left out; there is no consensus to weigh."""
+    filters = _training_filters(rounds=rounds, min_trust=min_trust)
+    plan = export_prepare(fmt="sft", filters=filters)
     return _snapshot_write(
-        kind=DatasetSnapshot.Kind.SFT, rows=_sft_rows(rounds=rounds, top_ranked=top_ranked),
-        columns=SFT_COLUMNS, filters={"rounds": rounds or [], "top_ranked": top_ranked},
+        kind=DatasetSnapshot.Kind.SFT, rows=_sft_rows(plan=plan, top_ranked=top_ranked),
+        columns=SFT_COLUMNS,
+        filters={"rounds": rounds or [], "top_ranked": top_ranked, "min_trust": min_trust},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="Nothing to fine-tune on: write demonstrations (or judge tasks and ask for the "
         "top-ranked completions).",
+        trust=_trust_record(filters, plan.context.trust),
     )  # fmt: skip
 
 

@@ -1,6 +1,10 @@
-"""Rounds: list, open from imported completions, read, close (admin)."""
+"""Rounds: list, open from imported completions, read, change, close (admin); an annotator's
+progress through every round, and a round's leaderboard when an admin has turned it on."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
 
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -8,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from feedback.platform.errors import DomainError
-from feedback.platform.roles import IsAdmin
+from feedback.platform.roles import HasAnyRole, IsAdmin, IsAnnotator, Role, user_has_role
 from feedback.platform.strict import (
     BoundedListField,
     StrictApiView,
@@ -19,6 +23,8 @@ from feedback.serving.backends import Sampling
 
 from ..gold import round_set_gold_rate
 from ..models import Round
+from ..progress import annotator_progress_by_round, round_leaderboard, round_set_leaderboard
+from ..pseudonyms import usernames_by_id
 from ..rounds import (
     round_close,
     round_open_for_policy,
@@ -66,6 +72,8 @@ class RoundOutputSerializer(serializers.ModelSerializer):
             "generation_error",
             "gold_rate",
             "gold_count",
+            "leaderboard_enabled",
+            "leaderboard_names",
         ]
 
     @extend_schema_field(
@@ -175,12 +183,27 @@ class RoundListApi(StrictApiView):
 
 
 class RoundDetailApi(StrictApiView):
-    """Read a round; PATCH changes what can change while it runs (its gold rate)."""
+    """Read a round; PATCH changes what can change while it runs: its gold rate, and whether
+    annotators see its leaderboard (and with usernames or pseudonyms)."""
 
     permission_classes = [IsAdmin]
 
     class RoundPatchSerializer(StrictSerializer):
-        gold_rate = serializers.FloatField(min_value=0, max_value=1)
+        gold_rate = serializers.FloatField(min_value=0, max_value=1, required=False)
+        leaderboard_enabled = serializers.BooleanField(
+            required=False, help_text="Annotators see the round's leaderboard (off by default)."
+        )
+        leaderboard_names = serializers.BooleanField(
+            required=False,
+            help_text="The leaderboard shows usernames instead of the round's pseudonyms.",
+        )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if not attrs:
+                raise serializers.ValidationError(
+                    "Give at least one of: gold_rate, leaderboard_enabled, leaderboard_names."
+                )
+            return attrs
 
     def _round(self, round_id: int) -> Round:
         round_ = round_get(round_id=round_id)
@@ -199,8 +222,16 @@ class RoundDetailApi(StrictApiView):
     def patch(self, request: Request, round_id: int) -> Response:
         data = self.RoundPatchSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        values = data.validated_data
         self._round(round_id)
-        round_set_gold_rate(round_id=round_id, rate=data.validated_data["gold_rate"])
+        if "gold_rate" in values:
+            round_set_gold_rate(round_id=round_id, rate=values["gold_rate"])
+        if "leaderboard_enabled" in values or "leaderboard_names" in values:
+            round_set_leaderboard(
+                round_id=round_id,
+                enabled=values.get("leaderboard_enabled"),
+                names=values.get("leaderboard_names"),
+            )
         return Response(RoundOutputSerializer(self._round(round_id)).data)
 
 
@@ -213,3 +244,123 @@ class RoundCloseApi(StrictApiView):
     def post(self, request: Request, round_id: int) -> Response:
         body_strict(request)
         return Response(RoundOutputSerializer(round_close(round_id=round_id)).data)
+
+
+class MyProgressApi(StrictApiView):
+    """Your progress through every open round and every round you worked in, newest first:
+    tasks, your judgments and skips, the tasks you may still be given, and whether the round's
+    leaderboard is on."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "MyRoundProgressRow",
+            {
+                "round_id": serializers.IntegerField(),
+                "number": serializers.IntegerField(),
+                "status": serializers.CharField(help_text="generating, open or closed."),
+                "tasks": serializers.IntegerField(help_text="Tasks in the round."),
+                "judged": serializers.IntegerField(help_text="Yours judged in it."),
+                "skipped": serializers.IntegerField(help_text="Yours skipped in it."),
+                "available": serializers.IntegerField(
+                    help_text="Tasks you may still be given (0 once the round is closed)."
+                ),
+                "percent": serializers.IntegerField(
+                    help_text="Judged and skipped over those and the available ones, 0 to 100."
+                ),
+                "leaderboard": serializers.BooleanField(
+                    help_text="Whether the round's leaderboard is on (see its leaderboard/)."
+                ),
+            },
+            many=True,
+        )
+    )
+    def get(self, request: Request) -> Response:
+        rows = annotator_progress_by_round(annotator=request.user)
+        return Response([{**asdict(row), "percent": row.percent} for row in rows])
+
+
+ESTIMATE = inline_serializer(
+    "LeaderboardAgreement",
+    {
+        "value": serializers.FloatField(allow_null=True),
+        "low": serializers.FloatField(allow_null=True),
+        "high": serializers.FloatField(allow_null=True),
+        "n": serializers.IntegerField(help_text="Consensus pairs it rests on."),
+    },
+)
+
+
+class RoundLeaderboardApi(StrictApiView):
+    """A round's leaderboard: each annotator's judgments and skips, and their agreement with
+    the consensus of the others (a share of pairs, 95% interval), most judgments first. Open
+    to everyone once an admin turns it on for the round; admins can always read it, and see
+    usernames. Annotators are the round's pseudonyms unless the admin chose names; your own
+    row says ``you``."""
+
+    permission_classes = [HasAnyRole]
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "RoundLeaderboard",
+                {
+                    "round": serializers.IntegerField(),
+                    "enabled": serializers.BooleanField(),
+                    "names": serializers.BooleanField(help_text="Usernames, not pseudonyms."),
+                    "rows": inline_serializer(
+                        "LeaderboardRow",
+                        {
+                            "rank": serializers.IntegerField(),
+                            "annotator": serializers.CharField(),
+                            "username": serializers.CharField(
+                                required=False, help_text="Admins only."
+                            ),
+                            "you": serializers.BooleanField(),
+                            "judged": serializers.IntegerField(),
+                            "skipped": serializers.IntegerField(),
+                            "agreement": ESTIMATE,
+                        },
+                        many=True,
+                    ),
+                },
+            ),
+            403: ERROR,
+            404: ERROR,
+        }
+    )
+    def get(self, request: Request, round_id: int) -> Response:
+        round_ = round_get(round_id=round_id)
+        if round_ is None:
+            raise DomainError("No such round.", code="not_found", status=404)
+        admin = user_has_role(request.user, Role.ADMIN)
+        if not round_.leaderboard_enabled and not admin:
+            raise DomainError(
+                f"Round {round_.number} has no leaderboard: an admin has not turned it on.",
+                code="permission_denied",
+                status=403,
+            )
+        board = round_leaderboard(round_=round_)
+        names = usernames_by_id(user_ids=[r.annotator_id for r in board]) if admin else {}
+        rows = []
+        for row in board:
+            out = {
+                "rank": row.rank,
+                "annotator": row.name,
+                "you": row.annotator_id == request.user.pk,
+                "judged": row.judged,
+                "skipped": row.skipped,
+                "agreement": asdict(row.agreement),
+            }
+            if admin:
+                out["username"] = names.get(row.annotator_id, "")
+            rows.append(out)
+        return Response(
+            {
+                "round": round_.number,
+                "enabled": round_.leaderboard_enabled,
+                "names": round_.leaderboard_names,
+                "rows": rows,
+            }
+        )
