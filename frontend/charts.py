@@ -272,3 +272,123 @@ def stacked_bar_chart(
         peak=peak,
         legend=[(index, name) for index, (name, _) in enumerate(stacks)],
     )
+
+
+# A chart with axis titles: room for the y title and its tick labels, and the x title.
+AXIS_LEFT, AXIS_BOTTOM = 62, 36
+
+
+@dataclass(frozen=True)
+class Series:
+    """What a step chart draws: ``points`` as (step, value); ``dots`` marks each point (held-out
+    evaluations, a few points) where a line alone would hide how few there are; ``dashed`` sets
+    a held-out line apart from the training line of the same run."""
+
+    key: str
+    label: str
+    points: Sequence[tuple[float, float]]
+    index: int = 0
+    dots: bool = False
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class StepLine:
+    key: str
+    label: str
+    index: int
+    points: str  # polyline points, in step order
+    marks: list[Mark]  # the dots, each with a title that reads the value out
+    dashed: bool
+
+
+@dataclass(frozen=True)
+class StepChart:
+    width: int
+    height: int
+    lines: list[StepLine]
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    x_label: str
+    y_label: str
+    plot_left: int
+    plot_right: int
+    plot_top: int
+    plot_bottom: int
+
+    @property
+    def y_label_y(self) -> float:
+        return _r((self.plot_top + self.plot_bottom) / 2)
+
+    @property
+    def x_label_x(self) -> float:
+        return _r((self.plot_left + self.plot_right) / 2)
+
+
+def nice_ticks(low: float, high: float, most: int = 5, *, whole: bool = False) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten apart) from at or below ``low`` to at
+    or above ``high``, at most about ``most`` intervals; whole numbers only with ``whole``."""
+    if high <= low:
+        pad = abs(low) * 0.05 or (1.0 if whole else 0.05)
+        low, high = low - pad, high + pad
+    raw = (high - low) / most
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    if whole:
+        step = max(1.0, math.ceil(step))
+    first = math.floor(low / step + 1e-9) * step
+    count = math.ceil((high - first) / step - 1e-9)
+    return [round(first + i * step, 12) for i in range(count + 1)]
+
+
+def _tick_label(value: float, ticks: Sequence[float]) -> str:
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{value:.{decimals}f}"
+
+
+def step_chart(
+    *, series: Sequence[Series], y_label: str, x_label: str = "optimizer step",
+    width: int = 600, height: int = 220,
+) -> StepChart:  # fmt: skip
+    """Values by training step, the right way up: a larger value is drawn higher (SVG's y grows
+    downward, so y is measured from the top of the range). Both axes have round ticks."""
+    steps = [s for line in series for s, _ in line.points]
+    values = [v for line in series for _, v in line.points]
+    x_ticks = nice_ticks(min([0, *steps]), max([1, *steps]), 6, whole=True)
+    y_ticks = nice_ticks(min(values, default=0.0), max(values, default=1.0), 4)
+    left, right, top = AXIS_LEFT, width - RIGHT - 6, TOP + 4
+    bottom = height - AXIS_BOTTOM
+    x_low, x_span = x_ticks[0], (x_ticks[-1] - x_ticks[0]) or 1.0
+    y_high, y_span = y_ticks[-1], (y_ticks[-1] - y_ticks[0]) or 1.0
+
+    def x_of(step: float) -> float:
+        return _r(left + (step - x_low) / x_span * (right - left))
+
+    def y_of(value: float) -> float:
+        return _r(top + (y_high - value) / y_span * (bottom - top))
+
+    lines = []
+    for line in series:
+        ordered = sorted(line.points)
+        marks = [
+            Mark(x=x_of(s), y=y_of(v), low_y=None, high_y=None,
+                 title=f"{line.label}, step {_number(s)}: {v:.4g}")
+            for s, v in ordered
+        ] if line.dots else []  # fmt: skip
+        lines.append(
+            StepLine(
+                key=line.key,
+                label=line.label,
+                index=line.index,
+                marks=marks,
+                points=" ".join(f"{x_of(s)},{y_of(v)}" for s, v in ordered),
+                dashed=line.dashed,
+            )
+        )
+    return StepChart(
+        width=width, height=height, lines=lines, x_label=x_label, y_label=y_label,
+        x_ticks=[Tick(at=x_of(t), label=_tick_label(t, x_ticks)) for t in x_ticks],
+        y_ticks=[Tick(at=y_of(t), label=_tick_label(t, y_ticks)) for t in y_ticks],
+        plot_left=left, plot_right=right, plot_top=top, plot_bottom=bottom,
+    )  # fmt: skip

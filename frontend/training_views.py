@@ -6,6 +6,7 @@ page showing one in flight refreshes itself until it finishes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -25,6 +26,7 @@ from feedback.serving.policies import (
     policy_register_model,
     rollback_request,
 )
+from training.execution import MIN_PROMPTS_TO_HOLD_OUT
 from training.gate import gate_request
 from training.models import GateEvaluation, TrainingRun
 from training.releases import (
@@ -40,6 +42,15 @@ from training.selectors import snapshot_list, training_run_get, training_run_lis
 from training.snapshots import snapshot_create_text
 
 from .forms import GateForm, posted_json_object
+from .run_charts import (
+    compare_problem,
+    compare_tables,
+    final_numbers,
+    headline,
+    recipe_rows,
+    run_charts,
+    split_summary,
+)
 from .views import role_required
 
 POLICY_ACTIONS = ("deploy", "rollback", "gate")
@@ -197,7 +208,7 @@ def manage_training(request: HttpRequest) -> HttpResponse:
         request,
         "frontend/training.html",
         {
-            "runs": runs,
+            "runs": [(run, headline(run.metrics)) for run in runs],
             "kinds": TrainingRun.Kind.choices,
             "rounds": round_pair_counts(),
             "snapshots": snapshot_list()[:30],
@@ -228,25 +239,6 @@ def _upload_corpus(request: HttpRequest) -> HttpResponse:
     return redirect("frontend:manage-training")
 
 
-def _loss_chart(
-    history: list[dict[str, Any]], width: int = 600, height: int = 160
-) -> dict[str, Any]:
-    """An SVG polyline of the training loss, drawn on the server (no script, CSP-safe)."""
-    points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
-    if len(points) < 2:
-        return {"points": "", "max": None, "min": None}
-    steps = [p[0] for p in points]
-    losses = [p[1] for p in points]
-    low, high = min(losses), max(losses)
-    span_x = (max(steps) - min(steps)) or 1
-    span_y = (high - low) or 1
-    coords = " ".join(
-        f"{(step - min(steps)) / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}"
-        for step, loss in points
-    )
-    return {"points": coords, "max": round(high, 4), "min": round(low, 4), "last_step": steps[-1]}
-
-
 @role_required(Role.ADMIN)
 def manage_training_run(request: HttpRequest, run_id: int) -> HttpResponse:
     run = training_run_get(run_id=run_id)
@@ -266,7 +258,11 @@ def manage_training_run(request: HttpRequest, run_id: int) -> HttpResponse:
         "frontend/training_run.html",
         {
             "run": run,
-            "chart": _loss_chart(run.metrics_history),
+            "charts": run_charts(run.kind, [(f"Run {run.pk}", run.metrics_history)]),
+            "numbers": final_numbers(run.kind, run.metrics),
+            "split_summary": split_summary(run, min_prompts=MIN_PROMPTS_TO_HOLD_OUT),
+            "recipe_rows": recipe_rows(run.recipe),
+            "tensorboard": _tensorboard_folder(run),
             "percent": percent,
             "release": release,
             "gate_form": GateForm(),
@@ -274,4 +270,48 @@ def manage_training_run(request: HttpRequest, run_id: int) -> HttpResponse:
             "refresh": run.status in TrainingRun.ACTIVE
             or (release is not None and release.pending),
         },
+    )
+
+
+def _tensorboard_folder(run: TrainingRun) -> str | None:
+    """Where the run's TensorBoard event files are, when it wrote any."""
+    if not run.artifact_path:
+        return None
+    folder = Path(settings.ARTIFACTS_DIR) / run.artifact_path / "tensorboard"
+    return str(folder) if folder.is_dir() else None
+
+
+def _run_ids(request: HttpRequest) -> list[int]:
+    """``?runs=1,2`` or ``?runs=1&runs=2`` (the list page's checkboxes), in order, once each."""
+    ids: list[int] = []
+    for value in request.GET.getlist("runs"):
+        for part in value.split(","):
+            if part.strip().isascii() and part.strip().isdigit() and int(part) not in ids:
+                ids.append(int(part))
+    return ids
+
+
+@role_required(Role.ADMIN)
+def manage_training_compare(request: HttpRequest) -> HttpResponse:
+    """Two or more runs of one kind overlaid: loss and each held-out metric by step, a colour a
+    run, with their final metrics and the recipe fields that differ side by side. Runs of
+    different kinds are refused with the reason (their losses measure different things)."""
+    ids = _run_ids(request)
+    runs = list(training_run_list().filter(pk__in=ids))
+    runs.sort(key=lambda run: ids.index(run.pk))
+    problem = compare_problem(ids, runs)
+    kind = runs[0].kind if runs else None
+    context = {
+        "runs": runs,
+        "problem": problem,
+        "choices": training_run_list().filter(kind=kind)[:50] if kind else training_run_list()[:50],
+        "chosen": ids,
+    }
+    if not problem:
+        context |= {
+            "charts": run_charts(kind, [(f"Run {run.pk}", run.metrics_history) for run in runs]),
+            **compare_tables(runs),
+        }
+    return render(
+        request, "frontend/training_compare.html", context, status=400 if problem else 200
     )

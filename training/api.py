@@ -47,7 +47,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         model = TrainingRun
         fields = [
             "id", "kind", "status", "base_policy", "snapshot", "recipe", "progress_step",
-            "progress_total", "metrics_history", "metrics", "artifact_path", "produced_policy",
+            "progress_total", "metrics_history", "metrics", "eval_split", "artifact_path",
+            "produced_policy",
             "provenance", "heartbeat_at", "cancel_requested", "error", "warnings", "created_at",
             "started_at", "finished_at",
         ]  # fmt: skip

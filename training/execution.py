@@ -5,8 +5,10 @@ claim → prepare → train → publish, with the TrainingRun row as the source 
 * claim: a conditional UPDATE (queued → running); a redelivered job finds nothing to claim and
   does nothing, also while the first delivery is still training (Redis hands an unacknowledged
   job out again after its visibility timeout; see CELERY_BROKER_TRANSPORT_OPTIONS);
-* prepare: the recipe stored on the run, and a staging folder (a retried run keeps its
-  checkpoints there and resumes from the last complete one);
+* prepare: the recipe stored on the run (``report_to`` defaulting to the TRAINING_REPORT_TO
+  setting), a staging folder (a retried run keeps its checkpoints there and resumes from the
+  last complete one), and the held-out split, recorded on the row: the snapshot's, or, when the
+  snapshot held nothing out, prompts the run holds out itself (``eval_split_prepare``);
 * train: the run's trainer, in this process or through ``accelerate launch`` (training/launch.py);
   it writes heartbeat, progress and the metrics history to the row and honours cancel; a failure
   is recorded on the row, and is final: nothing queues a failed run again (running out of memory
@@ -20,11 +22,14 @@ Queuing, cancelling and recovering runs live in ``training.runs``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import re
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +42,8 @@ from feedback.serving.backends import resolve_model_path
 from feedback.serving.policies import policy_register
 
 from .launch import needs_launch, train_launched
-from .models import TrainingRun
-from .runs import TRAINERS
+from .models import DatasetSnapshot, TrainingRun
+from .runs import TRAINERS, default_report_to
 from .trainers import online_rl
 
 PROGRESS_EVERY_S = 1.0
@@ -58,12 +63,12 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     run = TrainingRun.objects.select_related("snapshot", "base_policy").get(pk=run_id)
     if not claimed:
         return run
-    recipe_class, _ = TRAINERS[run.kind]
-    recipe = recipe_class(**run.recipe)
+    recipe = recipe_of(run)
     staging = _staging_prepare(run)
     progress = _RunProgress(run.pk, history=list(run.metrics_history))
     try:
-        metrics = _train(run, recipe=recipe, staging=staging, progress=progress)
+        data = eval_split_prepare(run, staging)
+        metrics = _train(run, recipe=recipe, staging=staging, progress=progress, data=data)
     except Exception as exc:  # the run records why it failed; the worker lives on
         shutil.rmtree(staging, ignore_errors=True)
         TrainingRun.objects.filter(pk=run.pk).update(
@@ -78,6 +83,78 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
         )
         return TrainingRun.objects.get(pk=run.pk)
     return _publish(run, recipe=recipe, staging=staging, metrics=metrics, history=progress.history)
+
+
+def recipe_of(run: TrainingRun) -> Any:
+    """The run's recipe as its trainer's dataclass; ``report_to`` unset takes the setting."""
+    recipe_class, _ = TRAINERS[run.kind]
+    recipe = recipe_class(**run.recipe)
+    if getattr(recipe, "report_to", "") is None:
+        recipe = replace(recipe, report_to=default_report_to())
+    return recipe
+
+
+# Below this many prompts a run holds none out of a snapshot that held none out: the one prompt
+# held out would be a fifth of the data or more.
+MIN_PROMPTS_TO_HOLD_OUT = 5
+
+
+def _digest(key: Any) -> str:
+    # The hash the snapshot's split rule uses (training.snapshots.is_eval), in full.
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _split_read(path: Path, key: str) -> tuple[int, set[str]]:
+    """Rows and the distinct prompts (digests) of one split file, read line by line."""
+    rows, keys = 0, set()
+    with path.open() as lines:
+        for line in lines:
+            if line.strip():
+                rows += 1
+                keys.add(_digest(json.loads(line)[key]))
+    return rows, keys
+
+
+def eval_split_prepare(run: TrainingRun, staging: Path) -> Path:
+    """The folder with the train and eval files the run trains on, its split recorded on the row.
+
+    The snapshot's own split when it held prompts out. A small snapshot can hold none out (each
+    prompt's hash decides, and with few prompts a 10% share can be none); then, when it has at
+    least MIN_PROMPTS_TO_HOLD_OUT prompts and an eval fraction above 0, the run holds out the
+    prompts the snapshot's rule would move to eval first (the lowest hashes), at the snapshot's
+    fraction and at least one, every row of a prompt on the same side, written to
+    ``staging/split``. The same snapshot always gives the same split."""
+    source = Path(settings.ARTIFACTS_DIR) / run.snapshot.path
+    key = "text" if run.snapshot.kind == DatasetSnapshot.Kind.TEXT else "prompt"
+    fraction = float(run.snapshot.filters.get("eval_fraction", 0.1))
+    folder, whose = source, "snapshot"
+    train_rows, train_keys = _split_read(source / "train.jsonl", key)
+    eval_rows, eval_keys = _split_read(source / "eval.jsonl", key)
+    if not eval_rows and fraction > 0 and len(train_keys) >= MIN_PROMPTS_TO_HOLD_OUT:
+        held = set(sorted(train_keys)[: max(1, round(fraction * len(train_keys)))])
+        folder, whose = staging / "split", "run"
+        folder.mkdir(exist_ok=True)
+        with (
+            (source / "train.jsonl").open() as lines,
+            (folder / "train.jsonl").open("w") as train,
+            (folder / "eval.jsonl").open("w") as held_out,
+        ):
+            for line in lines:
+                if line.strip():
+                    (held_out if _digest(json.loads(line)[key]) in held else train).write(line)
+        train_rows, train_keys = _split_read(folder / "train.jsonl", key)
+        eval_rows, eval_keys = _split_read(folder / "eval.jsonl", key)
+    unit = "documents" if key == "text" else "prompts"
+    record = {
+        "source": whose if eval_rows else "none",
+        "rule": f"by sha256 of the {key}: no {unit[:-1]} on both sides",
+        "eval_fraction": fraction,
+        "unit": unit,
+        unit: {"train": len(train_keys), "eval": len(eval_keys)},
+        "rows": {"train": train_rows, "eval": eval_rows},
+    }
+    TrainingRun.objects.filter(pk=run.pk).update(eval_split=record)
+    return folder
 
 
 # How each place that can run out of memory says so: PyTorch's CUDA and MPS allocators
@@ -161,13 +238,14 @@ class _RunProgress:
 
 
 def _train(
-    run: TrainingRun, *, recipe: Any, staging: Path, progress: _RunProgress
+    run: TrainingRun, *, recipe: Any, staging: Path, progress: _RunProgress, data: Path
 ) -> dict[str, Any]:
-    """Train into ``staging`` with the run's trainer, in this process or, for several
-    processes, through accelerate launch (relayed back here). Returns the trainer's metrics."""
+    """Train into ``staging`` on the splits in ``data`` with the run's trainer, in this process
+    or, for several processes, through accelerate launch (relayed back here). Returns the
+    trainer's metrics."""
     inputs = {
         "base_model": resolve_model_path(run.base_policy.base_model or run.base_policy.name),
-        "snapshot_dir": Path(settings.ARTIFACTS_DIR) / run.snapshot.path,
+        "snapshot_dir": data,
         "base_adapter": resolve_model_path(run.base_policy.adapter_path)
         if run.base_policy.adapter_path
         else None,
@@ -200,6 +278,7 @@ def _publish(
         "dataset_sha256": run.snapshot.sha256,
         "base_model": run.base_policy.base_model or run.base_policy.name,
         "seed": getattr(recipe, "seed", None),
+        "report_to": getattr(recipe, "report_to", None),
         "git_commit": _git_commit(),
         "versions": _versions(),
     }
@@ -212,6 +291,7 @@ def _publish(
         produced_policy=produced,
         status=TrainingRun.Status.SUCCEEDED, metrics=metrics, provenance=provenance,
         artifact_path=str(final.relative_to(root)), finished_at=timezone.now(),
+        metrics_history=history,
         progress_step=max([h["step"] for h in history] or [0]),
     )  # fmt: skip
     return TrainingRun.objects.get(pk=run.pk)

@@ -89,6 +89,11 @@ class TrainingRun(models.Model):
     )
     metrics_history = models.JSONField(default=list, help_text="Logged metrics, one dict a step.")
     metrics = models.JSONField(default=dict, help_text="Final and held-out metrics.")
+    eval_split = models.JSONField(
+        default=dict, blank=True,
+        help_text="What it held out, by prompt (or document): whose split (the snapshot's, or "
+        "the run's own when the snapshot held none out), the rule, and prompts and rows per side.",
+    )  # fmt: skip
     artifact_path = models.CharField(max_length=500, blank=True, help_text="Under ARTIFACTS_DIR.")
     produced_policy = models.ForeignKey(
         PolicyVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+",

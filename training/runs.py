@@ -45,6 +45,7 @@ from feedback.serving.policies import policy_active
 from .models import DatasetSnapshot, TrainingRun
 from .snapshots import snapshot_create_kto, snapshot_create_preference, snapshot_create_sft
 from .trainers import dpo, kto, online_rl, pretrain, reward, sft
+from .trainers.common import TRACKERS
 
 TRAINERS = {
     TrainingRun.Kind.REWARD: (reward.RewardRecipe, reward.train),
@@ -101,6 +102,10 @@ def recipe_validate(kind: str, overrides: dict[str, Any]) -> Any:
         elif not _type_ok(value, known[key].type):
             errors[f"recipe.{key}"] = [f"Must be {known[key].type}, got {type(value).__name__}."]
     recipe = recipe_class(**overrides) if not errors else None
+    if recipe is not None and (why := _report_to_refusal(recipe.report_to)):
+        errors["recipe.report_to"] = [why]
+    if recipe is not None and recipe.eval_every < 0:
+        errors["recipe.eval_every"] = ["0 (ten evaluations over the run) or a number of steps."]
     if recipe is not None and recipe.num_processes < 1:
         errors["recipe.num_processes"] = ["At least 1."]
     if recipe is not None and recipe.deepspeed_stage not in (0, 1, 2, 3):
@@ -110,6 +115,28 @@ def recipe_validate(kind: str, overrides: dict[str, Any]) -> Any:
             "; ".join(f"{name}: {' '.join(why)}" for name, why in errors.items()), fields=errors
         )
     return recipe
+
+
+def default_report_to() -> str:
+    """The TRAINING_REPORT_TO setting: TensorBoard, offline, unless set otherwise. Nothing that
+    sends data off the machine is on by default."""
+    return getattr(settings, "TRAINING_REPORT_TO", "tensorboard")
+
+
+def _report_to_refusal(report_to: str | None) -> str | None:
+    """Why a ``report_to`` value cannot be used on this machine, or None. A tracker must be one
+    the trainers know and, for Trackio and W&B, installed (they are not dependencies)."""
+    import importlib.util
+
+    names = [part.strip() for part in (report_to or "").split(",") if part.strip()]
+    for name in names:
+        if name not in (*TRACKERS, "none"):
+            return f"{name!r} is not a tracker: use {', '.join(TRACKERS)} or none, comma-separated."
+        if name != "none" and importlib.util.find_spec(name) is None:
+            return f"{name} is not installed where the server runs; pip install {name} first."
+    if "none" in names and len(names) > 1:
+        return "none cannot be combined with a tracker."
+    return None
 
 
 def training_run_create(
@@ -170,6 +197,8 @@ def _recipe_complete(kind: str, overrides: dict[str, Any]) -> Any:
     """The validated recipe; for online RL with its reward models pinned; a per-axis reward
     model's axis one of the rubric's."""
     full_recipe = recipe_validate(kind, overrides)
+    if full_recipe.report_to is None:  # the run records where it reported
+        full_recipe = replace(full_recipe, report_to=default_report_to())
     if kind == TrainingRun.Kind.ONLINE_RL:
         full_recipe = _online_rl_recipe(full_recipe)
     axis = getattr(full_recipe, "axis", None)

@@ -260,7 +260,8 @@ def test_a_candidate_the_gate_rejects_is_unloaded(
     gate = gate_request(candidate_id=candidate.pk, reward_run_id=reward.pk, prompts=4,
                         max_kl_drift=1e-6)  # fmt: skip
     gate = gate_evaluate(gate_id=gate.pk)
-    assert gate.status == "failed" and gate.metrics["failed_on"] == ["kl_drift"]
+    # (A two-step reward model may fail it on win rate too; the KL limit fails it in any case.)
+    assert gate.status == "failed" and "kl_drift" in gate.metrics["failed_on"]
     assert PolicyVersion.objects.get(pk=candidate.pk).status == "rejected"
     # It was loaded to answer the gate's prompts, under its name, and unloaded once rejected.
     assert [load["lora_name"] for load in server.loads()] == ["tiny-cand"]

@@ -76,7 +76,8 @@ def test_admin_opens_watches_and_closes_a_round(sign_in, page, admin, annotator,
     expect(page.locator(".numbers")).to_contain_text("4 / 12 judgments")
     expect(page.locator(".legend")).to_contain_text("in progress: 4")
     expect(page.locator("svg.chart rect.bar")).to_have_count(24)
-    expect(page.locator("table").last.locator("td").first).to_have_text(annotator.username)
+    annotators = page.locator("section[aria-labelledby=ann-title] table")
+    expect(annotators.locator("td").first).to_have_text(annotator.username)
     screenshot("admin-round")
     page.get_by_role("button", name="Close round 1").click()
     page.get_by_text("Round closed").wait_for()
@@ -215,8 +216,18 @@ def test_admin_starts_a_reward_run_and_watches_it(
     assert training_run_execute.delay(run.pk).get(timeout=JOB_TIMEOUT_S) == "succeeded"
     wait_until_settled(page)  # finished: the page's next refresh is its last
     expect(page.locator("#progress")).to_have_text("100%")
-    expect(page.locator("polyline.loss")).to_have_count(1)
-    expect(page.locator("pre")).to_contain_text("dataset_sha256")
+    # The loss as a line over the optimizer steps, drawn the right way up: SVG's y grows
+    # downwards, so a loss that fell ends lower on the page (a larger y) than it started.
+    loss = page.locator('figure[data-metric="loss"]')
+    points = loss.locator('[data-series="0-train"] polyline').get_attribute("points")
+    ys = [float(point.split(",")[1]) for point in points.split()]
+    history = [h["loss"] for h in TrainingRun.objects.get().metrics_history if "loss" in h]
+    assert len(ys) == len(history) and (ys[-1] > ys[0]) == (history[-1] < history[0])
+    expect(loss.locator("text.x-title")).to_contain_text("step")
+    # The held-out evaluations are dots on the same axes, and each eval metric has its chart.
+    expect(loss.locator('[data-series="0-eval"] circle').first).to_be_visible()
+    expect(page.locator('figure[data-metric="accuracy"]')).to_be_visible()
+    expect(page.locator("#provenance")).to_contain_text(run.snapshot.sha256)
     screenshot("training-run")
 
 

@@ -46,6 +46,14 @@ class RecipeBase:
     """'4bit' or '8bit': load the base through bitsandbytes (NF4, double quantization, compute
     in bf16) and train LoRA on top (QLoRA, Dettmers et al., 2023); needs CUDA and use_lora. The
     adapter serves on the full-precision base; a merged policy is merged into that base too."""
+    eval_every: int = 0
+    """Evaluate on the held-out split every this many optimizer steps; 0: ten times over the run.
+    The last step is always evaluated, so even a two-step run has a held-out point."""
+    report_to: str | None = None
+    """Where else the Trainer logs, besides the run's page: a comma-separated list of
+    tensorboard (event files kept with the run's artifacts; offline), trackio, wandb, or none.
+    None takes the TRAINING_REPORT_TO setting ("tensorboard" unless set). Trackio and W&B only
+    when installed on the worker and configured there as their docs say."""
 
 
 def snapshot_splits(snapshot_dir: Path, *, drop: tuple[str, ...] = ()) -> Any:
@@ -107,18 +115,32 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return None
 
 
-def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
+# What ``report_to`` may name; "tensorboard" is written by a callback of ours (see trackers).
+TRACKERS = ("tensorboard", "trackio", "wandb")
+# Per-evaluation bookkeeping that the Trainer logs beside the metrics; not a held-out metric.
+_EVAL_BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+def trackers_named(report_to: str | None) -> list[str]:
+    """The trackers a ``report_to`` value names, in order; none for "none" or empty."""
+    names = [part.strip() for part in (report_to or "").split(",") if part.strip()]
+    return [name for name in names if name != "none"]
+
+
+def trainer_arguments(recipe: Any, output_dir: Path, *, has_eval: bool = False) -> dict[str, Any]:
     """The TrainingArguments every trainer shares, from the recipe's common fields: logging at
-    every step (the run's row shows it), checkpoints every ``checkpoint_every`` steps (one kept),
-    the device and mixed precision ``DEVICE`` picks (bf16 on a GPU that has it, else fp16; fp32
-    on the CPU), and no gradient checkpointing on CPU (TRL turns it on; on CPU it only slows a
-    run down)."""
+    every step (the run's row shows it), evaluation on the held-out split every ``eval_every``
+    steps when there is one, checkpoints every ``checkpoint_every`` steps (one kept), the
+    trackers ``report_to`` names besides TensorBoard (see ``tracker_callbacks``), the device and
+    mixed precision ``DEVICE`` picks (bf16 on a GPU that has it, else fp16; fp32 on the CPU),
+    and no gradient checkpointing on CPU (TRL turns it on; on CPU it only slows a run down)."""
     import torch
 
     placement = device_placement()
     gpu = placement.on_gpu
     return {
         "output_dir": str(output_dir / "checkpoints"),
+        "run_name": f"feedback-run-{output_dir.name.split('.')[0]}",
         "learning_rate": recipe.learning_rate,
         "num_train_epochs": recipe.num_train_epochs,
         "max_steps": recipe.max_steps,
@@ -126,10 +148,13 @@ def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
         "per_device_eval_batch_size": recipe.per_device_train_batch_size,
         "seed": recipe.seed,
         "logging_steps": 1,
+        # A float below 1 is a share of the run's steps to the Trainer: ten evaluations.
+        "eval_strategy": "steps" if has_eval else "no",
+        "eval_steps": (recipe.eval_every or 0.1) if has_eval else None,
         "save_strategy": "steps",
         "save_steps": recipe.checkpoint_every,
         "save_total_limit": 1,
-        "report_to": [],
+        "report_to": [t for t in trackers_named(recipe.report_to) if t != "tensorboard"],
         "disable_tqdm": True,
         "use_cpu": not gpu,
         "bf16": placement.dtype == torch.bfloat16,
@@ -137,6 +162,42 @@ def trainer_arguments(recipe: Any, output_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": gpu,
         # Written by training/launch.py next to the checkpoints when the recipe asks for ZeRO.
         "deepspeed": str(output_dir / "deepspeed.json") if recipe.deepspeed_stage else None,
+    }
+
+
+def tracker_callbacks(recipe: Any, output_dir: Path) -> list[Any]:
+    """TensorBoard's callback writing to ``<run folder>/tensorboard`` when ``report_to`` names
+    it. Transformers 5 takes the folder only from the TENSORBOARD_LOGGING_DIR environment
+    variable, which a worker training one run after another must not share; so the callback is
+    given its own writer and folder instead of being named in ``report_to``."""
+    if "tensorboard" not in trackers_named(recipe.report_to):
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    folder = str(output_dir / "tensorboard")
+    callback = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=folder))
+    callback.logging_dir = folder  # where it reopens a writer after train end (evaluate)
+    return [callback]
+
+
+def held_out_metrics(trainer: Any) -> dict[str, float]:
+    """The last held-out evaluation: the Trainer evaluates at the run's last step (eval_steps
+    or not), so it is in the log history; only a run that evaluated nothing is evaluated here.
+    Bookkeeping (runtime, throughput) is left out."""
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if evals:
+        latest = evals[-1]
+    else:
+        latest = trainer.evaluate()
+        for callback in trainer.callback_handler.callbacks:  # flush a writer evaluate reopened
+            if getattr(callback, "tb_writer", None) is not None:
+                callback.tb_writer.close()
+                callback.tb_writer = None
+    return {
+        k: v
+        for k, v in latest.items()
+        if k.startswith("eval_") and k not in _EVAL_BOOKKEEPING and isinstance(v, int | float)
     }
 
 

@@ -17,11 +17,13 @@ from typing import Any
 
 from .common import (
     RecipeBase,
+    held_out_metrics,
     load_causal_lm,
     lora_config,
     progress_callback,
     save_merged_policy,
     snapshot_splits,
+    tracker_callbacks,
     train_resumably,
     trainer_arguments,
 )
@@ -70,7 +72,7 @@ def train(
     model = load_causal_lm(base_model, recipe, base_adapter)  # base + its adapter, folded in
 
     config = KTOConfig(
-        **trainer_arguments(recipe, output_dir),
+        **trainer_arguments(recipe, output_dir, has_eval="eval" in data),
         max_length=recipe.max_length,
         beta=recipe.beta,
         desirable_weight=recipe.desirable_weight,
@@ -83,12 +85,13 @@ def train(
         eval_dataset=data.get("eval"),
         processing_class=tokenizer,
         peft_config=lora_config(recipe, "CAUSAL_LM"),
-        callbacks=[progress_callback(on_log, should_stop)],
+        callbacks=[progress_callback(on_log, should_stop), *tracker_callbacks(recipe, output_dir)],
     )
     metrics = train_resumably(trainer)
     if "eval" in data:
-        held_out = trainer.evaluate()
-        metrics["eval_loss"] = held_out.get("eval_loss")
+        held_out = held_out_metrics(trainer)  # eval_loss, eval_kl, eval_rewards/margins, …
+        metrics.update(held_out)
+        # The short name older runs use.
         metrics["eval_reward_margin"] = held_out.get("eval_rewards/margins")
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))

@@ -24,6 +24,7 @@ from .common import (
     reward_scorer,
     save_merged_policy,
     snapshot_splits,
+    tracker_callbacks,
     train_resumably,
     trainer_arguments,
 )
@@ -148,7 +149,7 @@ def train(
         train_dataset=prompts,
         processing_class=tokenizer,
         peft_config=lora_config(recipe, "CAUSAL_LM"),
-        callbacks=[progress_callback(on_log, should_stop)],
+        callbacks=[progress_callback(on_log, should_stop), *tracker_callbacks(recipe, output_dir)],
     )
     metrics = train_resumably(trainer)
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]

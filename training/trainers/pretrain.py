@@ -22,11 +22,13 @@ from typing import Any
 
 from .common import (
     RecipeBase,
+    held_out_metrics,
     load_causal_lm,
     lora_config,
     progress_callback,
     save_merged_policy,
     snapshot_splits,
+    tracker_callbacks,
     train_resumably,
     trainer_arguments,
 )
@@ -67,7 +69,7 @@ def train(
     model = load_causal_lm(base_model, recipe, base_adapter)  # base + its adapter, folded in
 
     config = SFTConfig(
-        **trainer_arguments(recipe, output_dir),
+        **trainer_arguments(recipe, output_dir, has_eval="eval" in data),
         max_length=recipe.max_length,
         dataset_text_field="text",
         packing=True,
@@ -80,12 +82,11 @@ def train(
         eval_dataset=data.get("eval"),
         processing_class=tokenizer,
         peft_config=lora_config(recipe, "CAUSAL_LM"),
-        callbacks=[progress_callback(on_log, should_stop)],
+        callbacks=[progress_callback(on_log, should_stop), *tracker_callbacks(recipe, output_dir)],
     )
     metrics = train_resumably(trainer)
     if "eval" in data:
-        held_out = trainer.evaluate()
-        metrics["eval_loss"] = held_out.get("eval_loss")
+        metrics.update(held_out_metrics(trainer))
         if metrics["eval_loss"] is not None:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
     trainer.save_model(str(output_dir / "model"))

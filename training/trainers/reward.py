@@ -15,10 +15,12 @@ from typing import Any
 
 from .common import (
     RecipeBase,
+    held_out_metrics,
     load_reward_base,
     lora_config,
     progress_callback,
     snapshot_splits,
+    tracker_callbacks,
     train_resumably,
     trainer_arguments,
 )
@@ -69,7 +71,7 @@ def train(
     model = load_reward_base(base_model, recipe, tokenizer.pad_token_id)
 
     config = RewardConfig(
-        **trainer_arguments(recipe, output_dir),
+        **trainer_arguments(recipe, output_dir, has_eval="eval" in data),
         max_length=recipe.max_length,
         center_rewards_coefficient=recipe.center_rewards_coefficient,
     )
@@ -80,13 +82,11 @@ def train(
         eval_dataset=data.get("eval"),
         processing_class=tokenizer,
         peft_config=lora_config(recipe, "SEQ_CLS"),
-        callbacks=[progress_callback(on_log, should_stop)],
+        callbacks=[progress_callback(on_log, should_stop), *tracker_callbacks(recipe, output_dir)],
     )
     metrics = train_resumably(trainer)
     if "eval" in data:
-        held_out = trainer.evaluate()
-        metrics["eval_accuracy"] = held_out.get("eval_accuracy")
-        metrics["eval_loss"] = held_out.get("eval_loss")
+        metrics.update(held_out_metrics(trainer))  # eval_loss, eval_accuracy, eval_margin, …
     trainer.save_model(str(output_dir / "model"))
     tokenizer.save_pretrained(str(output_dir / "model"))
     (output_dir / "meta.json").write_text(
