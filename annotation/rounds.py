@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from feedback.models import Completion, Prompt
 from feedback.platform.errors import DomainError
+from feedback.platform.signals import round_completed
 from feedback.serving.backends import Sampling
 from feedback.serving.policies import policy_active
 
@@ -224,7 +225,10 @@ def round_open_for_policy(
 
 
 def round_close(*, round_id: int) -> Round:
-    """Stop handing out the round's tasks; held leases may still be submitted. Idempotent."""
+    """Stop handing out the round's tasks; held leases may still be submitted. Idempotent.
+    Closing is when a round completes (``round_completed``, the webhooks' round.completed): a
+    round whose tasks are all judged but still open may yet get more (overlap, gold), so its
+    admin, or its automation, closes it."""
     with transaction.atomic():
         round_ = Round.objects.select_for_update().filter(pk=round_id).first()
         if round_ is None:
@@ -233,6 +237,9 @@ def round_close(*, round_id: int) -> Round:
             round_.status = Round.Status.CLOSED
             round_.closed_at = timezone.now()
             round_.save(update_fields=["status", "closed_at"])
+            transaction.on_commit(
+                lambda: round_completed.send(sender=Round, round_id=round_id), robust=True
+            )
     return round_
 
 

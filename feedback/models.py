@@ -286,3 +286,97 @@ class ThrottleHit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} @{self.at:.3f}"
+
+
+class Webhook(models.Model):
+    """A URL an admin registered to be told of events (feedback/platform/webhooks/): each event
+    it subscribes to becomes a signed POST, delivered by the worker with retries."""
+
+    url = models.URLField(
+        max_length=2000, help_text="Where events are POSTed: http(s), checked against SSRF."
+    )
+    events = models.JSONField(
+        default=list, help_text="The event names it receives (webhooks.events.EVENTS)."
+    )
+    secret = models.CharField(
+        max_length=100,
+        help_text="The HMAC-SHA256 key of the X-Feedback-Signature header: shown once, when "
+        "created; kept because signing needs it.",
+    )
+    description = models.CharField(
+        max_length=200, blank=True, help_text="What the receiver is, for the admin page."
+    )
+    active = models.BooleanField(default=True, help_text="Inactive: no new deliveries.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The admin who registered it; empty once the account is gone.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was registered.")
+
+    def __str__(self) -> str:
+        return f"Webhook {self.pk} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook, and how its delivery went: the delivery log.
+
+    queued (an outbox message will run it) → sending (a worker claimed it) → delivered, or
+    retrying (until ``next_attempt_at``, then queued again) → … → failed after the last attempt.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        SENDING = "sending", "sending"
+        RETRYING = "retrying", "retrying"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "failed"
+
+    webhook = models.ForeignKey(
+        Webhook,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        help_text="The webhook it goes to.",
+    )
+    event_id = models.UUIDField(
+        default=uuid.uuid4,
+        help_text="The event's id (the body's ``id``): the same in every webhook's delivery of "
+        "it, so a receiver can drop one it has seen.",
+    )
+    event = models.CharField(max_length=64, help_text="The event's name, e.g. gate.decided.")
+    payload = models.JSONField(help_text="The JSON body sent, signed, at every attempt.")
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.QUEUED,
+        help_text="Where the delivery stands (see the class's docstring).",
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts made so far.")
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="retrying: when the next attempt is due; sending: when the claim is stale.",
+    )
+    last_status_code = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The HTTP status the last attempt got; empty if none."
+    )
+    last_error = models.TextField(blank=True, help_text="Why the last attempt failed.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the event happened.")
+    delivered_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the receiver answered 2xx."
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["retrying", "sending"]),
+                name="webhook_delivery_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → webhook {self.webhook_id} ({self.status})"

@@ -19,10 +19,21 @@ def deployment_run(deployment_id: int) -> str:
 
 @shared_task(name="feedback.tasks.outbox_relay")
 def outbox_relay() -> int:
-    """Publish what the outbox holds (work recorded while the broker was down)."""
+    """Queue the webhook deliveries whose retry is due, then publish what the outbox holds
+    (those, and work recorded while the broker was down)."""
     from feedback.platform.outbox import outbox_publish
+    from feedback.platform.webhooks.services import webhook_retries_enqueue
 
+    webhook_retries_enqueue()
     return outbox_publish()
+
+
+@shared_task(name="feedback.tasks.webhook_deliver", acks_late=True)
+def webhook_deliver(delivery_id: int) -> str:
+    """One attempt at a webhook delivery; a failure is queued again after its backoff."""
+    from feedback.platform.webhooks.services import webhook_delivery_attempt
+
+    return webhook_delivery_attempt(delivery_id=delivery_id)
 
 
 @shared_task(name="feedback.tasks.throttle_windows_prune")

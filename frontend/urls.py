@@ -3,7 +3,16 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import manage_views, research, research_snapshots, research_tasks, training_views, views
+from . import (
+    hub,
+    manage_views,
+    research,
+    research_snapshots,
+    research_tasks,
+    training_views,
+    views,
+    webhooks,
+)
 
 app_name = "frontend"
 
@@ -13,6 +22,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/", views.workspace, name="workspace"),
     path("demonstrate/", views.demonstrate, name="demonstrate"),
+    path("progress/", views.my_progress, name="progress"),
     path("manage/", manage_views.manage, name="manage"),
     path("manage/import/", manage_views.manage_import, name="manage-import"),
     path("manage/rounds/open/", manage_views.manage_round_open, name="manage-round-open"),
@@ -27,8 +37,19 @@ urlpatterns = [
         manage_views.manage_round_close,
         name="manage-round-close",
     ),
+    path(
+        "manage/rounds/<int:round_id>/leaderboard/",
+        manage_views.manage_round_leaderboard,
+        name="manage-round-leaderboard",
+    ),
     path("manage/rubrics/<int:rubric_id>/", manage_views.manage_rubric, name="manage-rubric"),
     path("manage/audit/", manage_views.manage_audit, name="manage-audit"),
+    path("manage/webhooks/", webhooks.manage_webhooks, name="manage-webhooks"),
+    path(
+        "manage/webhooks/<int:webhook_id>/<str:action>/",
+        webhooks.manage_webhook_action,
+        name="manage-webhook-action",
+    ),
     path("manage/policies/", training_views.manage_policies, name="manage-policies"),
     path(
         "manage/policies/<int:policy_id>/<str:action>/",
@@ -36,6 +57,11 @@ urlpatterns = [
         name="manage-policy-action",
     ),
     path("manage/training/", training_views.manage_training, name="manage-training"),
+    path(
+        "manage/training/compare/",
+        training_views.manage_training_compare,
+        name="manage-training-compare",
+    ),
     path(
         "manage/training/<int:run_id>/",
         training_views.manage_training_run,
@@ -52,5 +78,10 @@ urlpatterns = [
         "research/snapshots/<int:snapshot_id>/",
         research_snapshots.research_snapshot,
         name="research-snapshot",
+    ),
+    path(
+        "research/snapshots/<int:snapshot_id>/push/",
+        hub.research_snapshot_push,
+        name="research-snapshot-push",
     ),
 ]

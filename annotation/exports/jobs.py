@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.platform.outbox import outbox_enqueue
+from feedback.platform.signals import export_ready
 
 from ..models import ExportJob
 from .filters import export_filters_parse
@@ -100,6 +101,10 @@ def export_job_run(*, job_id: Any) -> ExportJob:
         size_bytes=result.size_bytes, sha256=result.sha256, progress_done=job.progress_total,
         finished_at=timezone.now(), heartbeat_at=timezone.now(),
     )  # fmt: skip
+    # Webhooks subscribed to export.ready hear of it (feedback/platform/webhooks/events.py).
+    transaction.on_commit(
+        lambda: export_ready.send(sender=ExportJob, export_job_id=job.pk), robust=True
+    )
     job.refresh_from_db()
     return job
 

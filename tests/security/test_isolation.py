@@ -29,7 +29,7 @@ from rest_framework.views import APIView
 
 from annotation.exports.jobs import export_job_create
 from annotation.models import Assignment, Demonstration, ExportJob, Judgment, Round
-from feedback.models import Deployment, PolicyVersion, Prompt
+from feedback.models import Deployment, PolicyVersion, Prompt, Webhook
 from feedback.platform.roles import Role
 from feedback.serving.policies import deployment_request
 from training.automation import automation_create
@@ -76,6 +76,10 @@ ROUTES: dict[str, Route] = {
     "api:policy-deploy": api(POST=ADMINS),
     "api:policy-rollback": api(POST=ADMINS),
     "api:deployment-detail": api(GET=READERS),
+    "api:webhook-list": api(GET=ADMINS, POST=ADMINS),
+    "api:webhook-detail": api(GET=ADMINS, DELETE=ADMINS),
+    "api:webhook-ping": api(POST=ADMINS),
+    "api:webhook-delivery-list": api(GET=ADMINS),
     "api:task-next": api(POST=ANNOTATORS),
     "api:assignment-submit": api(POST=ANNOTATORS),
     "api:assignment-skip": api(POST=ANNOTATORS),
@@ -86,6 +90,7 @@ ROUTES: dict[str, Route] = {
     "api:demonstration-skip": api(POST=ANNOTATORS),
     "api:demonstration-preview": api(POST=ANNOTATORS),
     "api:me-stats": api(GET=ANNOTATORS),
+    "api:me-progress": api(GET=ANNOTATORS),
     "api:task-gold": api(GET=ADMINS, PUT=ADMINS, DELETE=ADMINS),
     "api:quality-agreement": api(GET=READERS),
     "api:quality-annotators": api(GET=READERS),
@@ -94,6 +99,8 @@ ROUTES: dict[str, Route] = {
     "api:round-list": api(GET=ADMINS, POST=ADMINS),
     "api:round-detail": api(GET=ADMINS, PATCH=ADMINS),
     "api:round-close": api(POST=ADMINS),
+    # Everyone with a role once an admin turns it on; the world's round has it off.
+    "api:round-leaderboard": api(GET=ADMINS),
     "api:policy-gate": api(POST=ADMINS),
     "api:round-automation": api(GET=ADMINS, POST=ADMINS),
     "api:round-automation-stop": api(POST=ADMINS),
@@ -117,22 +124,28 @@ ROUTES: dict[str, Route] = {
     "frontend:logout": page(GET=NO_METHOD, POST=PUBLIC),
     "frontend:workspace": page(GET=ANNOTATORS, POST=ANNOTATORS),
     "frontend:demonstrate": page(GET=ANNOTATORS, POST=ANNOTATORS),
+    "frontend:progress": page(GET=ANNOTATORS, POST=ANNOTATORS),
     "frontend:manage": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-import": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round-open": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-round-stop": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round-close": page(GET=NO_METHOD, POST=ADMINS),
+    "frontend:manage-round-leaderboard": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-rubric": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-policies": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-policy-action": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-training": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-training-run": page(GET=ADMINS, POST=ADMINS),
+    "frontend:manage-training-compare": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-audit": page(GET=ADMINS, POST=ADMINS),
+    "frontend:manage-webhooks": page(GET=ADMINS, POST=ADMINS),
+    "frontend:manage-webhook-action": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:research": page(GET=READERS, POST=READERS),
     "frontend:research-task": page(GET=READERS, POST=READERS),
     "frontend:research-task-gold": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:research-snapshot": page(GET=READERS, POST=READERS),
+    "frontend:research-snapshot-push": page(GET=NO_METHOD, POST=READERS),
 }
 # Routes whose objects belong to one user: their ids must not be guessable.
 OWNED = ("api:assignment-submit", "api:assignment-skip", "api:export-job-detail",
@@ -184,6 +197,7 @@ class World:
     automation: Automation
     export_job: ExportJob
     held: Assignment  # the annotator's current lease
+    webhook: Webhook
     mine: dict[str, list[Assignment]] = field(default_factory=dict)  # by state, annotator2's
 
     def url_kwargs(self) -> dict[str, Any]:
@@ -193,7 +207,7 @@ class World:
             "round_id": self.round.pk, "gate_id": self.gate.pk, "run_id": self.run.pk,
             "snapshot_id": self.snapshot.pk, "job_id": self.export_job.pk, "action": "deploy",
             "demonstration_id": Demonstration.objects.order_by("pk").first().pk,
-            "rubric_id": self.round.rubric_id,
+            "rubric_id": self.round.rubric_id, "webhook_id": self.webhook.pk,
         }  # fmt: skip
 
 
@@ -259,6 +273,9 @@ def world(
         export_job=export_job_create(fmt="trl", file_format="jsonl", filters={},
                                      created_by=researcher),
         held=held, mine=mine,
+        webhook=Webhook.objects.create(
+            url="https://hooks.example.org/feedback", events=["gate.decided"], secret="whsec_x"
+        ),
     )  # fmt: skip
 
 

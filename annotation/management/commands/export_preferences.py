@@ -1,9 +1,13 @@
 """``manage.py export_preferences --format trl --out FILE [filters]``: any export, JSONL or
-Parquet, with the streamed API's filters; ``--out -`` streams JSONL to stdout."""
+Parquet, with the streamed API's filters; ``--out -`` streams JSONL to stdout;
+``--push-to-hub REPO`` pushes it to a Hugging Face dataset repo instead (``datasets``'
+``push_to_hub``), failing at once when the Hub is offline."""
 
 from __future__ import annotations
 
+import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from annotation.exports import (
     file_format_for,
 )
 from feedback.platform.errors import DomainError
+from feedback.platform.hub import hub_push_dataset, hub_push_ready
 
 # Options named after ExportFilters' fields; the repeatable ones collect a list.
 FILTER_OPTIONS = (
@@ -59,6 +64,11 @@ class Command(BaseCommand):
         parser.add_argument("--consensus", help="none (default) or bradley_terry.")
         parser.add_argument("--weighting", help="equal (default) or trust.")
         parser.add_argument(
+            "--push-to-hub", metavar="REPO",
+            help="Push the export to this Hugging Face dataset repo (private) instead of "
+            "writing --out; a snapshot's page pushes one with its full datasheet.",
+        )  # fmt: skip
+        parser.add_argument(
             "--names", action="store_true",
             help="Usernames instead of pseudonyms in the annotator columns.",
         )  # fmt: skip
@@ -67,9 +77,13 @@ class Command(BaseCommand):
         fmt, out = options["format"], options["out"]
         given = {name: options[name] for name in FILTER_OPTIONS if options[name] not in (None, [])}
         try:
+            if options["push_to_hub"]:
+                hub_push_ready(options["push_to_hub"])  # offline: at once, before the export
             spec = export_format(fmt)
             filters = export_filters_parse(given)
             total = export_source_count(fmt=fmt, filters=filters)
+            if options["push_to_hub"]:
+                return self._push(options["push_to_hub"], fmt, filters, not options["names"])
         except DomainError as exc:
             raise _command_error(exc) from None
         pseudonymous = not options["names"]
@@ -102,3 +116,28 @@ class Command(BaseCommand):
         finally:
             bar.close()
         self.stdout.write(f"{result.rows} {spec.unit}s written to {path} (sha256 {result.sha256})")
+
+    def _push(self, repo_id: str, fmt: str, filters: Any, pseudonymous: bool) -> None:
+        """Write the export to a Parquet file, read it with ``datasets`` and push it, with a
+        card saying what it is and the exact filters (the full datasheet, with the rubric and
+        agreement, belongs to snapshots: a snapshot's page pushes that one)."""
+        from datasets import Dataset
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "train.parquet"
+            result = export_write(
+                fmt=fmt, file_format="parquet", filters=filters, out=path,
+                pseudonymous=pseudonymous,
+            )  # fmt: skip
+            dataset = Dataset.from_parquet(str(path), keep_in_memory=True)
+        spec = export_format(fmt)
+        card = "\n".join([
+            f"# Feedback Loop export ({fmt})", "", spec.description, "",
+            f"{result.rows} {spec.unit}s; sha256 of the exported file `{result.sha256}`; "
+            f"annotators {'pseudonymous' if pseudonymous else 'named'}.", "",
+            "## Exact filters", "", "```json",
+            json.dumps(filters.to_params(), indent=2, sort_keys=True, default=str),
+            "```", "",
+        ])  # fmt: skip
+        url = hub_push_dataset(dataset=dataset, repo_id=repo_id, card_text=card)
+        self.stdout.write(f"{result.rows} {spec.unit}s pushed to {url}")
