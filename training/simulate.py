@@ -61,13 +61,18 @@ from .trainers.common import reward_scorer
 # Recipes that make the tiny model's loop learn, found by experiment on a 2-core CPU: full
 # fine-tuning (LoRA adapters on a model this small barely move it), DPO with an SFT term on the
 # chosen answers (plain DPO peaks and then collapses over rounds), short rounds.
+# The loop's runs are evaluated on their held-out prompts once, at their last step, not ten
+# times: the loop decides with the gate, and each evaluation of a run this short costs as much
+# as several of its steps.
+ONCE_AT_THE_END = 10_000
 TINY_POLICY_RECIPE: dict[str, Any] = {
     "use_lora": False, "learning_rate": 1e-3, "beta": 0.1, "sft_weight": 1.0,
     "per_device_train_batch_size": 32, "num_train_epochs": 2.0, "max_length": 128,
+    "eval_every": ONCE_AT_THE_END,
 }  # fmt: skip
 TINY_REWARD_RECIPE: dict[str, Any] = {
     "use_lora": False, "learning_rate": 1e-3, "num_train_epochs": 2.0,
-    "per_device_train_batch_size": 16, "max_length": 128,
+    "per_device_train_batch_size": 16, "max_length": 128, "eval_every": ONCE_AT_THE_END,
 }  # fmt: skip
 
 JUDGES = ("oracle", "reward")

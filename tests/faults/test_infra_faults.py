@@ -68,7 +68,7 @@ def run_for(policy: PolicyVersion, snapshot, kind: str, recipe) -> TrainingRun:
 @pytest.mark.django_db(transaction=True)
 def test_a_training_job_delivered_again_while_it_trains_runs_once(api, annotator, tiny_policy):
     snapshot = snapshot_create_preference(rounds=[judged_round(api, annotator, n=20)])
-    recipe = DPORecipe(max_steps=30, per_device_train_batch_size=4, max_length=96)
+    recipe = DPORecipe(max_steps=30, per_device_train_batch_size=4, max_length=96, eval_every=30)
     run = run_for(tiny_policy, snapshot, "dpo", recipe)
     job_id = f"training-run-{run.pk}"
 

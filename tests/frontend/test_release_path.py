@@ -27,7 +27,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 SMALL_REWARD = {**FAST, "max_steps": 2}
 # Enough steps at a high enough rate that the candidate's answers differ from the baseline's.
-SMALL_DPO = {"learning_rate": 0.005, "max_steps": 8, "per_device_train_batch_size": 8}
+SMALL_DPO = {"learning_rate": 0.005, "max_steps": 8, "per_device_train_batch_size": 8,
+             "eval_every": 8}  # fmt: skip
 
 
 def judge(api: Any, user: Any, *, time_spent_ms: int, tie_last: bool) -> None:

@@ -21,9 +21,10 @@ from training.simulate import TINY_POLICY_RECIPE, TINY_REWARD_RECIPE, jobs_run_h
 from ..annotation.helpers import lease, submit_url
 
 QUICK = {
-    "reward_recipe": {"use_lora": False, "learning_rate": 0.001, "max_steps": 4},
-    "policy_recipe": {"learning_rate": 0.0005, "max_steps": 2},
-}
+    "reward_recipe": {"use_lora": False, "learning_rate": 0.001, "max_steps": 4,
+                      "eval_every": 4},
+    "policy_recipe": {"learning_rate": 0.0005, "max_steps": 2, "eval_every": 2},
+}  # fmt: skip
 
 
 def import_pool(api, admin, questions: list[str], tag: str = "loop") -> None:

@@ -82,6 +82,8 @@ FAST = {
     "learning_rate": 0.001,
     "num_train_epochs": 3.0,
     "per_device_train_batch_size": 16,
+    # Held out once, at the last step (tests/training/test_eval_metrics.py checks the curve).
+    "eval_every": 10_000,
 }
 
 
@@ -327,7 +329,8 @@ def test_a_run_whose_worker_dies_resumes_once_from_its_checkpoint(
     from training.trainers.reward import RewardRecipe
 
     recipe = asdict(RewardRecipe(learning_rate=0.0005, max_steps=100, per_device_train_batch_size=4,
-                                 max_length=96, use_lora=False, checkpoint_every=5))  # fmt: skip
+                                 max_length=96, use_lora=False, checkpoint_every=5,
+                                 eval_every=100))  # fmt: skip
     run = TrainingRun.objects.create(
         kind="reward", base_policy=tiny_policy, snapshot=snapshot, recipe=recipe
     )
