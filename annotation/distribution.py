@@ -212,7 +212,8 @@ def _task_sql(pick: bool, tried: int = 0) -> str:
     t, a = ComparisonTask._meta.db_table, Assignment._meta.db_table
     if pick:
         where = (
-            f"r.status = 'open' AND t.gold_ranking IS NULL AND t.submitted_count < t.overlap "
+            f"r.status = 'open' AND t.round_open AND t.gold_ranking IS NULL "
+            f"AND t.submitted_count < t.overlap "
             f"AND (t.submitted_count < t.overlap - t.leased_count OR t.leases_expire_at <= %s) "
             f"AND NOT EXISTS (SELECT 1 FROM {a} x WHERE x.task_id = t.id AND x.annotator_id = %s "
             f"AND x.status IN ('submitted', 'skipped'))"

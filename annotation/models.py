@@ -214,6 +214,11 @@ class ComparisonTask(models.Model):
         help_text="Gold tasks only, optional: reference {completion id: {axis: score}}.",
     )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was published.")
+    round_open = models.BooleanField(
+        db_default=True,
+        help_text="False once its round is closed, so that the distributor's index holds the "
+        "tasks of rounds still open only (a closed round's unfinished tasks stay out of it).",
+    )
 
     class Meta:
         constraints = [
@@ -231,7 +236,7 @@ class ComparisonTask(models.Model):
                 F("submitted_count").desc(),
                 "id",
                 name="task_open_by_progress",
-                condition=Q(submitted_count__lt=F("overlap")),
+                condition=Q(submitted_count__lt=F("overlap"), round_open=True),
             ),
         ]
 

@@ -237,6 +237,8 @@ def round_close(*, round_id: int) -> Round:
             round_.status = Round.Status.CLOSED
             round_.closed_at = timezone.now()
             round_.save(update_fields=["status", "closed_at"])
+            # Out of the distributor's index: it walks the tasks of open rounds only.
+            ComparisonTask.objects.filter(round_id=round_id).update(round_open=False)
             transaction.on_commit(
                 lambda: round_completed.send(sender=Round, round_id=round_id), robust=True
             )

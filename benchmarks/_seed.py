@@ -183,22 +183,22 @@ def _seed_people_and_rounds(cur: psycopg.Cursor, *, rubric_id: int, now: datetim
                             True, now))  # fmt: skip
     with cur.copy(
         "COPY feedback_policyversion (id, name, base_model, adapter_path, status, created_at, "
-        "parent_id) FROM STDIN"
+        "parent_id, revision, model_info) FROM STDIN"
     ) as copy:
         for r in range(1, ROUNDS + 1):
             status = "active" if r == ROUNDS else "retired"
             copy.write_row((r, f"bench-policy-v{r}", "bench/tiny-llama", f"policies/v{r}", status,
-                            now, r - 1 if r > 1 else None))  # fmt: skip
+                            now, r - 1 if r > 1 else None, "", "{}"))  # fmt: skip
     with cur.copy(
         "COPY annotation_round (id, number, source, k, overlap, seed, status, created_at, "
         "closed_at, policy_version_id, rubric_id, backend, generation_error, progress_done, "
-        "prompt_ids, prompts_skipped, sampling, gold_count, gold_rate, generation_attempts) "
-        "FROM STDIN"
+        "prompt_ids, prompts_skipped, sampling, gold_count, gold_rate, generation_attempts, "
+        "leaderboard_enabled, leaderboard_names) FROM STDIN"
     ) as copy:
         for r in range(1, ROUNDS + 1):
             copy.write_row((r, r, "policy", K, OVERLAP, r, "closed", now, now, r, rubric_id,
                             "transformers", "", 0, "[]", 0, '{"temperature": 0.7}', 0,
-                            0.0, 1))  # fmt: skip
+                            0.0, 1, False, False))  # fmt: skip
 
 
 @dataclass
