@@ -21,16 +21,9 @@ from feedback.platform.errors import DomainError
 from feedback.platform.signals import judgment_recorded
 from feedback.platform.strict import unknown_keys
 
-from .distribution import (
-    assignment_hold_slot,
-    from_sql_json,
-    rubric_cached,
-    sql_datetime,
-    sql_json,
-    sql_uuid,
-    task_lock_with_assignment,
-)
+from .distribution import assignment_hold_slot, task_lock_with_assignment
 from .models import Assignment, ComparisonTask, Judgment, Round, Rubric, TaskCompletion
+from .raw_sql import from_sql_json, rubric_cached, sql_datetime, sql_json, sql_uuid
 from .rubrics import SLACK, ranking_validate, scores_validate
 from .strict_json import Errors, described, errors_raise, is_strict_int, shown
 

@@ -20,8 +20,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from annotation.distribution import rubric_cached
 from annotation.models import Rubric
+from annotation.raw_sql import rubric_cached
 
 from ..factories import open_round
 from .helpers import NEXT, lease, submit_url, valid_body
