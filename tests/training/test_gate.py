@@ -23,7 +23,8 @@ from training.models import Automation, GateEvaluation, TrainingRun
 from .test_automation import drive
 from .test_reward_runs import FAST, URL, judged_round
 
-LORA_DPO = {"learning_rate": 0.005, "max_steps": 8, "per_device_train_batch_size": 8}
+LORA_DPO = {"learning_rate": 0.005, "max_steps": 8, "per_device_train_batch_size": 8,
+            "eval_every": 8}  # fmt: skip
 
 
 def test_the_gate_reports_axis_deltas_and_kl_drift_and_rejects_a_drifting_candidate(

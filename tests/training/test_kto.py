@@ -60,7 +60,8 @@ def test_kto_on_best_and_worst_answers_makes_the_policy_prefer_right_answers(
 ):
     number = judged_round(api, annotator, n=40)
     recipe = {"use_lora": False, "learning_rate": 0.001, "num_train_epochs": 2.0,
-              "per_device_train_batch_size": 16, "max_length": 128}  # fmt: skip
+              "per_device_train_batch_size": 16, "max_length": 128,
+              "eval_every": 10_000}  # fmt: skip
     response = api(admin).post(
         URL, {"kind": "kto", "rounds": [number], "recipe": recipe}, format="json"
     )

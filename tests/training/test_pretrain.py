@@ -36,7 +36,8 @@ def test_pretraining_on_an_uploaded_corpus_lowers_its_perplexity(api, admin, tin
     assert snapshot["manifest"]["rows"]["eval"] > 0
 
     recipe = {"use_lora": False, "learning_rate": 0.002, "num_train_epochs": 2.0,
-              "per_device_train_batch_size": 8, "max_length": 64}  # fmt: skip
+              "per_device_train_batch_size": 8, "max_length": 64,
+              "eval_every": 10_000}  # fmt: skip
     response = api(admin).post(
         URL, {"kind": "pretrain", "snapshot": snapshot["id"], "recipe": recipe}, format="json"
     )

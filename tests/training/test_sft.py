@@ -17,7 +17,7 @@ from training.models import TrainingRun
 from .test_reward_runs import URL, judged_round
 
 FULL = {"use_lora": False, "learning_rate": 0.001, "num_train_epochs": 3.0,
-        "per_device_train_batch_size": 8, "max_length": 128}  # fmt: skip
+        "per_device_train_batch_size": 8, "max_length": 128, "eval_every": 10_000}  # fmt: skip
 
 
 def demonstrate(api, annotator, n: int) -> int:
