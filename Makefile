@@ -54,9 +54,13 @@ browser:
 	    echo "Chromium is missing: 'sudo apt-get install chromium' runs the browser tests too"; \
 	  fi; }
 
+# The suite runs in TEST_PROCESSES processes (pytest-xdist; tests/parallel.py gives each its own
+# database, artifacts folder and broker database): most of its time is spent waiting on workers,
+# servers and a browser, so two overlap well on two cores. TEST_PROCESSES=0 runs it in one.
+TEST_PROCESSES ?= 2
 test: lint browser
 	$(BIN)/python manage.py makemigrations --check --dry-run
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 # Refresh the screenshots in docs/ from the browser tests.
 screenshots: install browser

@@ -3,8 +3,10 @@ way a script does, and the service fixtures: PostgreSQL and a real Celery worker
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -54,12 +56,20 @@ def fast_passwords(settings: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def default_rubric_after_flush(request: pytest.FixtureRequest) -> None:
-    """Transactional tests empty every table after themselves, the migrations' data with them;
-    put the default rubric back the way its migration made it."""
+    """Transactional tests (and live_server's) empty every table after themselves, the
+    migrations' data with them. In a serial run pytest-django runs them last, but a parallel
+    worker takes whole files in turn, so any test may follow one: every test that uses the
+    database finds the default rubric the way its migration made it (one query when it is
+    there; inside an ordinary test's transaction, so rolled back with it)."""
     marker = request.node.get_closest_marker("django_db")
-    if marker is None or not marker.kwargs.get("transaction"):
+    if marker is not None:
+        request.getfixturevalue("transactional_db" if marker.kwargs.get("transaction") else "db")
+    elif "transactional_db" in request.fixturenames:
+        request.getfixturevalue("transactional_db")
+    elif "db" in request.fixturenames:
+        request.getfixturevalue("db")
+    else:
         return
-    request.getfixturevalue("transactional_db")
     migration = importlib.import_module("annotation.migrations.0002_default_rubric")
     migration.create(django_apps, None)
 
@@ -239,8 +249,21 @@ def tiny_model_path() -> str:
     relative = "models/tiny-llama-test"
     output = Path(settings.ARTIFACTS_DIR) / relative
     recipe = TinyRecipe()
-    if not tiny_model_current(output, recipe):
+    if tiny_model_current(output, recipe):
+        return relative
+    shared = os.environ.get("SHARED_VAR_DIR")  # parallel sessions (tests/parallel.py)
+    if not shared:
         build_tiny_model(output, recipe, progress=False)
+        return relative
+    # One session builds it, under a lock; every session copies it into its own artifacts.
+    cached = Path(shared) / "tiny-model-cache" / relative
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with open(cached.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tiny_model_current(cached, recipe):
+            build_tiny_model(cached, recipe, progress=False)
+    shutil.rmtree(output, ignore_errors=True)
+    shutil.copytree(cached, output)
     return relative
 
 
@@ -251,7 +274,30 @@ def tiny_policy(db: None, tiny_model_path: str) -> Any:
     return policy_register(name="tiny-v0", base_model=tiny_model_path, activate_if_none=True)
 
 
+# The files that take longest (each a loop of training runs in a worker), measured with
+# --durations. Run in parallel (tests/parallel.py), a process takes whole files in collection
+# order; these go first, so that the short files fill in around them instead of one process
+# finishing alone on the longest file at the end.
+LONGEST_FILES = (
+    "tests/training/test_automation.py",
+    "tests/training/test_simulate.py",
+    "tests/training/test_reward_runs.py",
+    "tests/frontend/test_pages.py",
+    "tests/faults/test_infra_faults.py",
+    "tests/feedback/test_tiny_model.py",
+)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files first (a stable sort: pytest-django's order stays within a file);
+    then the GPU skips."""
+    rank = {path: i for i, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+    _gpu_skips(items)
+
+
+def _gpu_skips(items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` skip without a CUDA device, and under REQUIRE_SERVICES=1 as well:
     CI has no GPU, so such a test runs only where one is (a lent GPU machine, by hand)."""
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
