@@ -376,7 +376,7 @@ def task_lock_with_assignment(
         .select_related("round__rubric")
         .get(pk=task_id)
     )
-    assignment = Assignment.objects.select_related("judgment").get(pk=assignment_id)
+    assignment = Assignment.objects.get(pk=assignment_id)
     return task, assignment
 
 

@@ -211,7 +211,8 @@ def judgment_submit(
         pass
     with transaction.atomic():
         task, assignment = task_lock_with_assignment(task_id=task_id, assignment_id=assignment_id)
-        existing = getattr(assignment, "judgment", None)
+        # The current judgment: after a correction (``corrections``) that is the correction.
+        existing = Judgment.objects.filter(assignment_id=assignment.pk).first()
         if existing is not None:
             if existing.body_sha256 == digest:
                 return existing

@@ -2,7 +2,7 @@
 
 Business rules live in ``services``; the models hold fields and the constraints the database can
 enforce on its own, so that no code path, however wrong, can over-assign a task or store two
-judgments for one assignment.
+current judgments for one assignment.
 """
 
 from __future__ import annotations
@@ -353,17 +353,33 @@ class Assignment(models.Model):
         return f"Assignment {self.pk}"
 
 
+class CurrentJudgments(models.Manager["Judgment"]):
+    """The judgments that stand: a superseded one (an annotator's correction replaced it) is
+    left out. It is ``Judgment.objects``, the default manager, rather than an opt-in
+    ``current()``: every reader (exports, snapshots, quality, consensus, counts, the related
+    managers ``task.judgments`` and ``annotator.judgments``) then sees only current judgments
+    without having to remember to ask, and the history is the explicit choice
+    (``Judgment.all_versions``). Raw SQL over the table says ``superseded_by_id IS NULL`` itself
+    (``exports/sql.py``)."""
+
+    def get_queryset(self) -> models.QuerySet[Judgment]:
+        return super().get_queryset().filter(superseded_by__isnull=True)
+
+
 class Judgment(models.Model):
-    """What one annotator decided about one task. Immutable once written."""
+    """What one annotator decided about one task. Immutable once written: a correction is a new
+    judgment, and the one it replaces is kept as it was, only marked superseded
+    (``annotation.corrections``)."""
 
     id = models.UUIDField(
         primary_key=True, default=uuid.uuid4, editable=False, help_text="Random, not guessable."
     )
-    assignment = models.OneToOneField(
+    assignment = models.ForeignKey(
         Assignment,
         on_delete=models.PROTECT,
-        related_name="judgment",
-        help_text="The lease it was submitted under: one judgment per assignment.",
+        related_name="judgments",
+        help_text="The lease it was submitted under: one current judgment per assignment, "
+        "and the ones its corrections superseded.",
     )
     task = models.ForeignKey(
         ComparisonTask,
@@ -406,8 +422,35 @@ class Judgment(models.Model):
         max_length=64, help_text="Hash of the canonical submitted body: a resubmit must match it."
     )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was submitted.")
+    superseded_by = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="supersedes",
+        help_text="The correction that replaced it; empty while it is the current judgment.",
+    )
+    superseded_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a correction replaced it; empty while current."
+    )
+
+    all_versions = models.Manager()  # superseded judgments too: the history
+    objects = CurrentJudgments()
 
     class Meta:
+        default_manager_name = "objects"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["assignment"],
+                condition=Q(superseded_by__isnull=True),
+                name="judgment_one_current_per_assignment",
+            ),
+            models.CheckConstraint(
+                condition=Q(superseded_by__isnull=True, superseded_at__isnull=True)
+                | Q(superseded_by__isnull=False, superseded_at__isnull=False),
+                name="judgment_superseded_with_time",
+            ),
+        ]
         indexes = [
             models.Index(fields=["task"], name="judgment_task"),
             # Exports stream judgments in this order, and filter on the date range.

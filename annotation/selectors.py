@@ -1,6 +1,7 @@
 """Reads of the annotation records that pages and API views show (selectors): rounds and
 their rubrics, score and flag counts, tasks with their prompts and slots, export jobs, and an
-annotator's own counts. Views validate, call one of these (or a service), and render."""
+annotator's own counts and recent judgments. Views validate, call one of these (or a service),
+and render."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Avg, Count, Q, QuerySet
+from django.db.models import Avg, Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from feedback.models import Completion, Prompt
@@ -157,3 +158,22 @@ def annotator_counts(*, annotator: AbstractBaseUser) -> AnnotatorCounts:
         annotator=annotator, status=Assignment.Status.SKIPPED
     ).count()
     return AnnotatorCounts(judged["total"], judged["today"], skipped, judged["mean"])
+
+
+def annotator_judgments_recent(
+    *, annotator: AbstractBaseUser, round_number: int | None = None, limit: int = 20
+) -> list[Judgment]:
+    """One's current judgments, newest first (in round ``round_number`` only, if given), each
+    with its task's round, prompt and slots, and ``supersedes_id``: the judgment it corrected,
+    if it is a correction (``annotation.corrections``). Two queries, whatever the limit."""
+    corrected = Judgment.all_versions.filter(superseded_by=OuterRef("pk")).values("pk")[:1]
+    judgments = Judgment.objects.filter(annotator=annotator)
+    if round_number is not None:
+        judgments = judgments.filter(task__round__number=round_number)
+    slots = TaskCompletion.objects.select_related("completion").order_by("position")
+    return list(
+        judgments.select_related("task__round", "task__prompt", "rubric")
+        .prefetch_related(Prefetch("task__slots", queryset=slots))
+        .annotate(supersedes_id=Subquery(corrected))
+        .order_by("-created_at", "-id")[:limit]
+    )

@@ -1,5 +1,6 @@
 """The annotation API's routes (under /api/v1/, namespace "api"): leasing, submitting and
-skipping tasks, demonstrations, one's own stats, gold tasks, quality, imports, rounds, exports.
+skipping tasks, one's recent judgments and their corrections, demonstrations, one's own stats,
+gold tasks, quality, imports, rounds, exports.
 
 Every view is a ``StrictApiView`` reading its body through a ``StrictSerializer`` (or the strict
 judgment validator, or ``body_strict``): a field or query parameter a route does not read is a
@@ -9,7 +10,18 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .api import demonstrations, export_jobs, exports, gold, imports, quality, rounds, tasks
+from .api import (
+    demonstrations,
+    export_jobs,
+    exports,
+    gold,
+    imports,
+    judgments,
+    quality,
+    rounds,
+    rubrics,
+    tasks,
+)
 
 urlpatterns = [
     path("tasks/next/", tasks.TaskNextApi.as_view(), name="task-next"),
@@ -23,6 +35,12 @@ urlpatterns = [
         tasks.AssignmentSkipApi.as_view(),
         name="assignment-skip",
     ),
+    path(
+        "judgments/<uuid:judgment_id>/revise/",
+        judgments.JudgmentReviseApi.as_view(),
+        name="judgment-revise",
+    ),
+    path("me/judgments/", judgments.MyJudgmentListApi.as_view(), name="my-judgments"),
     path(
         "demonstrations/next/",
         demonstrations.DemonstrationNextApi.as_view(),
@@ -60,6 +78,8 @@ urlpatterns = [
     path("quality/annotators/", quality.AnnotatorQualityApi.as_view(), name="quality-annotators"),
     path("quality/disagreements/", quality.DisagreementApi.as_view(), name="quality-disagreements"),
     path("prompts/import/", imports.PromptImportApi.as_view(), name="prompt-import"),
+    path("rubrics/", rubrics.RubricListApi.as_view(), name="rubric-list"),
+    path("rubrics/<int:rubric_id>/", rubrics.RubricDetailApi.as_view(), name="rubric-detail"),
     path("rounds/", rounds.RoundListApi.as_view(), name="round-list"),
     path("rounds/<int:round_id>/", rounds.RoundDetailApi.as_view(), name="round-detail"),
     path("rounds/<int:round_id>/close/", rounds.RoundCloseApi.as_view(), name="round-close"),

@@ -1,5 +1,5 @@
-"""Admin pages for the human side of the loop: rounds (import, open, watch, close), the rubric
-a round is judged under, and the audit log. Each view checks the role, calls services or
+"""Admin pages for the human side of the loop: rounds (import, open, watch, close) and the
+audit log (rubrics: ``rubric_views``). Each view checks the role, calls services or
 selectors of the other packages, renders."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from annotation.rounds import (
     round_progress,
     round_stats,
 )
-from annotation.rubrics import rubric_detail
+from annotation.rubrics import DEFAULT_RUBRIC, rubric_list
 from annotation.selectors import round_get, round_list
 from feedback.platform.audit import audit_events
 from feedback.platform.errors import DomainError
@@ -38,12 +38,20 @@ from .views import leaderboard_rows, role_required
 @role_required(Role.ADMIN)
 def manage(request: HttpRequest) -> HttpResponse:
     rounds = round_list()
+    rubrics = list(rubric_list())
     return render(
         request,
         "frontend/manage.html",
         {
             "rounds": [(r, round_progress(round_=r)) for r in rounds],
             "import_report": request.session.pop("import_report", None),
+            "rubrics": rubrics,
+            # Selected: the newest version of 3H, what a round gets when none is chosen.
+            "default_rubric": max(
+                (r for r in rubrics if r.name == DEFAULT_RUBRIC),
+                key=lambda r: r.version,
+                default=None,
+            ),
         },
     )
 
@@ -84,6 +92,12 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
         messages.error(request, "K must be 2 to 16, overlap 1 to 50, and at most N prompts ≥ 0.")
         return redirect("frontend:manage")
     automate = request.POST.get("automate") == "on"
+    rubric = None
+    if request.POST.get("rubric"):
+        rubric = rubric_list().filter(pk=posted_int(request.POST.get("rubric"), 0)).first()
+        if rubric is None:
+            messages.error(request, "No such rubric version.")
+            return redirect("frontend:manage")
     try:
         if request.POST.get("source") == "policy":
             settings_ = {}
@@ -103,7 +117,12 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
                 automation_validate(**settings_)
             with transaction.atomic():
                 round_ = round_open_for_policy(
-                    k=k, overlap=overlap, tags=tags, limit=limit or None, created_by=request.user
+                    k=k,
+                    overlap=overlap,
+                    tags=tags,
+                    limit=limit or None,
+                    rubric=rubric,
+                    created_by=request.user,
                 )
                 if automate:
                     automation_create(round_=round_, created_by=request.user, **settings_)
@@ -117,7 +136,7 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
         if automate or limit:
             raise DomainError("Automatic rounds and a prompt limit need the policy to generate.")
         round_, left_out = round_open_from_imported(
-            k=k, overlap=overlap, tags=tags, created_by=request.user
+            k=k, overlap=overlap, tags=tags, rubric=rubric, created_by=request.user
         )
     except (DomainError, ValueError) as exc:
         messages.error(request, getattr(exc, "detail", None) or str(exc))
@@ -255,22 +274,4 @@ def manage_audit(request: HttpRequest) -> HttpResponse:
         request,
         "frontend/audit.html",
         {"events": audit_events(actor=actor)[:200], "actor": actor or ""},
-    )
-
-
-@role_required(Role.ADMIN)
-def manage_rubric(request: HttpRequest, rubric_id: int) -> HttpResponse:
-    """A rubric as annotators read it: its axes and scale labels, guidelines, flags, strengths."""
-    try:
-        rubric, rounds, versions = rubric_detail(rubric_id=rubric_id)
-    except DomainError:
-        raise Http404("No such rubric.") from None
-    return render(
-        request,
-        "frontend/rubric.html",
-        {
-            "rubric": rubric,
-            "rounds": rounds,
-            "other_versions": [v for v in versions if v.pk != rubric.pk],
-        },
     )

@@ -9,6 +9,7 @@ from . import (
     research,
     research_snapshots,
     research_tasks,
+    rubric_views,
     training_views,
     views,
     webhooks,
@@ -42,7 +43,13 @@ urlpatterns = [
         manage_views.manage_round_leaderboard,
         name="manage-round-leaderboard",
     ),
-    path("manage/rubrics/<int:rubric_id>/", manage_views.manage_rubric, name="manage-rubric"),
+    path("manage/rubrics/", rubric_views.manage_rubrics, name="manage-rubrics"),
+    path("manage/rubrics/<int:rubric_id>/", rubric_views.manage_rubric, name="manage-rubric"),
+    path(
+        "manage/rubrics/<int:rubric_id>/new/",
+        rubric_views.manage_rubric_new,
+        name="manage-rubric-new",
+    ),
     path("manage/audit/", manage_views.manage_audit, name="manage-audit"),
     path("manage/webhooks/", webhooks.manage_webhooks, name="manage-webhooks"),
     path(

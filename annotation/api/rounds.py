@@ -163,7 +163,6 @@ class RoundListApi(StrictApiView):
         backend = values.pop("backend", None)
         gold_rate = values.pop("gold_rate")
         if values.pop("source") == "policy":
-            values.pop("rubric", None)
             values["backend"] = backend
             round_ = round_open_for_policy(**values, sampling=sampling, created_by=request.user)
             round_ = round_set_gold_rate(round_id=round_.pk, rate=gold_rate)

@@ -164,9 +164,11 @@ def _where(
     filters: ExportFilters, params: dict[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
     """``records.judgments_selected`` and ``records._kept`` as SQL: the conditions on the task
-    (t, r), on the judgments read (j) and on those kept (j, the flag and trust filters)."""
+    (t, r), on the judgments read (j) and on those kept (j, the flag and trust filters). The
+    judgments read are the current ones, as ``Judgment.objects`` gives them: a judgment that a
+    correction superseded is in no export."""
     on_task: list[str] = []
-    on_judgment: list[str] = []
+    on_judgment: list[str] = ["j.superseded_by_id IS NULL"]
     if filters.rounds:
         params["rounds"] = list(filters.rounds)
         on_task.append("r.number = ANY(%(rounds)s::int[])")

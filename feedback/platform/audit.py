@@ -4,7 +4,9 @@ One middleware sees every route, the API's and the pages', so a new admin route 
 without anyone remembering to add a call; the route's name and the ids in its URL say what was
 done. Requests that change nothing (GET, HEAD, OPTIONS) and an admin's own annotation work are
 left out. Refused and failed attempts are kept too, with their status code: a 403 or a 409 from
-an admin account is as much worth reading as a 200.
+an admin account is as much worth reading as a 200. A few actions of other users are worth an
+entry too, and their services record them (``audit_action_record``): an annotator's
+correction of a submitted judgment says who replaced which judgment with which.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ NOT_ADMIN_ACTIONS = {
     "api:assignment-skip",
     "api:demonstration-next",
     "api:demonstration-create",
+    # A correction is recorded by its service, for every annotator (``audit_action_record``).
+    "api:judgment-revise",
     "api:auth-token",
     "frontend:login",
     "frontend:logout",
@@ -63,6 +67,19 @@ def audit_record(request: HttpRequest, response: HttpResponse) -> AuditEvent | N
         status_code=response.status_code,
         ip=client_ip(request) if client_ip(request) != "unknown" else None,
     )
+
+
+def audit_action_record(
+    *, actor: Any, action: str, method: str, path: str, target: dict[str, str],
+    status_code: int = 200,
+) -> AuditEvent:  # fmt: skip
+    """Record an action that the middleware does not see as an admin's, from the service that
+    does it and inside its transaction, so that the record exists exactly when the action does:
+    an annotator's correction of a judgment (``annotation.corrections``) is one."""
+    return AuditEvent.objects.create(
+        actor=actor, actor_name=actor.get_username(), action=action, method=method,
+        path=path[:500], target=target, status_code=status_code,
+    )  # fmt: skip
 
 
 class AuditLogMiddleware:

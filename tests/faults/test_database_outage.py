@@ -272,7 +272,7 @@ def test_database_outage_gives_fast_503s_and_recovers_without_partial_judgments(
         slots.setdefault(task_id, []).append(completion_id)
     assert [p for j in judgments for p in judgment_problems(j, slots[j.task_id])] == []
     assert not Assignment.objects.filter(
-        task__round=round_, status=Assignment.Status.SUBMITTED, judgment__isnull=True
+        task__round=round_, status=Assignment.Status.SUBMITTED, judgments__isnull=True
     ).exists()
     # The counters on each task agree with its rows.
     tasks = ComparisonTask.objects.filter(round=round_).annotate(

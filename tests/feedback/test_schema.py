@@ -15,7 +15,11 @@ ROUTES = {
     "/api/v1/assignments/{assignment_id}/submit/": ["post"],
     "/api/v1/assignments/{assignment_id}/skip/": ["post"],
     "/api/v1/me/stats/": ["get"],
+    "/api/v1/me/judgments/": ["get"],
+    "/api/v1/judgments/{judgment_id}/revise/": ["post"],
     "/api/v1/prompts/import/": ["post"],
+    "/api/v1/rubrics/": ["get", "post"],
+    "/api/v1/rubrics/{rubric_id}/": ["get"],
     "/api/v1/rounds/": ["get", "post"],
     "/api/v1/rounds/{round_id}/": ["get"],
     "/api/v1/rounds/{round_id}/close/": ["post"],
@@ -69,6 +73,10 @@ def test_every_route_is_documented_with_shapes(schema):
         "time_spent_ms",
     }
     assert "409" in submit["responses"] and "404" in submit["responses"]
+    # A correction's body is a submit's.
+    revise = schema["paths"]["/api/v1/judgments/{judgment_id}/revise/"]["post"]
+    assert revise["requestBody"] == submit["requestBody"]
+    assert {"200", "400", "404", "409"} <= set(revise["responses"])
     lease = schema["paths"]["/api/v1/tasks/next/"]["post"]["responses"]
     assert set(lease) >= {"200", "204"}
     export = schema["paths"]["/api/v1/exports/preferences/"]["get"]

@@ -90,17 +90,36 @@ def page(browser: Any, live_server: Any) -> Iterator[Any]:
     assert errors == [], errors
 
 
+def signed_in(page: Any, username: str, password: str = "pw-for-tests") -> Any:
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login/" not in url)
+    return page
+
+
 @pytest.fixture
 def sign_in(page: Any) -> Callable[[str, str], Any]:
     def go(username: str, password: str = "pw-for-tests") -> Any:
-        page.goto("/login/")
-        page.get_by_label("Username").fill(username)
-        page.get_by_label("Password").fill(password)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(lambda url: "/login/" not in url)
-        return page
+        return signed_in(page, username, password)
 
     return go
+
+
+@pytest.fixture
+def sign_in_elsewhere(browser: Any, live_server: Any) -> Iterator[Callable[[str], Any]]:
+    """Another person's browser: a page of its own context, signed in as ``username``; for a
+    test in which two people act (an admin changes something, an annotator sees it)."""
+    contexts: list[Any] = []
+
+    def go(username: str) -> Any:
+        contexts.append(browser.new_context(base_url=live_server.url))
+        return signed_in(contexts[-1].new_page(), username)
+
+    yield go
+    for context in contexts:
+        context.close()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def judge(client: Any, tasks: int) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_admin_turns_the_leaderboard_on_and_the_annotator_sees_it(
-    sign_in, page, browser, live_server, admin, annotator, annotator2, api
+    sign_in, sign_in_elsewhere, page, admin, annotator, annotator2, api
 ):
     round_ = open_round(n=3, k=3, overlap=2)
     judge(api(annotator), 2)
@@ -37,12 +37,7 @@ def test_admin_turns_the_leaderboard_on_and_the_annotator_sees_it(
     expect(card.locator("table.leaderboard")).to_have_count(0)
 
     # The admin, in a browser of their own, turns the leaderboard on from the round's page.
-    context = browser.new_context(base_url=live_server.url)
-    admin_page = context.new_page()
-    admin_page.goto("/login/")
-    admin_page.get_by_label("Username").fill(admin.username)
-    admin_page.get_by_label("Password").fill("pw-for-tests")
-    admin_page.get_by_role("button", name="Sign in").click()
+    admin_page = sign_in_elsewhere(admin.username)
     admin_page.goto(f"/manage/rounds/{round_.pk}/")
     admin_page.get_by_label("Show annotators this round's leaderboard").check()
     admin_page.get_by_role("button", name="Save leaderboard").click()
@@ -53,7 +48,6 @@ def test_admin_turns_the_leaderboard_on_and_the_annotator_sees_it(
     # Both judged two tasks alike: tied, in pseudonym order; the admin sees usernames.
     expect(admin_board.locator("tbody tr")).to_have_count(2)
     expect(admin_board.locator("tbody tr", has_text=annotator.username)).to_have_count(1)
-    context.close()
 
     page.reload()
     board = card.locator("table.leaderboard")

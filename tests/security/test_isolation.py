@@ -47,6 +47,7 @@ PUBLIC = frozenset(PERSONAS)
 SIGNED_IN = PUBLIC - {"anonymous"}
 ANNOTATORS = frozenset({"annotator"})
 READERS = frozenset({"researcher", "admin"})
+WITH_A_ROLE = frozenset({"annotator", "researcher", "admin"})
 ADMINS = frozenset({"admin"})
 NO_METHOD: frozenset[str] = frozenset()  # a page that refuses the method to everyone (405)
 
@@ -83,6 +84,8 @@ ROUTES: dict[str, Route] = {
     "api:task-next": api(POST=ANNOTATORS),
     "api:assignment-submit": api(POST=ANNOTATORS),
     "api:assignment-skip": api(POST=ANNOTATORS),
+    "api:judgment-revise": api(POST=ANNOTATORS),
+    "api:my-judgments": api(GET=ANNOTATORS),
     "api:demonstration-next": api(GET=ANNOTATORS),
     "api:demonstration-create": api(POST=ANNOTATORS),
     "api:demonstration-last": api(GET=ANNOTATORS),
@@ -96,6 +99,8 @@ ROUTES: dict[str, Route] = {
     "api:quality-annotators": api(GET=READERS),
     "api:quality-disagreements": api(GET=READERS),
     "api:prompt-import": api(POST=ADMINS),
+    "api:rubric-list": api(GET=WITH_A_ROLE, POST=ADMINS),
+    "api:rubric-detail": api(GET=WITH_A_ROLE),
     "api:round-list": api(GET=ADMINS, POST=ADMINS),
     "api:round-detail": api(GET=ADMINS, PATCH=ADMINS),
     "api:round-close": api(POST=ADMINS),
@@ -132,7 +137,9 @@ ROUTES: dict[str, Route] = {
     "frontend:manage-round-stop": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round-close": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round-leaderboard": page(GET=NO_METHOD, POST=ADMINS),
+    "frontend:manage-rubrics": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-rubric": page(GET=ADMINS, POST=ADMINS),
+    "frontend:manage-rubric-new": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-policies": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-policy-action": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-training": page(GET=ADMINS, POST=ADMINS),
@@ -148,8 +155,8 @@ ROUTES: dict[str, Route] = {
     "frontend:research-snapshot-push": page(GET=NO_METHOD, POST=READERS),
 }
 # Routes whose objects belong to one user: their ids must not be guessable.
-OWNED = ("api:assignment-submit", "api:assignment-skip", "api:export-job-detail",
-         "api:export-job-download")  # fmt: skip
+OWNED = ("api:assignment-submit", "api:assignment-skip", "api:judgment-revise",
+         "api:export-job-detail", "api:export-job-download")  # fmt: skip
 
 
 @cache
@@ -208,6 +215,8 @@ class World:
             "snapshot_id": self.snapshot.pk, "job_id": self.export_job.pk, "action": "deploy",
             "demonstration_id": Demonstration.objects.order_by("pk").first().pk,
             "rubric_id": self.round.rubric_id, "webhook_id": self.webhook.pk,
+            "judgment_id": Judgment.objects.filter(annotator=self.users["annotator"])
+            .order_by("pk").first().pk,
         }  # fmt: skip
 
 
@@ -444,6 +453,20 @@ def test_another_annotators_assignment_is_a_404_like_a_missing_one(world, annota
     theirs.refresh_from_db()
     assert (theirs.status, Judgment.objects.filter(assignment=theirs).count()) == before
     assert not Judgment.objects.filter(assignment=theirs, annotator=annotator).exists()
+
+
+def test_another_annotators_judgment_is_a_404_like_a_missing_one(world, annotator):
+    """A correction of the second annotator's judgment answers exactly as for an id that never
+    existed, changes nothing, and their judgments are not among the first one's."""
+    assignment = world.mine["submitted"][0]
+    theirs = Judgment.objects.get(assignment=assignment)
+    client = client_for(annotator)
+    assert_indistinguishable(
+        client, "POST", "api:judgment-revise", "judgment_id", theirs.pk, body_for(assignment)
+    )
+    assert not Judgment.all_versions.filter(superseded_by__isnull=False).exists()
+    listed = client.get(reverse("api:my-judgments")).json()
+    assert listed and all(j["assignment"] != str(assignment.pk) for j in listed)
 
 
 def test_another_researchers_export_job_is_a_404_like_a_missing_one(world, admin):
