@@ -72,16 +72,17 @@ def judgments_by_annotator(*, rounds: list[int] | None) -> dict[int, int]:
     return dict(counts.values_list("annotator_id", "n"))
 
 
-def score_distribution(*, rounds: list[int] | None) -> dict[str, Counter[int]]:
-    """How often each score was given on each axis: {axis: {score: count}} over every
-    completion of every judgment in the rounds. One pass over the scores column, so it works
-    on SQLite as on PostgreSQL."""
-    counts: dict[str, Counter[int]] = defaultdict(Counter)
-    rows = _judgments(rounds).values_list("scores", flat=True).iterator(chunk_size=2000)
-    for scores in rows:
+def score_distribution(*, rounds: list[int] | None) -> dict[tuple[int, str], Counter[int]]:
+    """How often each score was given on each axis of each rubric version: {(rubric id, axis):
+    {score: count}} over every completion of every judgment in the rounds. Versions stay apart:
+    an axis may have another scale in another version. One pass over the scores column, so it
+    works on SQLite as on PostgreSQL."""
+    counts: dict[tuple[int, str], Counter[int]] = defaultdict(Counter)
+    rows = _judgments(rounds).values_list("rubric_id", "scores").iterator(chunk_size=2000)
+    for rubric_id, scores in rows:
         for per_axis in scores.values():
             for axis, score in per_axis.items():
-                counts[axis][score] += 1
+                counts[rubric_id, axis][score] += 1
     return counts
 
 

@@ -160,28 +160,35 @@ def _position_bias_section(*, rounds: list[int] | None) -> dict[str, Any]:
     return {"bias_positions": list(range(1, width + 1)), "bias_rows": rows}
 
 
-def _distribution_section(
-    *, rounds: list[int] | None, axes: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def _distribution_section(*, rounds: list[int] | None, rubrics: list[Rubric]) -> dict[str, Any]:
+    """A histogram per axis of each rubric version in view (an axis keeps its version's scale;
+    the version is named when there are several), and the table's columns: every score any of
+    them has."""
     counts = score_distribution(rounds=rounds)
     out = []
-    for axis in axes:
-        scale = list(range(int(axis["min"]), int(axis["max"]) + 1))
-        values = [counts[axis["key"]][s] for s in scale]
-        total = sum(values)
-        mean = sum(s * v for s, v in zip(scale, values, strict=True)) / total if total else None
-        out.append(
-            {
-                "key": axis["key"],
-                "label": axis["label"],
-                "scale": scale,
-                "values": values,
-                "total": total,
-                "mean": mean,
-                "chart": bar_chart(labels=[str(s) for s in scale], values=values),
-            }
-        )
-    return out
+    for rubric in rubrics:
+        for axis in rubric.axes:
+            scale = list(range(int(axis["min"]), int(axis["max"]) + 1))
+            values = [counts[rubric.pk, axis["key"]][s] for s in scale]
+            total = sum(values)
+            mean = sum(s * v for s, v in zip(scale, values, strict=True)) / total if total else None
+            label = axis["label"] + (f" ({rubric.label})" if len(rubrics) > 1 else "")
+            out.append(
+                {
+                    "key": axis["key"],
+                    "label": label,
+                    "scale": scale,
+                    "values": values,
+                    "total": total,
+                    "mean": mean,
+                    "chart": bar_chart(labels=[str(s) for s in scale], values=values),
+                }
+            )
+    columns = sorted({score for d in out for score in d["scale"]})
+    for d in out:
+        by_score = dict(zip(d["scale"], d["values"], strict=True))
+        d["cells"] = [by_score.get(score, "") for score in columns]
+    return {"distributions": out, "score_columns": columns}
 
 
 def _flags_section(*, rounds: list[int] | None, rubrics: list[Rubric]) -> dict[str, Any]:
@@ -280,7 +287,7 @@ def research(request: HttpRequest) -> HttpResponse:
             **_agreement_section(rounds=chosen, axes=axes),
             **_position_bias_section(rounds=rounds),
             "overlap": _overlap_reasons(rounds=rounds),
-            "distributions": _distribution_section(rounds=rounds, axes=axes),
+            **_distribution_section(rounds=rounds, rubrics=rubrics),
             **_flags_section(rounds=rounds, rubrics=rubrics),
             "annotators": _trust_rows(rounds=rounds, names=is_admin),
             "review_below": settings.TRUST_REVIEW_BELOW,

@@ -64,7 +64,7 @@ def default_rubric_after_flush(request: pytest.FixtureRequest) -> None:
     marker = request.node.get_closest_marker("django_db")
     if marker is not None:
         request.getfixturevalue("transactional_db" if marker.kwargs.get("transaction") else "db")
-    elif "transactional_db" in request.fixturenames:
+    elif {"transactional_db", "live_server"} & set(request.fixturenames):
         request.getfixturevalue("transactional_db")
     elif "db" in request.fixturenames:
         request.getfixturevalue("db")

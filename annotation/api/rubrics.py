@@ -81,8 +81,10 @@ class RubricListApi(StrictApiView):
     rubric from a full definition (copy the newest version's fields and change what you need);
     new rounds may then be opened under it, and rounds already open keep theirs."""
 
+    permission_classes = [HasAnyRole]
+
     def get_permissions(self) -> list[BasePermission]:
-        return [IsAdmin()] if self.request.method == "POST" else [HasAnyRole()]
+        return [IsAdmin()] if self.request.method == "POST" else super().get_permissions()
 
     @extend_schema(responses={200: RubricOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:

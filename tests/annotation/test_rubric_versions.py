@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from annotation.models import Judgment, Rubric
 from feedback.models import AuditEvent
@@ -138,6 +139,18 @@ def test_a_new_version_leaves_the_old_and_each_round_judges_under_its_own(
         json.loads(line)["rubric"] for line in b"".join(everything.streaming_content).splitlines()
     )
     assert labels == ["3H@1", "3H@1", "3H@2"]
+
+    # The dashboard's score histograms: an axis per version, each on its own scale.
+    browser = Client()
+    browser.force_login(researcher)
+    page = browser.get("/research/").content.decode()
+    assert "Helpful (3H@1) <span" in page and "Concise (3H@2) <span" in page
+    assert 'aria-label="Histogram of Helpful (3H@2) scores' in page
+    # 3H@2's helpful scale has five points: a 5 was given once per completion, nothing above.
+    assert (
+        '<th scope="row">Helpful (3H@2)</th><td>0</td><td>0</td><td>0</td><td>0</td><td>3</td><td></td><td></td></tr>'
+        in page
+    )
 
 
 def _definition(api: Any, admin: Any) -> dict[str, Any]:

@@ -289,6 +289,7 @@ def test_an_unknown_query_parameter_is_a_400_naming_it_on_every_route(
         ("<uuid:assignment_id>", "{assignment}"), ("<int:task_id>", "{task}"),
         ("<int:round_id>", "{round}"), ("<int:demonstration_id>", "1"),
         ("<uuid:job_id>", "00000000-0000-0000-0000-000000000001"),
+        ("<uuid:judgment_id>", "00000000-0000-0000-0000-000000000002"), ("<int:rubric_id>", "1"),
     ):  # fmt: skip
         url = url.replace(placeholder, value)
     for parameter in ("ordering", "file_format"):
