@@ -71,7 +71,7 @@ screenshots: install browser
 # They need the local PostgreSQL (127.0.0.1:5432, databases bench_* of their own).
 # `make bench QUICK=1` is the short version (under 10 minutes on 2 cores).
 QUICK ?=
-BENCHMARKS := annotation_api export training_overhead generation_overhead loop scaling
+BENCHMARKS := annotation_api export training_overhead generation_overhead loop scaling active_learning
 bench: install
 	@for name in $(BENCHMARKS); do \
 	  echo "== benchmarks/$$name.py"; \

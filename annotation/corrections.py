@@ -137,7 +137,8 @@ def _revision_store(
         annotator_id=original.annotator_id, rubric_id=original.rubric_id,
         ranking=clean["ranking"], scores=clean["scores"], strength=clean["strength"],
         flags=clean["flags"], rationale=clean["rationale"],
-        time_spent_ms=clean["time_spent_ms"], body_sha256=digest,
+        time_spent_ms=clean["time_spent_ms"], none_acceptable=clean["none_acceptable"],
+        body_sha256=digest,
         # The order the annotator was shown is the assignment's: the same for the correction.
         display_order=original.display_order,
     )  # fmt: skip

@@ -1,26 +1,42 @@
-"""Demonstrations: ideal answers that annotators write or edit from a completion (SFT data)."""
+"""Demonstrations: ideal answers that annotators write or edit from a completion (SFT data).
+
+The queue: a prompt is offered while an open round holds it, and also, after its round has
+closed, while a current judgment of it says that none of its answers is acceptable
+(``Judgment.none_acceptable``): those are the prompts that most need a good answer written.
+Among the prompts with the fewest demonstrations, those come first. Once a prompt has a
+demonstration it takes its place in the queue as any other (least covered first), and nobody
+is offered a prompt they demonstrated or skipped.
+"""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, OuterRef, Q
 from django.utils import timezone
 
 from feedback.models import Completion, Prompt
 from feedback.platform.errors import DomainError
 
-from .models import ComparisonTask, Demonstration, DemonstrationSkip, Round, Rubric
+from .models import ComparisonTask, Demonstration, DemonstrationSkip, Judgment, Round, Rubric
 
 TEXT_MAX_CHARS = 20_000
 REASON_MAX_CHARS = 500
 
 
-def _offered(prompt_ref: str = "pk") -> Exists:
-    """The prompt (the outer query's ``prompt_ref``) is in an open round."""
-    return Exists(
+def _wanted(prompt_ref: str = "pk") -> Exists:
+    """A current judgment of the prompt (the outer query's ``prompt_ref``) found none of its
+    answers acceptable."""
+    return Exists(Judgment.objects.filter(task__prompt=OuterRef(prompt_ref), none_acceptable=True))
+
+
+def _offered(prompt_ref: str = "pk") -> Q:
+    """The prompt (the outer query's ``prompt_ref``) is in an open round, or wanted
+    (``_wanted``) whatever its round."""
+    in_open_round = Exists(
         ComparisonTask.objects.filter(prompt=OuterRef(prompt_ref), round__status=Round.Status.OPEN)
     )
+    return Q(in_open_round) | Q(_wanted(prompt_ref))
 
 
 def _fail(errors: dict[str, list[str]]) -> None:
@@ -42,27 +58,29 @@ def _text_errors(text: str) -> tuple[str, list[str]]:
 
 
 def prompt_next_for_demonstration(*, annotator: AbstractBaseUser) -> Prompt | None:
-    """A prompt of an open round this annotator has neither demonstrated nor skipped, least
-    covered first."""
+    """A prompt on offer (``_offered``) this annotator has neither demonstrated nor skipped,
+    least covered first, and among those the ones judged to have no acceptable answer."""
     mine = Demonstration.objects.filter(prompt=OuterRef("pk"), author=annotator)
     skipped = DemonstrationSkip.objects.filter(prompt=OuterRef("pk"), annotator=annotator)
     return (
         Prompt.objects.filter(_offered())
         .exclude(Exists(mine))
         .exclude(Exists(skipped))
-        .annotate(n=Count("demonstrations"))
-        .order_by("n", "id")
+        .annotate(n=Count("demonstrations"), wanted=_wanted())
+        .order_by("n", "-wanted", "id")
         .first()
     )
 
 
 def prompt_rubric(*, prompt: Prompt) -> Rubric | None:
-    """The rubric of the newest open round that offers this prompt: its guidelines say what an
-    ideal answer is."""
+    """The rubric of the newest open round that offers this prompt (else of the newest round
+    that judged it: a wanted prompt's round may have closed): its guidelines say what an ideal
+    answer is."""
     task = (
-        ComparisonTask.objects.filter(prompt=prompt, round__status=Round.Status.OPEN)
+        ComparisonTask.objects.filter(prompt=prompt)
         .select_related("round__rubric")
-        .order_by("-round__number")
+        .annotate(open=ExpressionWrapper(Q(round__status=Round.Status.OPEN), BooleanField()))
+        .order_by("-open", "-round__number")
         .first()
     )
     return task.round.rubric if task else None

@@ -246,9 +246,12 @@ def _held_lease(annotator: AbstractBaseUser, now: datetime) -> LeasedTask | None
 def task_next_for_annotator(
     *, annotator: AbstractBaseUser, now: datetime | None = None
 ) -> LeasedTask | None:
-    """Lease the next task to ``annotator``, or return the one they hold. None when none is left."""
+    """Lease the next task to ``annotator``, or return the one they hold. None when none is left.
+
+    Inside a caller's transaction (the lease route's, which holds the rate limit's log) it
+    takes no savepoint: it is all or nothing with the caller's work, and pays no round trips."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         if _annotator_lock_holds_lease(annotator, now):
             held = _held_lease(annotator, now)
             if held is not None:

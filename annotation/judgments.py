@@ -27,7 +27,14 @@ from .raw_sql import from_sql_json, rubric_cached, sql_datetime, sql_json, sql_u
 from .rubrics import SLACK, ranking_validate, scores_validate
 from .strict_json import Errors, described, errors_raise, is_strict_int, shown
 
-ALLOWED_KEYS = ("ranking", "scores", "strength", "flags", "rationale", "time_spent_ms")
+ALLOWED_KEYS = (
+    "ranking", "scores", "strength", "flags", "rationale", "time_spent_ms", "none_acceptable",
+)  # fmt: skip
+# The rubric flag that says what ``none_acceptable`` says ("Every answer is unacceptable").
+# They are one statement: either one sent sets both (the flag where the rubric has it), so
+# the flag filters and the outcome always agree, and a body sent before the field existed
+# means what it meant then.
+ALL_BAD_FLAG = "all_bad"
 RATIONALE_MAX_CHARS = 5000
 TIME_SPENT_MAX_MS = 24 * 3600 * 1000
 
@@ -67,9 +74,28 @@ def judgment_validate(
         "rationale": _rationale_validate(body.get("rationale", ""), errors),
         "time_spent_ms": body.get("time_spent_ms"),
     }
+    clean["none_acceptable"] = _none_acceptable_validate(body, clean["flags"], rubric, errors)
     if "time_spent_ms" in body:
         _time_spent_validate(body["time_spent_ms"], errors)
     return clean, errors
+
+
+def _none_acceptable_validate(
+    body: dict[str, Any], flags: list[str], rubric: Rubric, errors: Errors
+) -> bool:
+    """Whether no answer is acceptable: a JSON boolean, false when absent, true too when the
+    ``all_bad`` flag is raised; when true, the flag is added to ``flags`` where the rubric has
+    it (see ``ALL_BAD_FLAG``). The ranking is still required: the order among bad answers
+    still says something."""
+    value = body.get("none_acceptable", False)
+    if not isinstance(value, bool):
+        errors["none_acceptable"] = [f"Must be true or false, got {described(value)}."]
+        return False
+    said = value or ALL_BAD_FLAG in flags
+    if said and ALL_BAD_FLAG in rubric.flag_keys and ALL_BAD_FLAG not in flags:
+        flags.append(ALL_BAD_FLAG)
+        flags.sort()
+    return said
 
 
 def _strength_validate(
@@ -139,7 +165,13 @@ def _time_spent_validate(time_spent: object, errors: Errors) -> None:
 
 
 def body_sha256(clean: dict[str, Any]) -> str:
-    canonical = json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The hash of a canonical body. ``none_acceptable`` counts only where nothing else says
+    it (true, and no ``all_bad`` flag), so the hash of a body sent before the field existed
+    is unchanged: a resubmit of it still matches the stored judgment."""
+    hashed = {key: value for key, value in clean.items() if key != "none_acceptable"}
+    if clean.get("none_acceptable") and ALL_BAD_FLAG not in clean["flags"]:
+        hashed["none_acceptable"] = True
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -156,7 +188,7 @@ def _submit_context(*, assignment_id: object, annotator: AbstractBaseUser) -> tu
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT a.task_id, a.display_order, t.round_id, r.rubric_id, ru.created_at, "
-            f"tc.completion_id FROM {a} a JOIN {t} t ON t.id = a.task_id "
+            f"r.announce_judgments, tc.completion_id FROM {a} a JOIN {t} t ON t.id = a.task_id "
             f"JOIN {Round._meta.db_table} r ON r.id = t.round_id "
             f"JOIN {Rubric._meta.db_table} ru ON ru.id = r.rubric_id "
             f"LEFT JOIN {TaskCompletion._meta.db_table} tc ON tc.task_id = a.task_id "
@@ -166,10 +198,12 @@ def _submit_context(*, assignment_id: object, annotator: AbstractBaseUser) -> tu
         rows = cursor.fetchall()
     if not rows:
         raise DomainError("No such assignment.", code="not_found", status=404)
-    task_id, order, round_id, rubric_id, rubric_created, _ = rows[0]
+    task_id, order, round_id, rubric_id, rubric_created, announce, _ = rows[0]
     completion_ids = [row[-1] for row in rows if row[-1] is not None]
     rubric = rubric_cached(rubric_id, rubric_created)
-    return assignment_id, task_id, from_sql_json(order), round_id, rubric, completion_ids
+    # The round's id when its judgments are to be announced, else None.
+    announced = round_id if announce else None
+    return assignment_id, task_id, from_sql_json(order), announced, rubric, completion_ids
 
 
 def judgment_submit(
@@ -186,7 +220,7 @@ def judgment_submit(
     assignment not live-leased there, undoes it, and takes the general path.
     """
     now = timezone.now()
-    assignment_id, task_id, order, round_id, rubric, completion_ids = _submit_context(
+    assignment_id, task_id, order, announced, rubric, completion_ids = _submit_context(
         assignment_id=assignment_id, annotator=annotator
     )
     clean, errors = judgment_validate(body=body, completion_ids=completion_ids, rubric=rubric)
@@ -196,16 +230,18 @@ def judgment_submit(
         id=uuid.uuid4(), assignment_id=assignment_id, task_id=task_id, annotator=annotator,
         rubric=rubric, ranking=clean["ranking"], scores=clean["scores"],
         strength=clean["strength"], flags=clean["flags"], rationale=clean["rationale"],
-        time_spent_ms=clean["time_spent_ms"], body_sha256=digest,
+        time_spent_ms=clean["time_spent_ms"], none_acceptable=clean["none_acceptable"],
+        body_sha256=digest,
         # Kept with the decision: position bias is measured from it (``position_bias``).
         display_order=order, created_at=now,
     )  # fmt: skip
     try:
         with transaction.atomic():
             _judgment_store_fast(judgment, now=now)
-            transaction.on_commit(
-                lambda: judgment_recorded.send(sender=Judgment, round_id=round_id)
-            )
+            if announced is not None:
+                transaction.on_commit(
+                    lambda: judgment_recorded.send(sender=Judgment, round_id=announced)
+                )
         return judgment
     except _SlowPath:
         pass
@@ -235,7 +271,7 @@ def judgment_submit(
 _JUDGMENT_COLUMNS = (
     "id", "assignment_id", "task_id", "annotator_id", "rubric_id", "ranking", "scores",
     "strength", "flags", "rationale", "time_spent_ms", "display_order", "body_sha256",
-    "created_at",
+    "created_at", "none_acceptable",
 )  # fmt: skip
 
 
@@ -255,7 +291,7 @@ def _judgment_store_fast(judgment: Judgment, *, now: datetime) -> None:
         judgment.annotator_id, judgment.rubric_id, sql_json(judgment.ranking),
         sql_json(judgment.scores), judgment.strength, sql_json(judgment.flags),
         judgment.rationale, judgment.time_spent_ms, sql_json(judgment.display_order),
-        judgment.body_sha256, sql_datetime(now),
+        judgment.body_sha256, sql_datetime(now), judgment.none_acceptable,
     ]  # fmt: skip
     submitted = (
         f"UPDATE {a} SET status = 'submitted', finished_at = %s WHERE id = %s "
@@ -316,6 +352,7 @@ def _judgment_record(
         flags=clean["flags"],
         rationale=clean["rationale"],
         time_spent_ms=clean["time_spent_ms"],
+        none_acceptable=clean["none_acceptable"],
         body_sha256=digest,
         # Kept with the decision: position bias is measured from it (``position_bias``).
         display_order=assignment.display_order,
@@ -328,6 +365,7 @@ def _judgment_record(
     if task.leased_count == 0:
         task.leases_expire_at = None
     task.save(update_fields=["leased_count", "submitted_count", "leases_expire_at"])
-    round_id = task.round_id
-    transaction.on_commit(lambda: judgment_recorded.send(sender=Judgment, round_id=round_id))
+    if task.round.announce_judgments:
+        round_id = task.round_id
+        transaction.on_commit(lambda: judgment_recorded.send(sender=Judgment, round_id=round_id))
     return judgment

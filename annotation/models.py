@@ -134,6 +134,35 @@ class Round(models.Model):
     generation_attempts = models.PositiveSmallIntegerField(
         default=0, help_text="Generation jobs started for this round (a dead worker's included)."
     )
+    # Active learning (annotation/round_selection.py): a policy round may keep, from a pool of
+    # prompts, those a reward model is least sure about.
+    selection = models.CharField(
+        max_length=16,
+        choices=[(s, s) for s in ("random", "uncertainty", "disagreement")],
+        default="random",
+        db_default="random",  # rows written by hand (benchmarks/_seed.py) get it too
+        help_text="How its prompts were chosen: random (the first matching), uncertainty "
+        "(the closest reward gap between the two best candidates) or disagreement (per-axis "
+        "reward models ordering the candidates most differently).",
+    )
+    # An id, not a foreign key: the training layer's runs are above this one (README, Code map).
+    selection_run = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The reward-model training run whose scores chose the prompts (uncertainty).",
+    )
+    pool_size = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Prompts generated and scored to choose from (empty for random selection).",
+    )
+    selection_detail = models.JSONField(
+        default=dict,
+        db_default={},
+        blank=True,
+        help_text="keep (how many to keep), runs ({name: run id}), and once chosen: scores "
+        "({prompt id: gap or disagreement}) and kept (prompt ids, most uncertain first).",
+    )
     # Gold tasks (annotation/gold.py): a share of each annotator's leases goes to this round's
     # gold tasks, which look like any other task on the page.
     gold_rate = models.FloatField(
@@ -153,6 +182,11 @@ class Round(models.Model):
         default=False,
         help_text="The leaderboard shows usernames; off, each annotator is a pseudonym of this "
         "round (their own row marked as theirs).",
+    )
+    announce_judgments = models.BooleanField(
+        db_default=False,
+        help_text="Each new judgment is announced (judgment_recorded): set by whatever waits on "
+        "the round's judgments (an automation); off, a submit reads nothing more.",
     )
 
     class Meta:
@@ -407,6 +441,13 @@ class Judgment(models.Model):
         help_text="Rubric strength label, best vs second; empty on a tie.",
     )
     flags = models.JSONField(default=list, help_text="Rubric flag keys raised.")
+    none_acceptable = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="The annotator found none of the answers acceptable (still ranked): pair "
+        "exports leave it out unless asked, KTO labels every answer undesirable, and the "
+        "prompt goes to the demonstration queue. The rubric flag all_bad says the same.",
+    )
     rationale = models.TextField(blank=True, help_text="Why, in the annotator's words; optional.")
     time_spent_ms = models.PositiveIntegerField(
         help_text="Time on the task, as the client measured."

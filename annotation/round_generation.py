@@ -1,8 +1,10 @@
 """Generating a policy round: K completions per prompt by the serving policy, then its tasks.
 
 ``annotation.rounds.round_open_for_policy`` records the round (status ``generating``) and
-enqueues ``round_generate`` on the ``generation`` queue once the transaction commits. The job
-walks the round's prompts in batches:
+enqueues ``round_generate`` on the ``generation`` queue once the transaction commits. A round
+that selects its prompts by a reward model (``annotation.round_selection``) first gets K
+candidates for its whole pool, as below but without publishing, and narrows ``prompt_ids`` to
+the prompts kept. The job then walks the round's prompts in batches:
 
 1. prompts that already have a task in this round are done (so a re-run adds nothing);
 2. the policy's stored completions for the prompt are reused (unique per prompt, policy and
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,6 +53,7 @@ from feedback.serving.backends import (
 
 from .distribution import distribution_statistics_refresh
 from .models import ComparisonTask, Round, TaskCompletion
+from .round_selection import prompts_select
 
 log = logging.getLogger(__name__)
 BATCH_PROMPTS = 16
@@ -77,6 +80,8 @@ def round_generate(
     Round.objects.filter(pk=round_.pk).update(
         generation_heartbeat_at=timezone.now(), generation_attempts=F("generation_attempts") + 1
     )
+    if round_.selection != "random" and "kept" not in round_.selection_detail:
+        _pool_choose(round_, sampler=sampler, max_retries=max_retries, batch_prompts=batch_prompts)
     done = set(ComparisonTask.objects.filter(round=round_).values_list("prompt_id", flat=True))
     todo = [pid for pid in round_.prompt_ids if pid not in done]
     skipped = 0
@@ -99,6 +104,37 @@ def round_generate(
     distribution_statistics_refresh()
     round_.refresh_from_db()
     return round_
+
+
+def _pool_choose(round_: Round, *, sampler: _Sampler, max_retries: int, batch_prompts: int) -> None:
+    """Active learning (``annotation.round_selection``): the K candidates of every pool prompt,
+    stored as a task's would be, then the prompts to keep; ``prompt_ids`` become those."""
+    candidates: dict[int, list[Completion]] = {}
+
+    def collect(ready: list[tuple[Prompt, list[Completion]]]) -> None:
+        candidates.update((prompt.pk, chosen) for prompt, chosen in ready)
+
+    pool = list(round_.prompt_ids)
+    with _error_recorded(round_):
+        for start in range(0, len(pool), batch_prompts):
+            prompts = list(
+                Prompt.objects.filter(pk__in=pool[start : start + batch_prompts]).order_by("id")
+            )
+            _batch_complete(
+                round_, prompts, sampler=sampler, offset=start, max_retries=max_retries,
+                on_ready=collect,
+            )  # fmt: skip
+            Round.objects.filter(pk=round_.pk).update(
+                progress_done=min(len(pool), start + batch_prompts),
+                generation_heartbeat_at=timezone.now(),
+            )
+    try:
+        prompts_select(round_, candidates)
+    except Exception as exc:  # a reward model that cannot load or score: the admin sees why
+        Round.objects.filter(pk=round_.pk).update(
+            generation_error=f"Choosing the prompts failed: {type(exc).__name__}: {exc}"[:2000]
+        )
+        raise
 
 
 @contextmanager
@@ -142,6 +178,18 @@ def _batch_publish(
 ) -> int:
     """Publish a task for each prompt of the batch that has, or after drawing more samples
     gets, K valid completions. Returns how many prompts were left out."""
+    return _batch_complete(
+        round_, prompts, sampler=sampler, offset=offset, max_retries=max_retries,
+        on_ready=lambda ready: _publish(round_, ready),
+    )  # fmt: skip
+
+
+def _batch_complete(
+    round_: Round, prompts: list[Prompt], *, sampler: _Sampler, offset: int, max_retries: int,
+    on_ready: Callable[[list[tuple[Prompt, list[Completion]]]], None],
+) -> int:  # fmt: skip
+    """Hand ``on_ready`` each prompt of the batch that has, or after drawing more samples gets,
+    K valid completions, with them. Returns how many prompts were left out."""
     policy = round_.policy_version
     pending = {p.pk: p for p in prompts}
     for attempt in range(max_retries + 1):
@@ -153,7 +201,7 @@ def _batch_publish(
             chosen = _valid_distinct(stored[pid], round_.k)
             if chosen is not None:
                 ready.append((pending.pop(pid), chosen))
-        _publish(round_, ready)
+        on_ready(ready)
         if not pending or attempt == max_retries:
             break
         # Draw what is missing (K the first time, then K more per retry: a sharp policy

@@ -230,6 +230,8 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunKindEnum": "training.models.TrainingRun.Kind",
         "SnapshotKindEnum": "training.models.DatasetSnapshot.Kind",
         "SnapshotRequestKindEnum": "training.snapshot_api.SNAPSHOT_REQUEST_KINDS",
+        # A round's selection and an automation's next_selection: one set, one name.
+        "SelectionEnum": "annotation.round_selection.SELECTIONS",
     },
 }
 
@@ -281,6 +283,9 @@ TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
 TRAINING_REPORT_TO = env_str("TRAINING_REPORT_TO", "tensorboard")
 # A generating round whose job wrote no heartbeat for this long lost its worker.
 GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 600)
+# Active learning: the module that checks a round's reward runs and scores its candidates
+# (annotation/round_selection.py asks it by this name, so annotation never imports training).
+ROUND_SELECTION_SCORING = "training.active_learning"
 
 # Rate limits (feedback/platform/throttle.py): "count/period" with period s, min, h or d, held
 # in every window of that length; "" turns one off. A lease is per annotator (a person takes one

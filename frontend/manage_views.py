@@ -113,6 +113,7 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
                     else None,
                     "prompt_tags": tags,
                     "next_prompts": limit,
+                    "next_selection": request.POST.get("next_selection") or "random",
                 }
                 automation_validate(**settings_)
             with transaction.atomic():
@@ -123,6 +124,7 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
                     limit=limit or None,
                     rubric=rubric,
                     created_by=request.user,
+                    **_selection_posted(request),
                 )
                 if automate:
                     automation_create(round_=round_, created_by=request.user, **settings_)
@@ -133,8 +135,11 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
                 + (", and the round will advance by itself." if automate else "."),
             )
             return redirect("frontend:manage-round", round_id=round_.pk)
-        if automate or limit:
-            raise DomainError("Automatic rounds and a prompt limit need the policy to generate.")
+        if automate or limit or _selection_posted(request):
+            raise DomainError(
+                "Automatic rounds, a prompt limit and selection by a reward model need the "
+                "policy to generate."
+            )
         round_, left_out = round_open_from_imported(
             k=k, overlap=overlap, tags=tags, rubric=rubric, created_by=request.user
         )
@@ -147,6 +152,17 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
         + (f" ({left_out} prompts had fewer than {k} distinct completions)." if left_out else "."),
     )
     return redirect("frontend:manage-round", round_id=round_.pk)
+
+
+def _selection_posted(request: HttpRequest) -> dict[str, Any]:
+    """The open-round form's active-learning fields, as ``round_open_for_policy`` takes them
+    (nothing for random selection, so that the service's checks name what was set)."""
+    selection = request.POST.get("selection") or "random"
+    posted: dict[str, Any] = {} if selection == "random" else {"selection": selection}
+    for name in ("selection_run", "pool"):
+        if request.POST.get(name):
+            posted[name] = posted_int(request.POST.get(name), 0) or None
+    return posted
 
 
 @role_required(Role.ADMIN)
@@ -182,8 +198,17 @@ def manage_round(request: HttpRequest, round_id: int) -> HttpResponse:
             "peak": peak,
             "annotators": stats["annotators"],
             "leaderboard": _leaderboard(round_, viewer_id=request.user.pk),
+            "chosen": _chosen(round_),
         },
     )
+
+
+def _chosen(round_: Any) -> list[dict[str, Any]]:
+    """Active learning: the kept prompts with the measure that chose them, most uncertain first
+    (empty for random selection, or before the choice is made)."""
+    scores = round_.selection_detail.get("scores", {})
+    return [{"prompt": pid, "measure": scores.get(str(pid))}
+            for pid in round_.selection_detail.get("kept", [])]  # fmt: skip
 
 
 def _leaderboard(round_: Any, *, viewer_id: int) -> list[dict[str, Any]]:

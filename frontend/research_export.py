@@ -35,7 +35,7 @@ PREVIEW_ROWS = 5
 # reads (``annotation.exports.export_filters_parse``); ``round`` is the page's own round choice.
 FILTER_FIELDS = (
     "policy", "rubric", "min_agreement", "min_trust", "flag", "exclude_flag", "axis", "since",
-    "until", "consensus", "weighting",
+    "until", "consensus", "weighting", "include_none_acceptable",
 )  # fmt: skip
 REPEATED_FILTERS = ("policy", "flag", "exclude_flag")
 

@@ -207,7 +207,8 @@ class AutomationSerializer(serializers.ModelSerializer):
         fields = [
             "id", "round", "round_number", "stage", "required_judgments", "policy_kind",
             "reward_recipe", "policy_recipe", "gate_threshold", "gate_max_kl_drift",
-            "gate_prompts", "next_prompts", "prompt_tags", "rounds_left", "snapshot",
+            "gate_prompts", "next_prompts", "prompt_tags", "rounds_left", "next_selection",
+            "next_pool", "snapshot",
             "reward_run", "policy_run", "gate", "deployment", "next_round", "candidate",
             "history", "stop_requested", "error", "created_at", "updated_at",
         ]  # fmt: skip
@@ -270,6 +271,15 @@ class AutomationApi(StrictApiView):
             child=serializers.CharField(max_length=100), required=False, max_length=MAX_TAGS
         )
         rounds_left = serializers.IntegerField(min_value=0, max_value=100, default=0)
+        next_selection = serializers.ChoiceField(
+            choices=["random", "uncertainty", "disagreement"], default="random",
+            help_text="How the next round chooses its prompts: uncertainty keeps those the "
+            "reward model just trained is least sure about (see POST /api/v1/rounds/).",
+        )  # fmt: skip
+        next_pool = serializers.IntegerField(
+            min_value=1, required=False,
+            help_text="Unused prompts the next round scores to choose from (default: all).",
+        )  # fmt: skip
 
     @extend_schema(responses={200: AutomationSerializer, 404: ERROR})
     def get(self, request: Request, round_id: int) -> Response:

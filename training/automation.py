@@ -23,9 +23,10 @@ down the layers), so they announce events with the signals of ``feedback.platfor
 ``training/apps.py`` (``TrainingConfig.ready``) connects the receivers:
 
 * ``judgment_recorded(round_id)``, sent by ``annotation.judgments.judgment_submit`` once a new
-  judgment commits; received by ``training.apps._judgment_recorded``, which queues
-  ``training.tasks.automation_advance`` for the round's waiting automation (a worker checks the
-  count, not the request).
+  judgment of a round with ``announce_judgments`` commits (``automation_create`` sets it, in
+  its transaction; every round an automation opens is created with an automation); received
+  by ``training.apps._judgment_recorded``, which queues ``training.tasks.automation_advance``
+  for the round's waiting automation (a worker checks the count, not the request).
 * ``job_finished(kind, object_id)``, sent by every Celery task whose job an automation may wait
   on, whatever the outcome: ``training.tasks.training_run_execute`` (``training_run``),
   ``training.tasks.gate_evaluate`` (``gate``), ``feedback.tasks.deployment_run``
@@ -53,6 +54,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Round
+from annotation.round_selection import SELECTIONS
 from annotation.rounds import round_close, round_open_for_policy, round_progress
 from feedback.models import Deployment
 from feedback.platform.errors import DomainError
@@ -73,9 +75,14 @@ def automation_validate(
     policy_recipe: dict[str, Any] | None = None, gate_threshold: float = 0.5,
     gate_max_kl_drift: float | None = None, gate_prompts: int = 32, next_prompts: int = 0,
     prompt_tags: list[str] | None = None, rounds_left: int = 0, policy_kind: str = "dpo",
+    next_selection: str = "random", next_pool: int | None = None,
 ) -> None:  # fmt: skip
     """Raise a 400 naming every bad setting. Recipes are checked now, not when training starts."""
     errors: dict[str, list[str]] = {}
+    if next_selection not in SELECTIONS:
+        errors["next_selection"] = [f"One of: {', '.join(SELECTIONS)}."]
+    if next_pool is not None and (next_selection == "random" or next_pool < 1):
+        errors["next_pool"] = ["At least 1, and only with a next_selection other than random."]
     if policy_kind not in POLICY_STEPS:
         errors["policy_kind"] = [f"One of: {', '.join(POLICY_STEPS)}."]
         policy_kind = "dpo"
@@ -111,11 +118,14 @@ def automation_create(*, round_: Round, created_by: Any = None, **settings: Any)
         raise DomainError(f"Round {round_.number} is already automated.", code="conflict",
                           status=409)  # fmt: skip
     settings = {key: value for key, value in settings.items() if value is not None}
-    automation = Automation.objects.create(
-        round=round_, created_by=created_by, **settings,
-        history=[{"stage": Automation.Stage.WAITING, "at": timezone.now().isoformat()}],
-    )  # fmt: skip
-    automation_enqueue(automation.pk)
+    with transaction.atomic():
+        # From now on each judgment of the round is announced (``judgment_recorded``).
+        Round.objects.filter(pk=round_.pk).update(announce_judgments=True)
+        automation = Automation.objects.create(
+            round=round_, created_by=created_by, **settings,
+            history=[{"stage": Automation.Stage.WAITING, "at": timezone.now().isoformat()}],
+        )  # fmt: skip
+        automation_enqueue(automation.pk)
     return automation
 
 
@@ -253,6 +263,18 @@ def _deployment_done(automation: Automation) -> bool:
     return True
 
 
+def _next_selection(automation: Automation) -> dict[str, Any]:
+    """How the next round chooses its prompts: with uncertainty, by the reward model this
+    automation has just trained (active learning: where it is least sure, people judge)."""
+    if automation.next_selection == "random":
+        return {}
+    run = automation.reward_run_id if automation.next_selection == "uncertainty" else None
+    return {
+        "selection": automation.next_selection, "selection_run": run,
+        "pool": automation.next_pool,
+    }  # fmt: skip
+
+
 def _next_round_open(automation: Automation) -> bool:
     """next_round → done: open the next round with the serving policy and automate it with
     the same settings, one round fewer to go (or finish when none is left)."""
@@ -266,7 +288,7 @@ def _next_round_open(automation: Automation) -> bool:
             k=this.k, overlap=this.overlap, tags=automation.prompt_tags, limit=count,
             sampling=Sampling(**{k: v for k, v in this.sampling.items() if k != "seed"})
             if this.sampling else None,
-            backend=this.backend or None,
+            backend=this.backend or None, **_next_selection(automation),
         )  # fmt: skip
     except DomainError as exc:
         _fail(automation, f"The next round could not open: {exc.detail}")
@@ -279,6 +301,7 @@ def _next_round_open(automation: Automation) -> bool:
         gate_max_kl_drift=automation.gate_max_kl_drift, gate_prompts=automation.gate_prompts,
         next_prompts=automation.next_prompts, prompt_tags=automation.prompt_tags,
         rounds_left=automation.rounds_left - 1, created_by=automation.created_by,
+        next_selection=automation.next_selection, next_pool=automation.next_pool,
     )  # fmt: skip
     _move(automation, Automation.Stage.DONE, next_round=opened)
     return False

@@ -124,7 +124,7 @@ def _gate_prompts(reward_run: TrainingRun, count: int) -> tuple[list[list[dict[s
     return list(chosen.values())[:count], held_out
 
 
-def _axis_reward_runs() -> dict[str, TrainingRun]:
+def axis_reward_runs() -> dict[str, TrainingRun]:
     """The newest succeeded per-axis reward model of each axis that has one."""
     newest: dict[str, int] = {}
     runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, status="succeeded")
@@ -243,7 +243,7 @@ def gate_evaluate(*, gate_id: int) -> GateEvaluation:
         drift = _drift(gate, prompts, answers)  # first: an unmeasurable limit fails fast
         rewards = _rewards(gate.reward_run, prompts, answers)
         axes = {axis: (run, _rewards(run, prompts, answers))
-                for axis, run in _axis_reward_runs().items()}  # fmt: skip
+                for axis, run in axis_reward_runs().items()}  # fmt: skip
     except Exception as exc:  # recorded on the gate; the active policy is untouched
         GateEvaluation.objects.filter(pk=gate.pk, status="pending").update(
             status=GateEvaluation.Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:4000],

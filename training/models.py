@@ -269,6 +269,18 @@ class Automation(models.Model):
     rounds_left = models.PositiveIntegerField(
         default=0, help_text="Further automated rounds to open after this one."
     )
+    next_selection = models.CharField(
+        max_length=16,
+        default="random",
+        help_text="How the next round chooses its prompts: random, uncertainty (by the reward "
+        "model this automation trains) or disagreement (annotation/round_selection.py).",
+    )
+    next_pool = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="With a next_selection other than random: how many unused prompts to score "
+        "(default: all that match).",
+    )
     stage = models.CharField(
         max_length=16,
         choices=Stage.choices,

@@ -76,6 +76,8 @@ TINY_REWARD_RECIPE: dict[str, Any] = {
 }  # fmt: skip
 
 JUDGES = ("oracle", "reward")
+# Disagreement needs per-axis reward models, which the loop does not train.
+SELECTIONS = ("random", "uncertainty")
 
 
 class SimulationError(ValueError):
@@ -189,7 +191,7 @@ def _run_seconds(run: TrainingRun | None) -> float:
     return (run.finished_at - run.started_at).total_seconds()
 
 
-# Over 60 lines only by its signature: 17 options (the command's), a body of about 45 lines.
+# Over 60 lines only by its signature: 19 options (the command's), a body of about 50 lines.
 def simulate(
     *,
     rounds: int = 3,
@@ -204,6 +206,8 @@ def simulate(
     policy_recipe: dict[str, Any] | None = None,
     reward_recipe: dict[str, Any] | None = None,
     gate_threshold: float = 0.5,
+    selection: str = "random",
+    pool: int | None = None,
     url: str | None = None,
     timeout_s: float = 3600,
     report: Callable[[dict[str, Any]], None] = lambda row: None,
@@ -213,7 +217,13 @@ def simulate(
 
     ``judge`` is who the annotators ask: ``oracle`` (the rule oracle) or ``reward`` (the reward
     model of the succeeded reward run ``judge_reward_run``); the oracle measures either way.
+    ``selection`` is how rounds after the first choose their prompts (the first has no reward
+    model yet): uncertainty scores ``pool`` unused prompts (default twice ``prompts_per_round``)
+    with the reward model the round before trained and keeps the least certain.
     """
+    if selection not in SELECTIONS:
+        raise SimulationError(f"Unknown selection {selection!r}; one of: {', '.join(SELECTIONS)}.")
+    pool = (pool or 2 * prompts_per_round) if selection != "random" else None
     from tqdm import tqdm
 
     judge_name, judge_fn = judge_load(judge=judge, reward_run_id=judge_reward_run, noise=noise)
@@ -224,9 +234,10 @@ def simulate(
             "No policy is active: run `manage.py build_tiny_model` first (it registers the tiny "
             "model and makes it active)."
         )
-    held_out, pool = _questions(
-        rounds=rounds, prompts_per_round=prompts_per_round, eval_prompts=eval_prompts, seed=seed
-    )
+    held_out, questions = _questions(
+        rounds=rounds, prompts_per_round=prompts_per_round, eval_prompts=eval_prompts, seed=seed,
+        extra=max(0, (pool or 0) - prompts_per_round),
+    )  # fmt: skip
     loop = _Loop(
         admin=ApiClient(_user_with_token("simulated-admin", Role.ADMIN), url),
         people=[
@@ -237,8 +248,9 @@ def simulate(
         url=url, timeout_s=timeout_s,
     )  # fmt: skip
     round_id = loop.start(
-        pool, rounds=rounds, prompts_per_round=prompts_per_round, k=k, seed=seed,
+        questions, rounds=rounds, prompts_per_round=prompts_per_round, k=k, seed=seed,
         automation={
+            "next_selection": selection, **({"next_pool": pool} if pool else {}),
             "gate_threshold": gate_threshold,
             "policy_recipe": {**TINY_POLICY_RECIPE, **(policy_recipe or {})},
             "reward_recipe": {**TINY_REWARD_RECIPE, **(reward_recipe or {})},
@@ -261,11 +273,12 @@ def simulate(
 
 
 def _questions(
-    *, rounds: int, prompts_per_round: int, eval_prompts: int, seed: int
+    *, rounds: int, prompts_per_round: int, eval_prompts: int, seed: int, extra: int = 0
 ) -> tuple[list[str], list[str]]:
-    """The held-out questions the oracle measures on, and the ones the rounds are made of."""
+    """The held-out questions the oracle measures on, and the ones the rounds are made of
+    (``extra`` more, so that a selecting round has a pool larger than what it keeps)."""
     held_out = synthetic.prompts(eval_prompts, seed=seed + 10_000)
-    wanted = rounds * prompts_per_round
+    wanted = rounds * prompts_per_round + extra
     drawn = synthetic.prompts(
         min(synthetic.DISTINCT_QUESTIONS, wanted + eval_prompts), seed=seed + 1
     )
@@ -316,6 +329,7 @@ class _Loop:
         self.admin.call("POST", f"/api/v1/rounds/{round_id}/automation/", {
             "rounds_left": rounds - 1, "prompt_tags": [tag],
             "gate_threshold": automation["gate_threshold"], "gate_prompts": 32,
+            **{key: value for key, value in automation.items() if key.startswith("next_")},
             "policy_recipe": automation["policy_recipe"],
             "reward_recipe": automation["reward_recipe"],
         })  # fmt: skip
@@ -343,7 +357,7 @@ class _Loop:
         Returns the round's row, the policy serving after it, and the next round's id."""
         started = time.perf_counter()
         bar.set_postfix_str("generating")
-        self.wait(
+        generated = self.wait(
             f"/api/v1/rounds/{round_id}/",
             lambda body: body["status"] != "generating",
             round_id=round_id,
@@ -363,7 +377,8 @@ class _Loop:
             raise RuntimeError(f"round {number}: {automation['stage']}: {automation['error']}")
         serving = policy_active()
         row = {"round": number, "policy": serving.name, "judgments": judgments,
-               "judge": self.judge_name, "judge_agreement": agreement}  # fmt: skip
+               "judge": self.judge_name, "judge_agreement": agreement,
+               "selection": generated["selection"], "pool": generated["pool_size"]}  # fmt: skip
         row.update(self.measure(automation["id"], serving=serving, previous=previous))
         row["seconds"] = {
             "generate": round(generate_s, 2),

@@ -99,8 +99,9 @@ class _ReadOrAdmin(BasePermission):
 
 
 def _check_trust_options(given: dict[str, Any]) -> None:
-    """The trust options where they have a meaning: an export snapshot takes them in its
-    filters, as an export job does, and SFT rows have no consensus to weigh."""
+    """The trust options (and ``include_none_acceptable``) where they have a meaning: an export
+    snapshot takes them in its filters, as an export job does, SFT rows have no consensus to
+    weigh, and only preference pairs leave out what found no answer acceptable."""
     kind = given["kind"]
     errors: dict[str, list[str]] = {}
     if kind == DatasetSnapshot.Kind.EXPORT:
@@ -110,10 +111,13 @@ def _check_trust_options(given: dict[str, Any]) -> None:
     elif kind == DatasetSnapshot.Kind.SFT and given.get("weighting", "equal") != "equal":
         errors["weighting"] = ["SFT rows are not a consensus: weighting applies to preference "
                                "and kto snapshots."]  # fmt: skip
+    if kind != DatasetSnapshot.Kind.PREFERENCE and "include_none_acceptable" in given:
+        errors["include_none_acceptable"] = [
+            "Applies to preference snapshots (export: give it in filters; KTO always labels "
+            "such answers undesirable)."
+        ]
     if errors:
-        raise DomainError(
-            "Trust options that do not apply: " + ", ".join(errors) + ".", fields=errors
-        )
+        raise DomainError("Options that do not apply: " + ", ".join(errors) + ".", fields=errors)
 
 
 class SnapshotListApi(StrictApiView):
@@ -154,6 +158,12 @@ class SnapshotListApi(StrictApiView):
         top_ranked = serializers.BooleanField(
             default=False, help_text="sft: also each judgment's single best completion."
         )
+        include_none_acceptable = serializers.BooleanField(
+            required=False,
+            help_text="preference: also the pairs of judgments (or tasks) that found no answer "
+            "acceptable, left out by default: the export's include_none_acceptable (export: "
+            "put it in filters).",
+        )  # fmt: skip
         eval_fraction = serializers.FloatField(min_value=0, max_value=0.9, default=0.1)
         format = serializers.CharField(
             required=False, help_text="export: the format (GET /api/v1/exports/preferences/)."
@@ -221,8 +231,9 @@ class SnapshotListApi(StrictApiView):
                     fields={"axis": [f"One of the rubric's axes: {', '.join(keys)}."]},
                 )
             snapshot = snapshot_create_preference(
-                axis=axis, consensus=given["consensus"], weighting=weighting, **common
-            )
+                axis=axis, consensus=given["consensus"], weighting=weighting,
+                include_none_acceptable=given.get("include_none_acceptable", False), **common,
+            )  # fmt: skip
         return Response(SnapshotSerializer(snapshot).data, status=201)
 
 

@@ -144,6 +144,7 @@ def _snapshot_write(
 def _training_filters(
     *, rounds: list[int] | None, consensus: str = "none", axis: str | None = None,
     min_trust: float | None = None, weighting: str = "equal",
+    include_none_acceptable: bool = False,
 ) -> ExportFilters:  # fmt: skip
     """A training snapshot's export filters, read by the export's own parser: the trust options
     have the export's names (``min_trust``, ``weighting``), and a bad value is the same field
@@ -155,6 +156,8 @@ def _training_filters(
         params["axis"] = axis
     if min_trust is not None:
         params["min_trust"] = min_trust
+    if include_none_acceptable:
+        params["include_none_acceptable"] = True
     return export_filters_parse(params)
 
 
@@ -194,7 +197,7 @@ def _trust_record(filters: ExportFilters, trust: Mapping[int, float]) -> dict[st
 def snapshot_create_preference(
     *, rounds: list[int] | None = None, axis: str | None = None,
     consensus: str = "bradley_terry", min_trust: float | None = None, weighting: str = "equal",
-    eval_fraction: float = 0.1, created_by: Any = None,
+    include_none_acceptable: bool = False, eval_fraction: float = 0.1, created_by: Any = None,
 ) -> DatasetSnapshot:  # fmt: skip
     """The ``trl`` export's preference pairs (all C(K,2) of each ranking, ties dropped, with
     margins) of ``rounds`` (every round if None), in the columns TRL's RewardTrainer and
@@ -202,14 +205,18 @@ def snapshot_create_preference(
     reward model). A task judged several times gives one consensus (``consensus``, one of
     ``CONSENSUS_RULES``: see annotation/consensus.py for why), unless that is "none". The
     export's trust options: ``min_trust`` leaves out the judgments of annotators below that
-    trust, and ``weighting="trust"`` weighs each annotator by their trust in the consensus."""
+    trust, and ``weighting="trust"`` weighs each annotator by their trust in the consensus.
+    Judgments (or tasks) that found no answer acceptable give no pairs unless
+    ``include_none_acceptable``, as in the export."""
     filters = _training_filters(
-        rounds=rounds, consensus=consensus, axis=axis, min_trust=min_trust, weighting=weighting
-    )
+        rounds=rounds, consensus=consensus, axis=axis, min_trust=min_trust, weighting=weighting,
+        include_none_acceptable=include_none_acceptable,
+    )  # fmt: skip
     plan = export_prepare(fmt="trl", filters=filters)
     return _snapshot_write(
         kind=DatasetSnapshot.Kind.PREFERENCE, rows=plan.rows(), columns=TRAINING_COLUMNS,
         filters={"rounds": rounds or [], "axis": axis, "consensus": consensus,
+                 "include_none_acceptable": include_none_acceptable,
                  **_trust_options(filters)},
         eval_fraction=eval_fraction, created_by=created_by,
         empty="No preference pairs to train on: judge some tasks first.",
@@ -240,8 +247,9 @@ def snapshot_create_kto(
 
 def _sft_rows(*, plan: ExportPlan, top_ranked: bool) -> Iterator[dict[str, Any]]:
     """The ``sft`` export's demonstrations, and with ``top_ranked`` each judgment's single best
-    completion (a rank-1 group of one, so an annotator did prefer it over the rest), as
-    prompt-completion rows; ``min_trust`` drops both by their author's trust."""
+    completion (a rank-1 group of one, so an annotator did prefer it over the rest, and found
+    it acceptable), as prompt-completion rows; ``min_trust`` drops both by their author's
+    trust."""
     for row in plan.rows():
         # The conversation ends in the written answer: the completion is its last turn.
         yield {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
@@ -250,7 +258,7 @@ def _sft_rows(*, plan: ExportPlan, top_ranked: bool) -> Iterator[dict[str, Any]]
     filters, trust = plan.context.filters, plan.context.trust
     for judgment in judgment_stream(filters=filters, trust=trust, times=False):
         ranking, task = judgment.ranking, judgment.task
-        if not ranking or len(ranking[0]) != 1:
+        if not ranking or len(ranking[0]) != 1 or judgment.none_acceptable:
             continue
         best = task.completions[ranking[0][0]]
         yield {"prompt": task.messages,

@@ -100,8 +100,9 @@ class DemonstrationCreateApi(StrictApiView):
 
 
 class DemonstrationLastApi(StrictApiView):
-    """Your newest demonstration whose round is still open, to read again or edit; 204 when
-    there is none."""
+    """Your newest demonstration whose prompt is still on offer (its round is open, or a
+    judgment found none of its answers acceptable), to read again or edit; 204 when there is
+    none."""
 
     permission_classes = [IsAnnotator]
 

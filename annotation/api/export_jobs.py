@@ -82,7 +82,8 @@ class ExportJobListApi(StrictApiView):
             default=dict,
             max_length=100,
             help_text="rounds, policies, rubric, min_agreement, min_trust, flags, exclude_flags, "
-            "axis, since, until, consensus, weighting (see the streamed export's parameters); "
+            "axis, since, until, consensus, weighting, include_none_acceptable (see the "
+            "streamed export's parameters); "
             f"a list holds at most {MAX_FILTER_VALUES} values.",
         )
         pseudonymous = serializers.BooleanField(

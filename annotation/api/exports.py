@@ -66,6 +66,12 @@ FILTER_PARAMETERS = [
         "weighting", str, enum=list(WEIGHTINGS),
         description="Annotators' weights in a consensus: equal, or their trust.",
     ),
+    OpenApiParameter(
+        "include_none_acceptable", bool,
+        description="Default false: the pair formats and ultrafeedback leave out judgments "
+        "(under a consensus, tasks) that found no answer acceptable; true puts them back, "
+        "with a none_acceptable column. KTO and the raw judgments always read them.",
+    ),
 ]  # fmt: skip
 
 

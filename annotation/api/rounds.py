@@ -25,6 +25,7 @@ from ..gold import round_set_gold_rate
 from ..models import Round
 from ..progress import annotator_progress_by_round, round_leaderboard, round_set_leaderboard
 from ..pseudonyms import usernames_by_id
+from ..round_selection import SELECTIONS
 from ..rounds import (
     round_close,
     round_open_for_policy,
@@ -74,6 +75,10 @@ class RoundOutputSerializer(serializers.ModelSerializer):
             "gold_count",
             "leaderboard_enabled",
             "leaderboard_names",
+            "selection",
+            "selection_run",
+            "pool_size",
+            "selection_detail",
         ]
 
     @extend_schema_field(
@@ -135,6 +140,23 @@ class RoundListApi(StrictApiView):
             help_text="Share of each annotator's tasks drawn from the round's gold tasks (once "
             "an admin marks some: PUT /api/v1/tasks/{id}/gold/).",
         )  # fmt: skip
+        selection = serializers.ChoiceField(
+            choices=list(SELECTIONS), default="random",
+            help_text="Policy rounds: random takes the first `limit` matching prompts; "
+            "uncertainty generates K candidates for the pool, scores them with a reward model "
+            "and keeps the `limit` prompts whose two best candidates are closest; disagreement "
+            "keeps those the per-axis reward models order most differently.",
+        )  # fmt: skip
+        selection_run = StrictIntegerField(
+            min_value=1, required=False,
+            help_text="Uncertainty: the succeeded reward-model run that scores (default: the "
+            "newest trained on rankings).",
+        )  # fmt: skip
+        pool = StrictIntegerField(
+            min_value=1, required=False,
+            help_text="Uncertainty or disagreement: how many matching prompts, oldest first, to "
+            "generate and score (default: all of them).",
+        )  # fmt: skip
 
     @extend_schema(responses=RoundOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -169,10 +191,16 @@ class RoundListApi(StrictApiView):
             return Response(
                 {"round": RoundOutputSerializer(round_).data, "prompts_left_out": 0}, status=202
             )
-        if "limit" in values:
+        for name in ("limit", "pool", "selection_run"):
+            if name in values:
+                raise DomainError(
+                    f"{name} applies to policy rounds only.",
+                    fields={name: ["Only for source 'policy'; an imported round takes them all."]},
+                )
+        if values.pop("selection") != "random":
             raise DomainError(
-                "limit applies to policy rounds only.",
-                fields={"limit": ["Only for source 'policy'; an imported round takes them all."]},
+                "Selection by a reward model is for policy rounds only.",
+                fields={"selection": ["Only 'random' for source 'imported'."]},
             )
         round_, left_out = round_open_from_imported(**values, created_by=request.user)
         round_ = round_set_gold_rate(round_id=round_.pk, rate=gold_rate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -61,6 +62,7 @@ def judgment_payload(judgment: Judgment) -> dict[str, Any]:
         "scores": judgment.scores,
         "strength": judgment.strength,
         "flags": judgment.flags,
+        "none_acceptable": judgment.none_acceptable,
         "rationale": judgment.rationale,
         "time_spent_ms": judgment.time_spent_ms,
         "display_order": judgment.display_order,
@@ -107,10 +109,18 @@ class TaskNextApi(StrictApiView):
         )
         rubric = RubricSerializer()
 
+    def check_throttles(self, request: Request) -> None:
+        """Checked in ``post`` instead, once the caller is known."""
+
     @extend_schema(request=None, responses={200: LeasedTaskSerializer, 204: None, 403: ERROR})
     def post(self, request: Request) -> Response:
-        body_strict(request)
-        leased = task_next_for_annotator(annotator=request.user)
+        # The rate limit's lock and log and the lease share one transaction: two round trips
+        # (BEGIN, COMMIT) fewer on every lease. A lease that fails rolls its log row back with
+        # it (``task_next_for_annotator`` takes no savepoint of its own inside this one).
+        with transaction.atomic():
+            super().check_throttles(request)
+            body_strict(request)
+            leased = task_next_for_annotator(annotator=request.user)
         if leased is None:
             return Response(status=204)
         return Response(leased_task_payload(leased))
@@ -129,6 +139,7 @@ class JudgmentOutputSerializer(serializers.ModelSerializer):
             "scores",
             "strength",
             "flags",
+            "none_acceptable",
             "rationale",
             "time_spent_ms",
             "display_order",
@@ -164,6 +175,13 @@ class AssignmentSubmitApi(StrictApiView):
             child=serializers.CharField(),
             required=False,
             help_text="Flag keys of the task's rubric, each at most once.",
+        )
+        none_acceptable = serializers.BooleanField(
+            required=False,
+            help_text="None of the answers is acceptable (default false): still rank them. "
+            "Pair exports leave the judgment out unless asked, KTO labels every answer "
+            "undesirable, and the prompt goes to the demonstration queue. The all_bad flag "
+            "says the same: either sets both.",
         )
         rationale = serializers.CharField(required=False, allow_blank=True, max_length=5000)
         time_spent_ms = serializers.IntegerField(min_value=0)

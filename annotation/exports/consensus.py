@@ -53,6 +53,16 @@ def consensus_provenance(*, group: list[JudgmentRecord], context: ExportContext)
     }
 
 
+def consensus_none_acceptable(*, group: list[JudgmentRecord], context: ExportContext) -> bool:
+    """Whether a task's judgments, as one, say that none of its answers is acceptable: at least
+    half of their weight (equal, or trust) does; a single judgment says it for itself. A tie
+    counts as unacceptable: an answer half the annotators reject is not one to call good."""
+    if not any(j.none_acceptable for j in group):
+        return False
+    said = sum(context.weights(j.annotator_id) for j in group if j.none_acceptable)
+    return 2 * said >= sum(context.weights(j.annotator_id) for j in group)
+
+
 def _fitted(group: list[JudgmentRecord], context: ExportContext) -> Consensus:
     return task_consensus(
         list(group[0].task.completions),

@@ -43,6 +43,10 @@ class ExportFilters:
     ``until`` (exclusive): the judgment's (or demonstration's) ``created_at``. ``consensus``:
     "none" (every judgment's own pairs) or "bradley_terry" (one consensus per task).
     ``weighting``: "equal", or "trust" (each annotator weighs their trust in the consensus).
+    ``include_none_acceptable``: the formats that give an ordering (the pair formats and
+    ultrafeedback) leave out what says no answer is acceptable (a judgment, or under a
+    consensus a task: ``consensus.consensus_none_acceptable``) unless this is true; KTO
+    always reads them (every answer undesirable), the raw judgments show the field.
     """
 
     rounds: tuple[int, ...] = ()
@@ -57,6 +61,7 @@ class ExportFilters:
     until: datetime | None = None
     consensus: str = "none"
     weighting: str = "equal"
+    include_none_acceptable: bool = False
 
     def __post_init__(self) -> None:
         # Callers may pass lists; tuples keep the dataclass hashable.
@@ -255,11 +260,25 @@ def _rules_parse(parsing: _Parsing) -> None:
         parsing.bad("weighting", why)
 
 
+def _outcome_parse(parsing: _Parsing) -> None:
+    """Whether the ordering formats read what says no answer is acceptable: a JSON boolean, or
+    ``true`` / ``false`` in a query string."""
+    name = "include_none_acceptable"
+    if name in parsing.one:
+        value = parsing.one[name]
+        if isinstance(value, str):
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        if not isinstance(value, bool):
+            parsing.bad(name, f"Must be true or false, got {value!r}.")
+        parsing.values[name] = value is True
+
+
 def export_filters_parse(params: Mapping[str, Any]) -> ExportFilters:
     """Filters from a query string (a ``QueryDict``: repeated or comma-separated values) or a
     plain JSON dict (lists, or single values); raises ``DomainError`` naming every bad field."""
     parsing = _Parsing(*_raw_values(params))
-    for parse in (_rounds_parse, _policies_parse, _rubric_parse, _bounds_parse, _rules_parse):
+    for parse in (_rounds_parse, _policies_parse, _rubric_parse, _bounds_parse, _rules_parse,
+                  _outcome_parse):  # fmt: skip
         parse(parsing)
     if parsing.errors:
         raise DomainError(

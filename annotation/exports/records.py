@@ -80,8 +80,9 @@ def demonstrations_selected(*, filters: ExportFilters) -> QuerySet[Demonstration
 
 
 def preference_pair_count(*, rounds: list[int] | None = None) -> int:
-    """How many rows the preference export has: C(K,2) minus the tied pairs, per judgment."""
-    judgments = Judgment.objects.all()
+    """How many rows the preference export has: C(K,2) minus the tied pairs, per judgment
+    (those that found no answer acceptable are not in it by default)."""
+    judgments = Judgment.objects.filter(none_acceptable=False)
     if rounds:
         judgments = judgments.filter(task__round__number__in=rounds)
     total = 0
@@ -133,6 +134,7 @@ class JudgmentRecord:
     # Completion ids in the order the annotator was shown them; empty unless read with ``times``
     # (or where it was not recorded).
     display_order: list[int]
+    none_acceptable: bool = False  # no answer was acceptable (``Judgment.none_acceptable``)
 
     @property
     def task_id(self) -> int:
@@ -194,7 +196,7 @@ def _task_stream(judgments: QuerySet[Judgment]) -> Iterator[TaskRecord]:
 
 JUDGMENT_COLUMNS = (
     "id", "assignment_id", "task_id", "annotator_id", "rubric_id", "ranking_text", "scores_text",
-    "strength", "flags_text", "rationale", "time_spent_ms",
+    "strength", "flags_text", "rationale", "time_spent_ms", "none_acceptable",
 )  # fmt: skip
 
 
@@ -224,7 +226,7 @@ def judgment_records(*, filters: ExportFilters, times: bool = True) -> Iterator[
         yield JudgmentRecord(
             str(row[0]), str(row[1]), task, row[3], rubrics[row[4]], _json_decode(row[5]),
             _json_decode(row[6]), row[7], _json_decode(row[8]), row[9], row[10],
-            row[11] if times else None, _json_decode(row[12]) if times else [],
+            row[12] if times else None, _json_decode(row[13]) if times else [], row[11],
         )  # fmt: skip
 
 

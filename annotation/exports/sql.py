@@ -164,7 +164,8 @@ def _where(
     filters: ExportFilters, params: dict[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
     """``records.judgments_selected`` and ``records._kept`` as SQL: the conditions on the task
-    (t, r), on the judgments read (j) and on those kept (j, the flag and trust filters). The
+    (t, r), on the judgments read (j) and on those kept (j, the flag and trust filters, and
+    ``include_none_acceptable``). The
     judgments read are the current ones, as ``Judgment.objects`` gives them: a judgment that a
     correction superseded is in no export."""
     on_task: list[str] = []
@@ -199,6 +200,9 @@ def _where(
         kept.append("NOT j.flags ?| %(exclude_flags)s::text[]")
     if filters.min_trust is not None:
         kept.append("j.annotator_id = ANY(%(trusted)s::int[])")
+    if not filters.include_none_acceptable:
+        # As ``pairs.PairBatch`` leaves them out: both sides of their pairs are bad answers.
+        kept.append("NOT j.none_acceptable")
     return on_task, on_judgment, kept
 
 
@@ -262,11 +266,17 @@ def pair_query(*, fmt: str, context: ExportContext) -> Query:
             lambda flag: f"CASE WHEN j.flags ? {_literal(flag)} THEN 'true' ELSE 'false' END",
         )
         flags = [_literal('"flags": '), value, "', '"]
+    outcome = []
+    if context.filters.include_none_acceptable:
+        outcome = [
+            """CASE WHEN j.none_acceptable THEN ', "none_acceptable": true'"""
+            """ ELSE ', "none_acceptable": false' END"""
+        ]
     close = _joined([
         "', \"strength\": '", "to_json(j.strength)::text", "', '", *flags, "'\"rubric\": '",
         "(%(rubrics)s::jsonb -> j.rubric_id::text ->> 'label')",
         "', \"judgment_id\": \"'", "j.id::text", "'\", \"annotator\": '",
-        "(%(names)s::jsonb ->> j.annotator_id::text)", "E'}\\n'",
+        "(%(names)s::jsonb ->> j.annotator_id::text)", *outcome, "E'}\\n'",
     ])  # fmt: skip
     opening = (
         """concat('{"prompt": ', p.messages::text, ', "chosen": ')"""

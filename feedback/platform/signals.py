@@ -2,7 +2,9 @@
 
 ``job_finished`` is sent by a Celery task when its job ended (whatever the outcome), with
 ``kind`` (``training_run``, ``gate``, ``deployment``, ``round``) and ``object_id``.
-``judgment_recorded`` is sent after a new judgment is committed, with ``round_id``.
+``judgment_recorded`` is sent after a new judgment is committed, with ``round_id``, for a
+round whose ``announce_judgments`` is set (an automation sets it: a submit to any other round
+pays no read for a listener it does not have).
 ``round_completed`` is sent after a round's closing is committed
 (``annotation.rounds.round_close``), with ``round_id``.
 ``export_ready`` is sent after an export job's file is written

@@ -100,7 +100,7 @@ def test_outsider_and_anonymous_cannot_submit(leased, api, outsider):
             lambda b, ids: b.update(extra=1),
             {
                 "extra": [
-                    "Unknown field; allowed: ranking, scores, strength, flags, rationale, time_spent_ms."
+                    "Unknown field; allowed: ranking, scores, strength, flags, rationale, time_spent_ms, none_acceptable."
                 ]
             },
         ),

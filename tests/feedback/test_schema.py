@@ -71,6 +71,7 @@ def test_every_route_is_documented_with_shapes(schema):
         "flags",
         "rationale",
         "time_spent_ms",
+        "none_acceptable",
     }
     assert "409" in submit["responses"] and "404" in submit["responses"]
     # A correction's body is a submit's.

@@ -193,6 +193,9 @@ WRONG_TYPES = {
     "strength": st.one_of(st.integers(), st.lists(st.text()), st.booleans()),
     "flags": st.one_of(st.text(min_size=1), st.integers(), st.dictionaries(st.text(), st.text())),
     "rationale": st.one_of(st.integers(), st.lists(st.text()), st.booleans(), st.floats()),
+    "none_acceptable": st.one_of(
+        st.integers(), st.sampled_from(["true", "false", ""]), st.none(), st.lists(st.booleans())
+    ),
     "time_spent_ms": st.one_of(
         st.integers(0, 10**6).map(str), st.floats(), st.booleans(), st.none(),
         st.integers().filter(lambda v: not 0 <= v <= TIME_SPENT_MAX_MS),

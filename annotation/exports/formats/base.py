@@ -62,9 +62,12 @@ RowsOf = Callable[[Iterable[Any], ExportContext], Iterator[dict[str, Any]]]
 BatchesOf = Callable[[Iterable[Any], ExportContext], Iterator[Batch]]
 
 # The filters a format that reads judgments honours: every one, or all but the ways a task's
-# judgments combine (for the formats with a row per judgment).
+# judgments combine (for the formats with a row per judgment). The formats that give no
+# ordering (KTO, the raw judgments) always read what says no answer is acceptable: they do
+# not honour ``include_none_acceptable``.
 EVERY_FILTER = FILTER_NAMES
 PER_JUDGMENT = FILTER_NAMES - {"consensus", "weighting"}
+ORDERING_ONLY = frozenset({"include_none_acceptable"})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import ExportContext
 from ..records import JudgmentRecord
-from .base import PER_JUDGMENT, ExportFormat, flag_fields, messages_type
+from .base import ORDERING_ONLY, PER_JUDGMENT, ExportFormat, flag_fields, messages_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,6 +37,7 @@ def _rows(judgments: Iterable[JudgmentRecord], context: ExportContext) -> Iterat
                 for slot in slots
             ],
             "ranking": judgment.ranking,
+            "none_acceptable": judgment.none_acceptable,
             "scores": [
                 {"completion_id": slot.completion_id, "axis": axis, "score": score}
                 for slot in slots
@@ -69,7 +70,8 @@ def _schema(context: ExportContext) -> pa.Schema:
         ("judgment_id", pa.string()), ("assignment_id", pa.string()), ("task_id", pa.int64()),
         ("round", pa.int64()), ("round_policy", pa.string()), ("prompt", messages_type(pa)),
         ("completions", pa.list_(completion)), ("ranking", pa.list_(pa.list_(pa.int64()))),
-        ("scores", pa.list_(score)), ("strength", pa.string()), *flag_fields(pa, context),
+        ("none_acceptable", pa.bool_()), ("scores", pa.list_(score)), ("strength", pa.string()),
+        *flag_fields(pa, context),
         ("rationale", pa.string()), ("time_spent_ms", pa.int64()), ("rubric", pa.string()),
         ("annotator", pa.string()), ("created_at", pa.string()), ("gold", pa.bool_()),
         ("display_order", pa.list_(pa.int64())),
@@ -80,5 +82,5 @@ def _schema(context: ExportContext) -> pa.Schema:
 # and display_order.
 JUDGMENTS = ExportFormat(
     "judgments", "Raw judgments with every field and pseudonymous annotator ids", "judgment",
-    _rows, _schema, PER_JUDGMENT - {"axis"},
+    _rows, _schema, PER_JUDGMENT - {"axis"} - ORDERING_ONLY,
 )  # fmt: skip

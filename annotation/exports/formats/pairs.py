@@ -26,7 +26,7 @@ from django.conf import settings
 
 from ...pairs import PairCut, RankedCut, judgment_ranked_pairs
 from .. import records
-from ..consensus import consensus_pairs, consensus_provenance
+from ..consensus import consensus_none_acceptable, consensus_pairs, consensus_provenance
 from ..context import ABSENT, ExportContext
 from ..records import JudgmentRecord, TaskRecord, tasks_of
 from .base import (
@@ -125,6 +125,8 @@ class PairBatch:
         self.judgments: list[tuple[JudgmentRecord, list[RankedCut]]] = []
         self.size = 0
         for judgment in judgments:
+            if judgment.none_acceptable and not context.filters.include_none_acceptable:
+                continue  # both sides of its pairs are bad answers (``sql._where`` agrees)
             cuts = judgment_ranked_pairs(
                 judgment.rubric, judgment.ranking, judgment.scores, judgment.strength, axis
             )
@@ -154,6 +156,8 @@ class PairBatch:
                 row["rubric"] = judgment.rubric.label
                 row["judgment_id"] = judgment.pk
                 row["annotator"] = context.annotator(judgment.annotator_id)
+                if context.filters.include_none_acceptable:
+                    row["none_acceptable"] = judgment.none_acceptable
                 yield self.head.row(row)
 
     # JSONL: each value encoded once, each line the pieces joined (see the module docstring).
@@ -186,6 +190,9 @@ class PairBatch:
             b', "judgment_id": ', json_encode(judgment.pk).encode(),
             b', "annotator": ',
             encoded.of(("annotator", annotator), lambda: context.annotator(annotator)),
+            (b', "none_acceptable": true' if judgment.none_acceptable
+             else b', "none_acceptable": false')
+            if context.filters.include_none_acceptable else b"",
             b"}\n",
         ))  # fmt: skip
 
@@ -243,11 +250,18 @@ def _consensus_pair_rows(
     judgments: Iterable[JudgmentRecord], context: ExportContext
 ) -> Iterator[dict[str, Any]]:
     """One set of pairs per task (``consensus.consensus_pairs``), with the rule that made them
-    and the judgments they stand for."""
+    and the judgments they stand for; a task whose judgments, as one, find no answer
+    acceptable gives none unless asked (``include_none_acceptable``)."""
     axis = context.filters.axis
     for group in tasks_of(judgments):
+        if not context.filters.include_none_acceptable and consensus_none_acceptable(
+            group=group, context=context
+        ):
+            continue
         pairs, rule = consensus_pairs(group=group, context=context)
         shared = {"consensus": rule, **consensus_provenance(group=group, context=context)}
+        if context.filters.include_none_acceptable:
+            shared["none_acceptable"] = consensus_none_acceptable(group=group, context=context)
         for pair in pairs:
             yield pair_row(group[0].task, pair, axis) | shared
 
@@ -292,11 +306,14 @@ def pair_fields(pa: Any, context: ExportContext) -> list[tuple[str, pa.DataType]
         ("chosen_policy", pa.string()), ("rejected_policy", pa.string()),
         ("task_id", pa.int64()), ("round", pa.int64()),
     ]  # fmt: skip
+    # Only where they are read is a row told apart from the others by this column.
+    outcome = [("none_acceptable", pa.bool_())] if context.filters.include_none_acceptable else []
     if context.filters.consensus != "none":
         return [
             *common,
             ("consensus", pa.string()), ("rubric", pa.string()), ("judgments", pa.int64()),
             ("judgment_ids", pa.list_(pa.string())), ("annotators", pa.list_(pa.string())),
+            *outcome,
         ]  # fmt: skip
     scores = pa.struct([(axis, pa.int64()) for axis in context.axes])
     return [
@@ -305,6 +322,7 @@ def pair_fields(pa: Any, context: ExportContext) -> list[tuple[str, pa.DataType]
         ("chosen_rank", pa.int64()), ("rejected_rank", pa.int64()), ("strength", pa.string()),
         *flag_fields(pa, context),
         ("rubric", pa.string()), ("judgment_id", pa.string()), ("annotator", pa.string()),
+        *outcome,
     ]  # fmt: skip
 
 

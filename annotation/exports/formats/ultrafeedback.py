@@ -24,10 +24,15 @@ def _axes(context: ExportContext) -> tuple[str, ...]:
 
 def _rows(judgments: Iterable[JudgmentRecord], context: ExportContext) -> Iterator[dict[str, Any]]:
     """Per judgment, the instruction and every completion with its per-axis rating; the
-    judgment's rationale stands as every axis's rationale."""
+    judgment's rationale stands as every axis's rationale. Its ratings are read as an
+    ordering (binarised into pairs), so a judgment that found no answer acceptable is left
+    out unless asked (``include_none_acceptable``), as in the pair formats."""
     axis, axes = context.filters.axis, _axes(context)
+    include = context.filters.include_none_acceptable
     for judgment in judgments:
         if axis and axis not in judgment.rubric.axis_keys:
+            continue
+        if judgment.none_acceptable and not include:
             continue
         task = judgment.task
         completions = []
@@ -44,7 +49,7 @@ def _rows(judgments: Iterable[JudgmentRecord], context: ExportContext) -> Iterat
                     },
                 }
             )
-        yield {
+        row = {
             "instruction": _last_user_turn(task.messages),
             "prompt": task.messages,
             "completions": completions,
@@ -55,6 +60,9 @@ def _rows(judgments: Iterable[JudgmentRecord], context: ExportContext) -> Iterat
             "rubric": judgment.rubric.label,
             "ranking": judgment.ranking,
         }
+        if include:
+            row["none_acceptable"] = judgment.none_acceptable
+        yield row
 
 
 def _schema(context: ExportContext) -> pa.Schema:
@@ -70,6 +78,7 @@ def _schema(context: ExportContext) -> pa.Schema:
         ("completions", pa.list_(completion)), ("judgment_id", pa.string()),
         ("annotator", pa.string()), ("task_id", pa.int64()), ("round", pa.int64()),
         ("rubric", pa.string()), ("ranking", pa.list_(pa.list_(pa.int64()))),
+        *([("none_acceptable", pa.bool_())] if context.filters.include_none_acceptable else []),
     ])  # fmt: skip
 
 

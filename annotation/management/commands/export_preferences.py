@@ -30,7 +30,7 @@ from feedback.platform.hub import hub_push_dataset, hub_push_ready
 # Options named after ExportFilters' fields; the repeatable ones collect a list.
 FILTER_OPTIONS = (
     "rounds", "policies", "rubric", "min_agreement", "min_trust", "flags", "exclude_flags",
-    "axis", "since", "until", "consensus", "weighting",
+    "axis", "since", "until", "consensus", "weighting", "include_none_acceptable",
 )  # fmt: skip
 
 
@@ -63,6 +63,10 @@ class Command(BaseCommand):
         parser.add_argument("--until", help="ISO date or datetime, before (exclusive).")
         parser.add_argument("--consensus", help="none (default) or bradley_terry.")
         parser.add_argument("--weighting", help="equal (default) or trust.")
+        parser.add_argument(
+            "--include-none-acceptable", action="store_true",
+            help="Pair formats and ultrafeedback: also what found no answer acceptable.",
+        )  # fmt: skip
         parser.add_argument(
             "--push-to-hub", metavar="REPO",
             help="Push the export to this Hugging Face dataset repo (private) instead of "

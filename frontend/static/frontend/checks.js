@@ -27,11 +27,12 @@ export function missing(task, ranking, state) {
   };
 }
 
-// "ranked 3/3 · scored 7/9 · strength ✓"
+// "ranked 3/3 · scored 7/9 · strength ✓" (and "· none acceptable" when that is ticked)
 export function checklistText(task, m, state) {
   const total = task.completions.length;
   const strength = !m.strengthNeeded ? "strength not needed" : state.strength ? "strength ✓" : "strength —";
-  return `ranked ${total - m.unranked.length}/${total} · scored ${m.scored}/${total * task.rubric.axes.length} · ${strength}`;
+  const outcome = state.none_acceptable ? " · none acceptable" : "";
+  return `ranked ${total - m.unranked.length}/${total} · scored ${m.scored}/${total * task.rubric.axes.length} · ${strength}${outcome}`;
 }
 
 const scoreField = (root, completion, axis) => $(`fieldset.score[data-completion="${completion}"][data-axis="${axis}"]`, root);

@@ -10,6 +10,7 @@ import { $, $$, api, el, markdownSwitch, refillThread, renderThread, wait } from
 import { Ranking, ordinal } from "./ranking.js";
 import { refillCards, renderCards, showRanks } from "./answers.js";
 import { checklistText, clearAllErrors, clearFieldError, missing, showMissing, showServerErrors } from "./checks.js";
+import { OUTCOME_FLAG, showOutcome } from "./outcome.js";
 
 const root = document.getElementById("workspace");
 const OUTBOX = "feedback-loop.outbox";
@@ -194,7 +195,7 @@ function renderGuidelines() {
 function renderFlags() {
   const options = $("#flag-options");
   options.replaceChildren();
-  for (const flag of task.rubric.flags) {
+  for (const flag of task.rubric.flags.filter((f) => f.key !== OUTCOME_FLAG)) { // the outcome says it
     const id = `flag-${flag.key}`;
     const input = el("input", { type: "checkbox", id, value: flag.key, checked: state.flags.includes(flag.key) });
     input.addEventListener("change", () => {
@@ -227,7 +228,7 @@ function showTask(leased) {
   task = leased;
   const ids = task.completions.map((c) => c.id);
   const draft = restoreDraft(task.assignment);
-  state = { scores: {}, strength: "", flags: [], rationale: "", activeMs: 0, ...(draft || {}) };
+  state = { scores: {}, strength: "", flags: [], none_acceptable: false, rationale: "", activeMs: 0, ...(draft || {}) };
   ranking = draft && draft.ranking && !draft.ranks ? Ranking.fromGroups(ids, draft.ranking) : new Ranking(ids, state.ranks);
   delete state.ranking;
   tieFor = null;
@@ -242,6 +243,7 @@ function showTask(leased) {
   $("#strength-options").replaceChildren();
   $("#rationale").value = state.rationale;
   renderFlags();
+  showOutcome(root, state, () => { clearError("none_acceptable"); saveDraft(); renderChecklist(); });
   renderGuidelines();
   clearErrors();
   changed();
@@ -295,6 +297,7 @@ function body() {
     scores: Object.fromEntries(task.completions.map((c) => [String(c.id), state.scores[c.id] || {}])),
     strength: state.strength,
     flags: state.flags,
+    none_acceptable: Boolean(state.none_acceptable),
     rationale: $("#rationale").value,
     time_spent_ms: Math.round(state.activeMs || 0),
   };

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from feedback.platform.errors import DomainError
-from training.simulate import JUDGES, SimulationError, simulate
+from training.simulate import JUDGES, SELECTIONS, SimulationError, simulate
 
 
 class Command(BaseCommand):
@@ -43,6 +43,20 @@ class Command(BaseCommand):
         parser.add_argument("--k", type=int, default=4, help="Completions per task.")
         parser.add_argument("--eval-prompts", type=int, default=48, help="Held-out questions.")
         parser.add_argument("--gate-threshold", type=float, default=0.5)
+        parser.add_argument(
+            "--selection",
+            choices=SELECTIONS,
+            default="random",
+            help="How rounds after the first choose their prompts: uncertainty keeps those the "
+            "previous round's reward model is least sure about (active learning).",
+        )
+        parser.add_argument(
+            "--pool",
+            type=int,
+            default=None,
+            help="With --selection uncertainty: unused prompts scored per round (default: "
+            "twice --prompts).",
+        )
         parser.add_argument("--recipe", type=json.loads, default=None, help="DPO overrides.")
         parser.add_argument("--reward-recipe", type=json.loads, default=None)
         parser.add_argument(
@@ -69,7 +83,8 @@ class Command(BaseCommand):
                 judge=options["judge"], judge_reward_run=options["judge_reward_run"],
                 eval_prompts=options["eval_prompts"], seed=options["seed"],
                 policy_recipe=options["recipe"], reward_recipe=options["reward_recipe"],
-                gate_threshold=options["gate_threshold"], url=options["url"], report=report,
+                gate_threshold=options["gate_threshold"], selection=options["selection"],
+                pool=options["pool"], url=options["url"], report=report,
                 progress=True,
             )  # fmt: skip
         except (SimulationError, DomainError) as exc:  # what to run instead, not a traceback
