@@ -19,6 +19,7 @@ tiny model is built once into ``var/bench/artifacts``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import sys
@@ -81,17 +82,76 @@ def round_summary(row: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     args = _arguments()
     _prepare()
-    rounds = _measure(args)
-    _print_table(rounds)
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        if by_seed:
+            _database_reset()
+        by_seed[seed] = _measure(args, seed=seed)
+        _print_table(by_seed[seed])
+    rounds = by_seed[args.seed]
     checks = _targets_check(rounds)
+    if args.seeds > 1:
+        _print_seeds(by_seed)
+        checks.update(_seeds_check(by_seed))
     print("targets: " + "; ".join(f"{k}: {verdict(v)}" for k, v in checks.items()))
     results_write(
         "loop",
         {"rounds": args.rounds, "prompts_per_round": args.prompts, "targets": TARGET,
-         "results": rounds, "verdicts": checks},
+         "results": rounds, "seeds": {str(k): v for k, v in by_seed.items()},
+         "verdicts": checks},
         chart=lambda plt: _chart(plt, rounds),
-        command=f"python benchmarks/loop.py --rounds {args.rounds} --prompts {args.prompts}",
+        command=f"python benchmarks/loop.py --rounds {args.rounds} --prompts {args.prompts} "
+                f"--seed {args.seed} --seeds {args.seeds}",
     )  # fmt: skip
+
+
+def _database_reset() -> None:
+    """A new SQLite database for the next seed, and none of the last seed's runs, snapshots or
+    exports (the tiny model stays; the broker's folders, made when the settings were read, too)."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    connections.close_all()
+    for path in VAR.glob("feedback.sqlite3*"):
+        path.unlink()
+    for folder in ("runs", "snapshots", "exports"):
+        shutil.rmtree(Path(settings.ARTIFACTS_DIR) / folder, ignore_errors=True)
+    call_command("migrate", verbosity=0)
+    tiny_policy_ready()
+
+
+def _print_seeds(by_seed: dict[int, list[dict[str, Any]]]) -> None:
+    """Per seed and round: the oracle's win rate against round 0, correctness, rudeness, and
+    what the gate decided (its reward-model win rate)."""
+    print(f"\n{'seed':>5} {'round':>5} {'win vs r0':>9} {'correct':>8} {'rude':>5} "
+          f"{'gate':>10} {'gate win':>8}")  # fmt: skip
+    for seed, rounds in by_seed.items():
+        for r in rounds:
+            gate = r["gate"] or {}
+            print(f"{seed:>5} {r['round']:>5} {r['win_rate_vs_round0']:9.2f} "
+                  f"{r['correctness']:8.2f} {r['rudeness']:5.2f} {gate.get('status', '-'):>10} "
+                  f"{gate.get('win_rate') or 0:8.3f}")  # fmt: skip
+
+
+def _seeds_check(by_seed: dict[int, list[dict[str, Any]]]) -> dict[str, bool]:
+    """The targets over every seed; a promoted round is one whose gate passed."""
+    last = [rounds[-1] for rounds in by_seed.values()]
+    lowered = [
+        (seed, r["round"])
+        for seed, rounds in by_seed.items()
+        for before, r in itertools.pairwise(rounds)
+        if (r["gate"] or {}).get("status") == "passed" and r["correctness"] < before["correctness"]
+    ]
+    if lowered:
+        print("promoted rounds that lowered correctness (seed, round): " + repr(lowered))
+    return {
+        f"every seed's win rate vs round 0 after its last round >= 0.70 ({len(last)} seeds)":
+            all(r["win_rate_vs_round0"] >= TARGET["win_rate_vs_round0_after_3"] for r in last),
+        "every seed's rudeness <= 0.05":
+            all(r["rudeness"] <= TARGET["rudeness_at_most"] for r in last),
+        "no promoted round lowered correctness": not lowered,
+    }  # fmt: skip
 
 
 def _arguments() -> argparse.Namespace:
@@ -101,6 +161,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=32 if quick() else 64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="this many seeds (--seed, --seed + 1, ...), each in a fresh "
+                             "database; the targets are checked over all of them")  # fmt: skip
     return parser.parse_args()
 
 
@@ -119,11 +182,11 @@ def _prepare() -> None:
     print(f"tiny model ready in {time.perf_counter() - began:.1f} s", flush=True)
 
 
-def _measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _measure(args: argparse.Namespace, *, seed: int) -> list[dict[str, Any]]:
     """``simulate``'s rounds, each summed up as ``round_summary`` does."""
     from training.simulate import simulate
 
-    rows = simulate(rounds=args.rounds, prompts_per_round=args.prompts, seed=args.seed,
+    rows = simulate(rounds=args.rounds, prompts_per_round=args.prompts, seed=seed,
                     report=_round_print, progress=True)  # fmt: skip
     return [round_summary(row) for row in rows]
 
