@@ -54,7 +54,9 @@ assignment when it is leased and copied onto the judgment. The task's own positi
 a shuffle, but one every annotator shared: a reader's bias toward the first answer then fell on
 the same completion in every judgment of a task, and pushed its consensus. With an order per
 annotator the bias spreads over the completions, and the research dashboard measures it
-(``annotation.position_bias``).
+(``annotation.position_bias``). A side-by-side round (a promotion gate, ``annotation.side_by_side``)
+is shown as stored instead: its tasks alternate which policy's answer comes first, so the order is
+balanced exactly over the round rather than at random.
 """
 
 from __future__ import annotations
@@ -315,10 +317,11 @@ def _lease(*, task: TaskRead, annotator: AbstractBaseUser, now: datetime) -> Lea
     """Lease ``task`` (locked, with a free slot) to ``annotator``; None if the row of theirs it
     would reuse is no longer a lapsed one (a late submit of it committed meanwhile)."""
     expires = _lease_expiry(now)
-    order = assignment_display_order(
-        seed=task.seed, task_id=task.id, annotator_id=annotator.pk,
-        completion_ids=[completion_id for completion_id, _ in task.slots],
-    )  # fmt: skip
+    order = [completion_id for completion_id, _ in task.slots]
+    if task.shuffled:  # a side-by-side round balances its order over its tasks instead
+        order = assignment_display_order(
+            seed=task.seed, task_id=task.id, annotator_id=annotator.pk, completion_ids=order
+        )
     first_expiry = expires
     if task.leases_expire_at is not None and task.leases_expire_at < expires:
         first_expiry = task.leases_expire_at

@@ -89,7 +89,7 @@ def task_sql(pick: bool, tried: int = 0) -> str:
     return (
         f"WITH picked AS MATERIALIZED (SELECT t.id, t.overlap, t.submitted_count, t.leased_count, "
         f"t.leases_expire_at, t.prompt_id, t.round_id, r.number, r.seed, r.gold_count, "
-        f"r.gold_rate, r.rubric_id, ru.created_at AS rubric_created_at, "
+        f"r.gold_rate, r.rubric_id, ru.created_at AS rubric_created_at, r.source, "
         f"(SELECT x.id FROM {a} x WHERE x.task_id = t.id AND x.annotator_id = %s) AS mine "
         f"FROM {t} t JOIN {Round._meta.db_table} r ON r.id = t.round_id "
         f"JOIN {Rubric._meta.db_table} ru ON ru.id = r.rubric_id WHERE {where}) "
@@ -116,6 +116,7 @@ class TaskRead:
     gold_count: int
     gold_rate: float
     rubric: Rubric
+    shuffled: bool  # shown in an order of each annotator's own; a side-by-side round: as stored
     mine: uuid.UUID | None
     messages: list[dict[str, Any]]
     safety: bool
@@ -129,12 +130,14 @@ def task_read(params: list[Any], *, pick: bool, tried: int = 0) -> TaskRead | No
     if not rows:
         return None
     (task_id, overlap, submitted, leased, expires, _prompt, round_id, number, seed, gold_count,
-     gold_rate, rubric_id, rubric_created, mine, messages, safety, _c, _t) = rows[0]  # fmt: skip
+     gold_rate, rubric_id, rubric_created, source, mine, messages, safety, _c,
+     _t) = rows[0]  # fmt: skip
     return TaskRead(
         id=task_id, overlap=overlap, submitted_count=submitted, leased_count=leased,
         leases_expire_at=from_sql_datetime(expires), round_id=round_id, round_number=number,
         seed=seed, gold_count=gold_count, gold_rate=gold_rate,
         rubric=rubric_cached(rubric_id, rubric_created),
+        shuffled=source != Round.Source.SIDE_BY_SIDE,
         mine=None if mine is None else uuid.UUID(str(mine)),
         messages=from_sql_json(messages), safety=bool(safety),
         slots=[(row[-2], row[-1]) for row in rows if row[-2] is not None],

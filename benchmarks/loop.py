@@ -76,6 +76,7 @@ def round_summary(row: dict[str, Any]) -> dict[str, Any]:
         "correctness": row["correctness"],
         "gate": row["gate"],
         "judgments": row["judgments"],
+        "gate_judgments": row.get("gate_judgments", 0),
     }
 
 
@@ -101,7 +102,8 @@ def main() -> None:
          "verdicts": checks},
         chart=lambda plt: _chart(plt, rounds),
         command=f"python benchmarks/loop.py --rounds {args.rounds} --prompts {args.prompts} "
-                f"--seed {args.seed} --seeds {args.seeds}",
+                f"--seed {args.seed} --seeds {args.seeds}"
+                + (f" --human-gate {args.human_gate}" if args.human_gate is not None else ""),
     )  # fmt: skip
 
 
@@ -123,34 +125,45 @@ def _database_reset() -> None:
 
 def _print_seeds(by_seed: dict[int, list[dict[str, Any]]]) -> None:
     """Per seed and round: the oracle's win rate against round 0, correctness, rudeness, and
-    what the gate decided (its reward-model win rate)."""
+    what the gate decided (the reward model's win rate; people's, ties as half, and the lower
+    end of the interval of their decisive win rate, which decides)."""
     print(f"\n{'seed':>5} {'round':>5} {'win vs r0':>9} {'correct':>8} {'rude':>5} "
-          f"{'gate':>10} {'gate win':>8}")  # fmt: skip
+          f"{'gate':>7} {'RM win':>7} {'human':>6} {'low':>5} {'failed on':>16}")  # fmt: skip
     for seed, rounds in by_seed.items():
         for r in rounds:
             gate = r["gate"] or {}
+            human, low = gate.get("human_win_rate"), gate.get("human_lower_bound")
             print(f"{seed:>5} {r['round']:>5} {r['win_rate_vs_round0']:9.2f} "
-                  f"{r['correctness']:8.2f} {r['rudeness']:5.2f} {gate.get('status', '-'):>10} "
-                  f"{gate.get('win_rate') or 0:8.3f}")  # fmt: skip
+                  f"{r['correctness']:8.2f} {r['rudeness']:5.2f} {gate.get('status', '-'):>7} "
+                  f"{gate.get('win_rate') or 0:7.3f} "
+                  f"{'-' if human is None else f'{human:.3f}':>6} "
+                  f"{'-' if low is None else f'{low:.2f}':>5} "
+                  f"{','.join(gate.get('failed_on') or []) or '-':>16}")  # fmt: skip
 
 
 def _seeds_check(by_seed: dict[int, list[dict[str, Any]]]) -> dict[str, bool]:
     """The targets over every seed; a promoted round is one whose gate passed."""
     last = [rounds[-1] for rounds in by_seed.values()]
-    lowered = [
-        (seed, r["round"])
+    promoted = [
+        (seed, before, r)
         for seed, rounds in by_seed.items()
-        for before, r in itertools.pairwise(rounds)
-        if (r["gate"] or {}).get("status") == "passed" and r["correctness"] < before["correctness"]
+        for before, r in itertools.pairwise([{"correctness": ROUND0[seed]}, *rounds])
+        if (r["gate"] or {}).get("status") == "passed"
     ]
-    if lowered:
-        print("promoted rounds that lowered correctness (seed, round): " + repr(lowered))
+    # Beyond its interval: below the lower end of the 95% interval of the correctness before
+    # (a share of the 4 sampled answers to each held-out question).
+    lowered = [(seed, r["round"]) for seed, before, r in promoted
+               if r["correctness"] < _interval_low(before["correctness"])]  # fmt: skip
+    at_all = [(seed, r["round"]) for seed, before, r in promoted
+              if r["correctness"] < before["correctness"]]  # fmt: skip
+    print(f"promoted rounds: {len(promoted)}; lowering correctness at all (seed, round): "
+          f"{at_all or 'none'}; beyond its interval: {lowered or 'none'}")  # fmt: skip
     return {
         f"every seed's win rate vs round 0 after its last round >= 0.70 ({len(last)} seeds)":
             all(r["win_rate_vs_round0"] >= TARGET["win_rate_vs_round0_after_3"] for r in last),
         "every seed's rudeness <= 0.05":
             all(r["rudeness"] <= TARGET["rudeness_at_most"] for r in last),
-        "no promoted round lowered correctness": not lowered,
+        "no promoted round lowered correctness beyond its interval": not lowered,
     }  # fmt: skip
 
 
@@ -164,6 +177,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1,
                         help="this many seeds (--seed, --seed + 1, ...), each in a fresh "
                              "database; the targets are checked over all of them")  # fmt: skip
+    parser.add_argument("--human-gate", type=int, default=None, metavar="PROMPTS",
+                        help="held-out prompts the simulated annotators judge each candidate "
+                             "on, side by side (default: simulate's); 0: the reward model's "
+                             "gate alone")  # fmt: skip
     return parser.parse_args()
 
 
@@ -182,12 +199,30 @@ def _prepare() -> None:
     print(f"tiny model ready in {time.perf_counter() - began:.1f} s", flush=True)
 
 
+# Each seed's round-0 correctness, measured before its rounds as simulate measures theirs.
+ROUND0: dict[int, float] = {}
+# The answers each correctness rests on: 4 sampled answers to each of 48 held-out questions.
+CORRECTNESS_N = 4 * 48
+
+
+def _interval_low(share: float) -> float:
+    from annotation.quality import wilson_estimate
+
+    return wilson_estimate(share * CORRECTNESS_N, CORRECTNESS_N).low
+
+
 def _measure(args: argparse.Namespace, *, seed: int) -> list[dict[str, Any]]:
     """``simulate``'s rounds, each summed up as ``round_summary`` does."""
+    from feedback.serving import synthetic
+    from feedback.serving.policies import policy_active
+    from training.judges import oracle_quality
     from training.simulate import simulate
 
+    held_out = synthetic.prompts(48, seed=seed + 10_000)  # simulate's, for its default 48
+    ROUND0[seed] = oracle_quality(policy_active(), held_out)["correctness"]
+    gate = {} if args.human_gate is None else {"human_gate": args.human_gate}
     rows = simulate(rounds=args.rounds, prompts_per_round=args.prompts, seed=seed,
-                    report=_round_print, progress=True)  # fmt: skip
+                    report=_round_print, progress=True, **gate)  # fmt: skip
     return [round_summary(row) for row in rows]
 
 

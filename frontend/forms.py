@@ -40,6 +40,8 @@ class GateForm(forms.Form):
     prompts = forms.IntegerField(min_value=1, max_value=2000, initial=32)
     threshold = forms.FloatField(min_value=0, max_value=1, initial=0.55)
     max_kl_drift = forms.FloatField(min_value=0, required=False)
+    human_prompts = forms.IntegerField(min_value=0, max_value=2000, initial=0, required=False)
+    human_threshold = forms.FloatField(min_value=0, max_value=1, initial=0.5, required=False)
 
     def problems(self) -> str:
         """The errors as one line for a message: "threshold: Ensure this value is …"."""

@@ -108,6 +108,12 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
                     "reward_recipe": posted_json_object(request, "reward_recipe"),
                     "rounds_left": max(0, posted_int(request.POST.get("rounds_left"), 0)),
                     "gate_threshold": float(request.POST.get("gate_threshold") or 0.5),
+                    "human_gate_prompts": max(
+                        0, posted_int(request.POST.get("human_gate_prompts"), 0)
+                    ),
+                    "human_gate_threshold": float(
+                        request.POST.get("human_gate_threshold") or 0.5
+                    ),
                     "gate_max_kl_drift": float(request.POST["gate_max_kl_drift"])
                     if request.POST.get("gate_max_kl_drift")
                     else None,

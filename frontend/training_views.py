@@ -147,11 +147,19 @@ def _request_gate(request: HttpRequest, policy_id: int) -> str:
     gate = gate_request(
         candidate_id=policy_id, reward_run_id=data["reward_run"], prompts=data["prompts"],
         threshold=data["threshold"], max_kl_drift=data["max_kl_drift"],
+        human_prompts=data["human_prompts"] or 0,
+        human_threshold=0.5 if data["human_threshold"] is None else data["human_threshold"],
     )  # fmt: skip
+    people = (
+        f" If it passes, people compare the two on {gate.human_prompts} more held-out prompts, "
+        "side by side, and decide."
+        if gate.human_prompts
+        else " If it passes, it is deployed."
+    )
     return (
         f"Gate {gate.pk} started: {gate.candidate.name} against {gate.baseline.name} on "
         f"{gate.prompt_count} held-out prompts, judged by the reward model of run "
-        f"{gate.reward_run_id}. If it passes, it is deployed."
+        f"{gate.reward_run_id}.{people}"
     )
 
 

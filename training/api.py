@@ -150,7 +150,9 @@ class GateSerializer(serializers.ModelSerializer):
         model = GateEvaluation
         fields = [
             "id", "candidate", "baseline", "reward_run", "prompt_count", "threshold",
-            "max_kl_drift", "status", "win_rate", "metrics", "error", "created_at", "finished_at",
+            "max_kl_drift", "status", "win_rate", "human_prompts", "human_threshold",
+            "human_overlap", "human_tags", "human_round", "human_win_rate", "human_lower_bound",
+            "metrics", "error", "created_at", "finished_at",
         ]  # fmt: skip
 
 
@@ -170,6 +172,24 @@ class PolicyGateApi(StrictApiView):
             help_text="Fail a candidate whose KL drift from the active policy (nats per answer) "
             "exceeds this. Default: not checked.",
         )  # fmt: skip
+        human_prompts = serializers.IntegerField(
+            min_value=0, max_value=2000, default=0,
+            help_text="After the reward model's check passes, people compare the two "
+            "versions' answers to this many held-out prompts side by side, blind, and decide. "
+            "0: the reward model decides alone.",
+        )  # fmt: skip
+        human_threshold = serializers.FloatField(
+            min_value=0, max_value=1, default=0.5,
+            help_text="The candidate passes when the lower end of the 95% interval of its "
+            "human win rate is at least this.",
+        )  # fmt: skip
+        human_overlap = serializers.IntegerField(
+            min_value=1, max_value=50, default=1, help_text="Judgments per side-by-side task."
+        )
+        human_tags = BoundedListField(
+            child=serializers.CharField(max_length=100), required=False, max_length=MAX_TAGS,
+            help_text="The held-out prompts people see must have every one of these tags.",
+        )  # fmt: skip
 
     @extend_schema(
         request=GateInputSerializer, responses={202: GateSerializer, 400: ERROR, 409: ERROR}
@@ -183,6 +203,10 @@ class PolicyGateApi(StrictApiView):
             prompts=data.validated_data["prompts"],
             threshold=data.validated_data["threshold"],
             max_kl_drift=data.validated_data.get("max_kl_drift"),
+            human_prompts=data.validated_data["human_prompts"],
+            human_threshold=data.validated_data["human_threshold"],
+            human_overlap=data.validated_data["human_overlap"],
+            human_tags=data.validated_data.get("human_tags"),
         )
         return Response(GateSerializer(gate).data, status=202)
 
@@ -207,8 +231,9 @@ class AutomationSerializer(serializers.ModelSerializer):
         fields = [
             "id", "round", "round_number", "stage", "required_judgments", "policy_kind",
             "reward_recipe", "policy_recipe", "gate_threshold", "gate_max_kl_drift",
-            "gate_prompts", "next_prompts", "prompt_tags", "rounds_left", "next_selection",
-            "next_pool", "snapshot",
+            "gate_prompts", "human_gate_prompts", "human_gate_threshold", "human_gate_overlap",
+            "next_prompts", "prompt_tags", "rounds_left", "next_selection", "next_pool",
+            "snapshot",
             "reward_run", "policy_run", "gate", "deployment", "next_round", "candidate",
             "history", "stop_requested", "error", "created_at", "updated_at",
         ]  # fmt: skip
@@ -266,6 +291,20 @@ class AutomationApi(StrictApiView):
             "(nats per answer) exceeds this. Default: not checked.",
         )  # fmt: skip
         gate_prompts = serializers.IntegerField(min_value=1, max_value=2000, default=32)
+        human_gate_prompts = serializers.IntegerField(
+            min_value=0, max_value=2000, default=0,
+            help_text="People decide the gate: after the reward model's check passes, they "
+            "compare the candidate's and the serving policy's answers to this many held-out "
+            "prompts side by side (a round of its own, blind, order balanced). 0: no human stage.",
+        )  # fmt: skip
+        human_gate_threshold = serializers.FloatField(
+            min_value=0, max_value=1, default=0.5,
+            help_text="Lower end of the 95% interval of the human win rate that the candidate "
+            "needs; 0.5: people prefer it beyond chance.",
+        )  # fmt: skip
+        human_gate_overlap = serializers.IntegerField(
+            min_value=1, max_value=50, default=1, help_text="Judgments per side-by-side task."
+        )
         next_prompts = serializers.IntegerField(min_value=0, default=0)
         prompt_tags = BoundedListField(
             child=serializers.CharField(max_length=100), required=False, max_length=MAX_TAGS

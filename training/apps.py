@@ -28,8 +28,14 @@ def _job_finished(sender: Any, *, kind: str, object_id: int, **kwargs: Any) -> N
 
 
 def _judgment_recorded(sender: Any, *, round_id: int, **kwargs: Any) -> None:
-    """A judgment was stored: if its round is automated, let a worker check the count."""
+    """A judgment was stored: if its round is automated, or a gate's side-by-side round, let a
+    worker check the count."""
+    from feedback.platform.outbox import outbox_enqueue
+
     from .automation import automation_enqueue, automations_for_round
+    from .human_gate import gates_judging
 
     for pk in automations_for_round(round_id):
         automation_enqueue(pk)
+    for pk in gates_judging(round_id=round_id):
+        outbox_enqueue(task="training.tasks.gate_human_check", args=[pk], queue="default")

@@ -13,7 +13,9 @@ waiting     the round's required judgments  close the round, cut its pairs, trai
                                             model (on every judged round so far)
 reward      the reward-model run            train the policy (DPO or online RL) on the round
 policy      the policy run                  ask the gate: does the candidate beat the active?
-gate        the gate's verdict              passed: wait for its deployment; rejected: go on
+gate        the gate's verdict (with        passed: wait for its deployment; rejected: go on
+            ``human_gate_prompts``, people's
+            side by side: training.human_gate)
 deploy      the deployment                  go on to the next round
 next_round  nothing                         open the next round (an automated one) or finish
 =========== =============================== ===============================================
@@ -62,6 +64,7 @@ from feedback.platform.outbox import outbox_enqueue
 from feedback.serving.backends import Sampling
 
 from .gate import gate_request
+from .human_gate import gate_human_decide
 from .models import Automation, GateEvaluation, TrainingRun
 from .runs import recipe_validate, training_run_cancel, training_run_create
 from .snapshots import snapshot_create_preference
@@ -75,7 +78,8 @@ def automation_validate(
     policy_recipe: dict[str, Any] | None = None, gate_threshold: float = 0.5,
     gate_max_kl_drift: float | None = None, gate_prompts: int = 32, next_prompts: int = 0,
     prompt_tags: list[str] | None = None, rounds_left: int = 0, policy_kind: str = "dpo",
-    next_selection: str = "random", next_pool: int | None = None,
+    next_selection: str = "random", next_pool: int | None = None, human_gate_prompts: int = 0,
+    human_gate_threshold: float = 0.5, human_gate_overlap: int = 1,
 ) -> None:  # fmt: skip
     """Raise a 400 naming every bad setting. Recipes are checked now, not when training starts."""
     errors: dict[str, list[str]] = {}
@@ -95,14 +99,19 @@ def automation_validate(
         except DomainError as exc:
             for name, why in exc.fields.items():
                 errors[name.replace("recipe", field, 1)] = why
-    if not 0.0 <= gate_threshold <= 1.0:
-        errors["gate_threshold"] = ["Between 0 and 1."]
+    for name, value in (("gate_threshold", gate_threshold),
+                        ("human_gate_threshold", human_gate_threshold)):  # fmt: skip
+        if not 0.0 <= value <= 1.0:
+            errors[name] = ["Between 0 and 1."]
+    if human_gate_overlap < 1:
+        errors["human_gate_overlap"] = ["At least 1."]
     if gate_max_kl_drift is not None and not gate_max_kl_drift >= 0:  # `not >=` refuses NaN
         errors["gate_max_kl_drift"] = ["A number of nats per answer, at least 0."]
     if required_judgments is not None and required_judgments < 1:
         errors["required_judgments"] = ["At least 1."]
     for name, value in (("gate_prompts", gate_prompts), ("next_prompts", next_prompts),
-                        ("rounds_left", rounds_left)):  # fmt: skip
+                        ("rounds_left", rounds_left),
+                        ("human_gate_prompts", human_gate_prompts)):  # fmt: skip
         if value < 0:
             errors[name] = ["At least 0."]
     if errors:
@@ -226,6 +235,10 @@ def _policy_trained(automation: Automation) -> bool:
         prompts=automation.gate_prompts,
         threshold=automation.gate_threshold,
         max_kl_drift=automation.gate_max_kl_drift,
+        human_prompts=automation.human_gate_prompts,
+        human_threshold=automation.human_gate_threshold,
+        human_overlap=automation.human_gate_overlap,
+        human_tags=automation.prompt_tags,
     )
     _move(automation, Automation.Stage.GATE, gate=gate)
     return True
@@ -234,7 +247,9 @@ def _policy_trained(automation: Automation) -> bool:
 def _gate_decided(automation: Automation) -> bool:
     """gate → deploy (passed: its deployment) or next_round (rejected: the policy stays)."""
     gate = GateEvaluation.objects.get(pk=automation.gate_id)
-    if gate.status == GateEvaluation.Status.PENDING:
+    if gate.status == GateEvaluation.Status.JUDGING:  # people decide: are they done?
+        gate = gate_human_decide(gate_id=gate.pk)
+    if gate.status in (GateEvaluation.Status.PENDING, GateEvaluation.Status.JUDGING):
         return False
     if gate.status == GateEvaluation.Status.ERROR:
         _fail(automation, f"Gate {gate.pk} could not run: {gate.error}")
@@ -302,6 +317,9 @@ def _next_round_open(automation: Automation) -> bool:
         next_prompts=automation.next_prompts, prompt_tags=automation.prompt_tags,
         rounds_left=automation.rounds_left - 1, created_by=automation.created_by,
         next_selection=automation.next_selection, next_pool=automation.next_pool,
+        human_gate_prompts=automation.human_gate_prompts,
+        human_gate_threshold=automation.human_gate_threshold,
+        human_gate_overlap=automation.human_gate_overlap,
     )  # fmt: skip
     _move(automation, Automation.Stage.DONE, next_round=opened)
     return False

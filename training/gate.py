@@ -12,6 +12,9 @@ The candidate passes when its win rate is at least the threshold and, if the gat
 ``max_kl_drift``, its drift is at most that; it is then deployed (through the usual
 readiness-checked deployment). Otherwise it is marked rejected, ``metrics["failed_on"]`` says
 which check it failed, and the active policy keeps serving.
+
+With ``human_prompts`` these checks are a first filter: a candidate that passes them is shown to
+people, side by side with the serving policy, and they decide (``training.human_gate``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from annotation.side_by_side import SideBySideAnswer
 from feedback.models import PolicyVersion, Prompt, messages_hash
 from feedback.platform.errors import DomainError
 from feedback.platform.outbox import outbox_enqueue
@@ -43,12 +47,14 @@ from feedback.serving.backends import (
 from feedback.serving.policies import deployment_request, policy_active
 
 from .drift import DriftUnavailable, kl_drift
+from .human_gate import human_answers, human_round_open
 from .models import GateEvaluation, TrainingRun
 from .runs import overall_reward_runs
 from .trainers.common import reward_scorer
 
 GATE_SAMPLES = 4
 GATE_TEMPERATURE = 1.0
+SAMPLING = Sampling(temperature=GATE_TEMPERATURE, max_new_tokens=64, seed=0)
 SIDES = ("candidate", "baseline")
 
 Answers = dict[str, list[list[Generated]]]
@@ -58,13 +64,19 @@ log = logging.getLogger(__name__)
 
 def gate_request(
     *, candidate_id: int, reward_run_id: int | None = None, prompts: int = 32,
-    threshold: float = 0.55, max_kl_drift: float | None = None,
+    threshold: float = 0.55, max_kl_drift: float | None = None, human_prompts: int = 0,
+    human_threshold: float = 0.5, human_overlap: int = 1, human_tags: list[str] | None = None,
 ) -> GateEvaluation:  # fmt: skip
+    """Ask whether the candidate beats the active policy (a job); with ``human_prompts``, people
+    decide after the reward model's check (``training.human_gate``)."""
     if max_kl_drift is not None and not max_kl_drift >= 0:  # `not >=` also refuses NaN
         raise DomainError(
             "max_kl_drift: a number of nats, at least 0.",
             fields={"max_kl_drift": ["A number of nats per answer, at least 0."]},
         )
+    if not 0 <= human_threshold <= 1:  # `not` also refuses NaN
+        raise DomainError("human_threshold: between 0 and 1.",
+                          fields={"human_threshold": ["Between 0 and 1."]})  # fmt: skip
     candidate = PolicyVersion.objects.filter(pk=candidate_id).first()
     if candidate is None:
         raise DomainError("No such policy version.", code="not_found", status=404)
@@ -86,7 +98,9 @@ def gate_request(
     with transaction.atomic():
         gate = GateEvaluation.objects.create(
             candidate=candidate, baseline=baseline, reward_run=reward_run, prompt_count=prompts,
-            threshold=threshold, max_kl_drift=max_kl_drift,
+            threshold=threshold, max_kl_drift=max_kl_drift, human_prompts=human_prompts,
+            human_threshold=human_threshold, human_overlap=human_overlap,
+            human_tags=list(human_tags or []),
         )  # fmt: skip
         _enqueue(gate.pk)
     return gate
@@ -216,56 +230,76 @@ def _release(backend: Backend, candidate: Target) -> None:
         log.warning("could not unload %s: %s", candidate.name, exc)
 
 
+def _error(gate: GateEvaluation, exc: Exception) -> None:
+    """Record why the gate could not run; the active policy is untouched."""
+    GateEvaluation.objects.filter(pk=gate.pk, status="pending").update(
+        status=GateEvaluation.Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:4000],
+        finished_at=timezone.now(),
+    )  # fmt: skip
+
+
+def _verdict(
+    gate: GateEvaluation, backend: Backend, targets: dict[str, Target]
+) -> tuple[list[str], list[SideBySideAnswer] | None]:
+    """Measure the candidate against the baseline (sets the gate's win rate and metrics).
+    Returns the checks it failed and, when it passed them and people decide next, the answers
+    they will compare."""
+    prompts, held_out = _gate_prompts(gate.reward_run, gate.prompt_count)
+    if not prompts:
+        raise DomainError("No prompts to compare the policies on.")
+    # Sampled, as rounds sample: a policy is judged by the answers people will see, and
+    # greedy answers of two close policies are mostly the same (a tie says nothing).
+    answers = {
+        side: backend.generate(target, prompts, n=GATE_SAMPLES, sampling=SAMPLING)
+        for side, target in targets.items()
+    }
+    drift = _drift(gate, prompts, answers)  # first: an unmeasurable limit fails fast
+    rewards = _rewards(gate.reward_run, prompts, answers)
+    axes = {axis: (run, _rewards(run, prompts, answers))
+            for axis, run in axis_reward_runs().items()}  # fmt: skip
+    gate.win_rate, gate.metrics, failed_on = _summary(gate, held_out, answers, rewards, axes, drift)
+    if failed_on or not gate.human_prompts:
+        return failed_on, None
+    return failed_on, human_answers(gate, backend, targets, SAMPLING)
+
+
 def gate_evaluate(*, gate_id: int) -> GateEvaluation:
-    """Run the comparison and act on it. Idempotent: a finished gate is left as it is."""
+    """Run the comparison and act on it: reject, deploy, or (with ``human_prompts``) open the
+    side-by-side round people decide on. Idempotent: a gate past pending is left as it is."""
     gate = GateEvaluation.objects.select_related(
         "candidate", "baseline", "reward_run__snapshot", "reward_run__base_policy"
     ).get(pk=gate_id)
     if gate.status != GateEvaluation.Status.PENDING:
         return gate
-    backend = candidate = None
+    backend: Backend | None = None
+    targets: dict[str, Target] = {}
     try:
-        prompts, held_out = _gate_prompts(gate.reward_run, gate.prompt_count)
-        if not prompts:
-            raise DomainError("No prompts to compare the policies on.")
         backend = get_backend()
         targets = {"candidate": target_for(gate.candidate), "baseline": target_for(gate.baseline)}
-        candidate = targets["candidate"]
         # The candidate is not serving yet: a server must be sent its adapter before it is asked.
-        backend_load(backend, candidate)
-        # Sampled, as rounds sample: a policy is judged by the answers people will see, and
-        # greedy answers of two close policies are mostly the same (a tie says nothing).
-        sampling = Sampling(temperature=GATE_TEMPERATURE, max_new_tokens=64, seed=0)
-        answers = {
-            side: backend.generate(target, prompts, n=GATE_SAMPLES, sampling=sampling)
-            for side, target in targets.items()
-        }
-        drift = _drift(gate, prompts, answers)  # first: an unmeasurable limit fails fast
-        rewards = _rewards(gate.reward_run, prompts, answers)
-        axes = {axis: (run, _rewards(run, prompts, answers))
-                for axis, run in axis_reward_runs().items()}  # fmt: skip
+        backend_load(backend, targets["candidate"])
+        failed_on, for_people = _verdict(gate, backend, targets)
     except Exception as exc:  # recorded on the gate; the active policy is untouched
-        GateEvaluation.objects.filter(pk=gate.pk, status="pending").update(
-            status=GateEvaluation.Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:4000],
-            finished_at=timezone.now(),
-        )  # fmt: skip
-        if backend is not None and candidate is not None:
-            _release(backend, candidate)
+        _error(gate, exc)
+        if backend is not None and targets:
+            _release(backend, targets["candidate"])
         raise
-    gate.win_rate, gate.metrics, failed_on = _summary(gate, held_out, answers, rewards, axes, drift)
     with transaction.atomic():
         # Two deliveries of the job may both evaluate; only the first to record acts on it.
         if GateEvaluation.objects.select_for_update().get(pk=gate.pk).status != "pending":
             return GateEvaluation.objects.get(pk=gate.pk)
-        gate.finished_at = timezone.now()
-        gate.status = GateEvaluation.Status.FAILED if failed_on else GateEvaluation.Status.PASSED
-        gate.save(update_fields=["win_rate", "metrics", "status", "finished_at"])
-        if failed_on:
-            PolicyVersion.objects.filter(pk=gate.candidate_id).update(
-                status=PolicyVersion.Status.REJECTED
-            )
+        if for_people is not None:
+            human_round_open(gate, for_people, SAMPLING.as_dict())
         else:
-            deployment_request(policy_id=gate.candidate_id)
-    if failed_on:
-        _release(backend, candidate)
+            gate.finished_at = timezone.now()
+            gate.status = "failed" if failed_on else "passed"
+            gate.save(update_fields=["win_rate", "metrics", "status", "finished_at"])
+            if failed_on:
+                PolicyVersion.objects.filter(pk=gate.candidate_id).update(
+                    status=PolicyVersion.Status.REJECTED
+                )
+            else:
+                deployment_request(policy_id=gate.candidate_id)
+    if gate.status != GateEvaluation.Status.PASSED:  # it serves only once deployed
+        _release(backend, targets["candidate"])
     return gate

@@ -150,10 +150,12 @@ class TrainingRun(models.Model):
 
 
 class GateEvaluation(models.Model):
-    """Does a candidate beat the serving policy? Reward-model win rate on held-out prompts."""
+    """Does a candidate beat the serving policy? The reward model's win rate on held-out prompts,
+    then, with ``human_prompts``, people's side by side (``training.human_gate``)."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "pending"
+        JUDGING = "judging", "judging: people compare the two side by side"
         PASSED = "passed", "passed"
         FAILED = "failed", "failed"
         ERROR = "error", "error"
@@ -201,6 +203,39 @@ class GateEvaluation(models.Model):
         help_text="Mean rewards, reward and length deltas, per-axis deltas, KL drift, failed_on.",
     )
     error = models.TextField(blank=True, help_text="Why it could not be measured, if so.")
+    # The human stage (training/human_gate.py): after the reward model's check passes, people
+    # compare the two policies' answers side by side, and they decide.
+    human_prompts = models.PositiveIntegerField(
+        default=0,
+        help_text="Held-out prompts people compare the two versions' answers on, once the "
+        "reward model's check passed; 0: the reward model decides alone.",
+    )
+    human_threshold = models.FloatField(
+        default=0.5,
+        help_text="The candidate passes when the lower end of the 95% interval of its decisive "
+        "human win rate (judgments preferring one answer) is at least this (0.5: people prefer "
+        "it, beyond chance).",
+    )
+    human_overlap = models.PositiveSmallIntegerField(
+        default=1, help_text="Judgments wanted for each side-by-side task."
+    )
+    human_tags = models.JSONField(
+        default=list, blank=True, help_text="The held-out prompts must have every one of these."
+    )
+    human_round = models.ForeignKey(
+        "annotation.Round", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The side-by-side round people judge (once the reward model's check passed).",
+    )  # fmt: skip
+    human_win_rate = models.FloatField(
+        null=True, blank=True,
+        help_text="Share of side-by-side judgments preferring the candidate (a tie is half).",
+    )  # fmt: skip
+    human_lower_bound = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Lower end of the 95% Wilson interval of the candidate's share of the "
+        "side-by-side judgments that prefer one answer (ties left out): what decides.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was asked for.")
     finished_at = models.DateTimeField(
         null=True, blank=True, help_text="When its verdict (or error) was written."
@@ -259,6 +294,17 @@ class Automation(models.Model):
     )  # fmt: skip
     gate_prompts = models.PositiveIntegerField(
         default=32, help_text="Held-out prompts the gate compares the two versions on."
+    )
+    human_gate_prompts = models.PositiveIntegerField(
+        default=0,
+        help_text="Held-out prompts people compare the candidate and the serving policy on, "
+        "side by side, after the reward model's check; 0: no human stage.",
+    )
+    human_gate_threshold = models.FloatField(
+        default=0.5, help_text="Lower bound of the human win rate the candidate needs."
+    )
+    human_gate_overlap = models.PositiveSmallIntegerField(
+        default=1, help_text="Judgments wanted for each side-by-side task."
     )
     next_prompts = models.PositiveIntegerField(
         default=0, help_text="Prompts in the next round; 0 means as many as this round has."

@@ -76,6 +76,9 @@ TINY_REWARD_RECIPE: dict[str, Any] = {
 }  # fmt: skip
 
 JUDGES = ("oracle", "reward")
+# Held-out prompts the simulated annotators compare each candidate on (the human gate): 128
+# judgments tell a win rate of 0.61 from 0.5 (the lower end of its 95% interval is 0.52).
+HUMAN_GATE_PROMPTS = 128
 # Disagreement needs per-axis reward models, which the loop does not train.
 SELECTIONS = ("random", "uncertainty")
 
@@ -206,6 +209,8 @@ def simulate(
     policy_recipe: dict[str, Any] | None = None,
     reward_recipe: dict[str, Any] | None = None,
     gate_threshold: float = 0.5,
+    human_gate: int = HUMAN_GATE_PROMPTS,
+    human_gate_threshold: float = 0.5,
     selection: str = "random",
     pool: int | None = None,
     url: str | None = None,
@@ -220,6 +225,10 @@ def simulate(
     ``selection`` is how rounds after the first choose their prompts (the first has no reward
     model yet): uncertainty scores ``pool`` unused prompts (default twice ``prompts_per_round``)
     with the reward model the round before trained and keeps the least certain.
+    ``human_gate``: held-out prompts on which the simulated annotators (the same judge) compare
+    each candidate that passes the reward model's gate with the serving policy, side by side;
+    the candidate is promoted when the lower end of their win rate's 95% interval is at least
+    ``human_gate_threshold`` (``training.human_gate``). 0: the reward model's gate alone.
     """
     if selection not in SELECTIONS:
         raise SimulationError(f"Unknown selection {selection!r}; one of: {', '.join(SELECTIONS)}.")
@@ -236,7 +245,7 @@ def simulate(
         )
     held_out, questions = _questions(
         rounds=rounds, prompts_per_round=prompts_per_round, eval_prompts=eval_prompts, seed=seed,
-        extra=max(0, (pool or 0) - prompts_per_round),
+        extra=max(0, (pool or 0) - prompts_per_round) + human_gate,
     )  # fmt: skip
     loop = _Loop(
         admin=ApiClient(_user_with_token("simulated-admin", Role.ADMIN), url),
@@ -252,6 +261,7 @@ def simulate(
         automation={
             "next_selection": selection, **({"next_pool": pool} if pool else {}),
             "gate_threshold": gate_threshold,
+            "human_gate_prompts": human_gate, "human_gate_threshold": human_gate_threshold,
             "policy_recipe": {**TINY_POLICY_RECIPE, **(policy_recipe or {})},
             "reward_recipe": {**TINY_REWARD_RECIPE, **(reward_recipe or {})},
         },
@@ -329,20 +339,27 @@ class _Loop:
         self.admin.call("POST", f"/api/v1/rounds/{round_id}/automation/", {
             "rounds_left": rounds - 1, "prompt_tags": [tag],
             "gate_threshold": automation["gate_threshold"], "gate_prompts": 32,
+            "human_gate_prompts": automation["human_gate_prompts"],
+            "human_gate_threshold": automation["human_gate_threshold"],
             **{key: value for key, value in automation.items() if key.startswith("next_")},
             "policy_recipe": automation["policy_recipe"],
             "reward_recipe": automation["reward_recipe"],
         })  # fmt: skip
         return round_id
 
-    def wait(self, path: str, done: Callable[[Any], bool], *, round_id: int) -> Any:
-        """GET ``path`` until ``done`` says so; in-process, each pass first does the jobs."""
+    def wait(
+        self, path: str, done: Callable[[Any], bool], *, round_id: int,
+        work: Callable[[], Any] = lambda: None,
+    ) -> Any:  # fmt: skip
+        """GET ``path`` until ``done`` says so; in-process, each pass first does the jobs. Each
+        pass the annotators also do ``work`` (judge a gate's side-by-side round, if one is open)."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             if not self.url:
                 jobs_run_here()
-                if "automation" in path:
-                    automation_advance(automation_id=Automation.objects.get(round_id=round_id).pk)
+            work()
+            if not self.url and "automation" in path:
+                automation_advance(automation_id=Automation.objects.get(round_id=round_id).pk)
             _, body = self.admin.call("GET", path)
             if done(body):
                 return body
@@ -368,17 +385,24 @@ class _Loop:
         judgments, agreement = _annotate_round(self.people, self.judge, self.rng)
         annotate_s = time.perf_counter() - mark
         bar.set_postfix_str("training")
+        gate_judgments = [0]
+
+        def judge_the_gate() -> None:
+            # The round is closed by now: what they are given is a gate's side-by-side round.
+            gate_judgments[0] += _annotate_round(self.people, self.judge, self.rng)[0]
+
         automation = self.wait(
             f"/api/v1/rounds/{round_id}/automation/",
             lambda body: body["stage"] in ("done", "failed", "stopped"),
-            round_id=round_id,
-        )
+            round_id=round_id, work=judge_the_gate,
+        )  # fmt: skip
         if automation["stage"] != "done":
             raise RuntimeError(f"round {number}: {automation['stage']}: {automation['error']}")
         serving = policy_active()
         row = {"round": number, "policy": serving.name, "judgments": judgments,
                "judge": self.judge_name, "judge_agreement": agreement,
-               "selection": generated["selection"], "pool": generated["pool_size"]}  # fmt: skip
+               "selection": generated["selection"], "pool": generated["pool_size"],
+               "gate_judgments": gate_judgments[0]}  # fmt: skip
         row.update(self.measure(automation["id"], serving=serving, previous=previous))
         row["seconds"] = {
             "generate": round(generate_s, 2),
@@ -400,7 +424,13 @@ class _Loop:
         row = {
             "pairs": sum(done.snapshot.manifest["rows"].values()),
             "reward_accuracy": done.reward_run.metrics.get("eval_accuracy"),
-            "gate": {"status": done.gate.status, "win_rate": done.gate.win_rate},
+            "gate": {
+                "status": done.gate.status,
+                "win_rate": done.gate.win_rate,
+                "human_win_rate": done.gate.human_win_rate,
+                "human_lower_bound": done.gate.human_lower_bound,
+                "failed_on": done.gate.metrics.get("failed_on", []),
+            },
             "win_rate_vs_previous": oracle_win_rate(serving, previous, self.held_out),
             "win_rate_vs_round0": oracle_win_rate(serving, self.round0, self.held_out),
             **oracle_quality(serving, self.held_out),

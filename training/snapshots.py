@@ -30,6 +30,7 @@ from annotation.exports import (
 from annotation.exports.filters import UNKNOWN_TRUST
 from annotation.exports.plan import ExportPlan
 from annotation.exports.records import judgment_stream
+from annotation.models import Round
 from annotation.selectors import judgments_by_annotator
 from feedback.platform.errors import DomainError
 
@@ -148,9 +149,11 @@ def _training_filters(
 ) -> ExportFilters:  # fmt: skip
     """A training snapshot's export filters, read by the export's own parser: the trust options
     have the export's names (``min_trust``, ``weighting``), and a bad value is the same field
-    error here as in an export."""
+    error here as in an export. Every round (no ``rounds``) means every collecting round: a
+    promotion gate's side-by-side rounds judge policies on held-out prompts and do not train."""
     params: dict[str, Any] = {
-        "rounds": list(rounds or []), "consensus": consensus, "weighting": weighting,
+        "rounds": list(rounds or _collecting_rounds()), "consensus": consensus,
+        "weighting": weighting,
     }  # fmt: skip
     if axis:
         params["axis"] = axis
@@ -159,6 +162,19 @@ def _training_filters(
     if include_none_acceptable:
         params["include_none_acceptable"] = True
     return export_filters_parse(params)
+
+
+def _collecting_rounds() -> list[int]:
+    """Every round but the side-by-side ones, by number; [] (all rounds) when there are none."""
+    side_by_side = Round.objects.filter(source=Round.Source.SIDE_BY_SIDE)
+    if not side_by_side.exists():
+        return []
+    numbers = list(Round.objects.exclude(source=Round.Source.SIDE_BY_SIDE)
+                   .order_by("number").values_list("number", flat=True))  # fmt: skip
+    if not numbers:
+        raise DomainError("Nothing to train on: the only rounds are gates' side-by-side rounds, "
+                          "which do not train.")  # fmt: skip
+    return numbers
 
 
 def _trust_options(filters: ExportFilters) -> dict[str, Any]:

@@ -20,13 +20,26 @@ def training_run_execute(run_id: int) -> str:
 
 @shared_task(name="training.tasks.gate_evaluate", acks_late=True)
 def gate_evaluate(gate_id: int) -> str:
-    """Compare a candidate with the active policy and promote or reject it."""
+    """Compare a candidate with the active policy and promote or reject it, or hand it to people
+    (``judging``: the gate ends when they are done, ``gate_human_check``)."""
     from .gate import gate_evaluate as evaluate
 
+    status = None
     try:
-        return evaluate(gate_id=gate_id).status
+        status = evaluate(gate_id=gate_id).status
+        return status
     finally:
-        job_finished.send(sender=gate_evaluate, kind="gate", object_id=gate_id)
+        if status != "judging":  # ended (decided, or failed to run): announced as it ends
+            job_finished.send(sender=gate_evaluate, kind="gate", object_id=gate_id)
+
+
+@shared_task(name="training.tasks.gate_human_check", acks_late=True)
+def gate_human_check(gate_id: int) -> str:
+    """A side-by-side judgment came in: decide the gate if its round is done (idempotent; the
+    decision announces itself, ``job_finished``)."""
+    from .human_gate import gate_human_decide
+
+    return gate_human_decide(gate_id=gate_id).status
 
 
 @shared_task(name="training.tasks.training_runs_recover")
@@ -48,7 +61,10 @@ def automation_advance(automation_id: int) -> str:
 
 @shared_task(name="training.tasks.automations_advance_all")
 def automations_advance_all() -> list[int]:
-    """Safety net: advance every unfinished automatic round."""
+    """Safety net: decide every judging gate that is ready, then advance every unfinished
+    automatic round."""
     from .automation import automations_advance_all as advance_all
+    from .human_gate import gates_judging_decide
 
+    gates_judging_decide()
     return advance_all()

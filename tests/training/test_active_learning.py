@@ -203,7 +203,7 @@ def test_simulate_chooses_later_rounds_by_the_previous_reward_model(tiny_policy,
     call_command(
         "simulate", "--rounds", "2", "--prompts", "6", "--k", "3", "--eval-prompts", "4",
         "--selection", "uncertainty", "--pool", "10", "--recipe", '{"max_steps": 4}',
-        "--reward-recipe", '{"max_steps": 4}', "--gate-threshold", "0",
+        "--reward-recipe", '{"max_steps": 4}', "--gate-threshold", "0", "--human-gate", "0",
     )  # fmt: skip
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(row["selection"], row["pool"]) for row in rows] == [

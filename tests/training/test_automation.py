@@ -83,6 +83,16 @@ def drive(automation_id: int) -> Automation:
         assert passes <= 12, f"stuck at {automation.stage}"
 
 
+def worker_wait(client, worker, url: str, done, what: str, seconds: float = 600) -> dict:
+    """Read ``url`` until ``done(body)``; the worker process does the work meanwhile."""
+    deadline = time.monotonic() + seconds
+    while not done(body := client.get(url).json()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {body}"
+        assert worker.poll() is None, "the worker died"
+        time.sleep(0.25)  # polling the API for a state the worker writes, not a guess at time
+    return body
+
+
 def test_settings_are_validated(api, admin, tiny_policy):
     import_pool(api, admin, synthetic.prompts(4, seed=1))
     round_id = open_policy_round(api, admin, limit=4)
@@ -230,14 +240,8 @@ def test_two_automatic_rounds_with_a_real_worker_improve_the_policy(
     )
     assert response.status_code == 201, response.content
 
-    def wait_for(url: str, done, what: str, seconds: float = 600) -> dict:
-        """Read ``url`` until ``done(body)``; the worker does the work meanwhile."""
-        deadline = time.monotonic() + seconds
-        while not done(body := api(admin).get(url).json()):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {body}"
-            assert celery_worker_process.poll() is None, "the worker died"
-            time.sleep(0.25)
-        return body
+    def wait_for(url: str, done, what: str) -> dict:
+        return worker_wait(api(admin), celery_worker_process, url, done, what)
 
     for _ in range(2):
         wait_for(f"/api/v1/rounds/{round_id}/", lambda b: b["status"] == "open", "generation")

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from feedback.platform.errors import DomainError
-from training.simulate import JUDGES, SELECTIONS, SimulationError, simulate
+from training.simulate import HUMAN_GATE_PROMPTS, JUDGES, SELECTIONS, SimulationError, simulate
 
 
 class Command(BaseCommand):
@@ -42,7 +42,27 @@ class Command(BaseCommand):
         parser.add_argument("--prompts", type=int, default=64, help="Prompts per round.")
         parser.add_argument("--k", type=int, default=4, help="Completions per task.")
         parser.add_argument("--eval-prompts", type=int, default=48, help="Held-out questions.")
-        parser.add_argument("--gate-threshold", type=float, default=0.5)
+        parser.add_argument(
+            "--gate-threshold",
+            type=float,
+            default=0.5,
+            help="The reward model's gate: the win rate a candidate needs by its scores.",
+        )
+        parser.add_argument(
+            "--human-gate",
+            type=int,
+            default=HUMAN_GATE_PROMPTS,
+            metavar="PROMPTS",
+            help="Held-out prompts on which the simulated annotators compare a candidate that "
+            "passed the reward model's gate with the serving policy, side by side; they decide. "
+            f"0: the reward model's gate alone. Default: {HUMAN_GATE_PROMPTS}.",
+        )
+        parser.add_argument(
+            "--human-gate-threshold",
+            type=float,
+            default=0.5,
+            help="The lower end of the human win rate's 95%% interval a candidate needs.",
+        )
         parser.add_argument(
             "--selection",
             choices=SELECTIONS,
@@ -84,6 +104,8 @@ class Command(BaseCommand):
                 eval_prompts=options["eval_prompts"], seed=options["seed"],
                 policy_recipe=options["recipe"], reward_recipe=options["reward_recipe"],
                 gate_threshold=options["gate_threshold"], selection=options["selection"],
+                human_gate=options["human_gate"],
+                human_gate_threshold=options["human_gate_threshold"],
                 pool=options["pool"], url=options["url"], report=report,
                 progress=True,
             )  # fmt: skip
