@@ -104,6 +104,7 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
             if automate:  # checked before anything is written
                 settings_ = {
                     "policy_kind": request.POST.get("policy_kind", "dpo"),
+                    "policy_rounds": request.POST.get("policy_rounds", "all"),
                     "policy_recipe": posted_json_object(request, "policy_recipe"),
                     "reward_recipe": posted_json_object(request, "reward_recipe"),
                     "rounds_left": max(0, posted_int(request.POST.get("rounds_left"), 0)),
@@ -111,9 +112,7 @@ def manage_round_open(request: HttpRequest) -> HttpResponse:
                     "human_gate_prompts": max(
                         0, posted_int(request.POST.get("human_gate_prompts"), 0)
                     ),
-                    "human_gate_threshold": float(
-                        request.POST.get("human_gate_threshold") or 0.5
-                    ),
+                    "human_gate_threshold": float(request.POST.get("human_gate_threshold") or 0.5),
                     "gate_max_kl_drift": float(request.POST["gate_max_kl_drift"])
                     if request.POST.get("gate_max_kl_drift")
                     else None,

@@ -230,6 +230,7 @@ class AutomationSerializer(serializers.ModelSerializer):
         model = Automation
         fields = [
             "id", "round", "round_number", "stage", "required_judgments", "policy_kind",
+            "policy_rounds",
             "reward_recipe", "policy_recipe", "gate_threshold", "gate_max_kl_drift",
             "gate_prompts", "human_gate_prompts", "human_gate_threshold", "human_gate_overlap",
             "next_prompts", "prompt_tags", "rounds_left", "next_selection", "next_pool",
@@ -278,6 +279,11 @@ class AutomationApi(StrictApiView):
         policy_recipe = BoundedDictField(
             required=False, max_length=MAX_RECIPE_FIELDS,
             help_text="Overrides of the policy step's recipe.",
+        )  # fmt: skip
+        policy_rounds = serializers.ChoiceField(
+            choices=["all", "this"], default="all",
+            help_text="What DPO trains on: all (every judged round's pairs so far, as the reward "
+            "model) or this (this round's pairs alone).",
         )  # fmt: skip
         gate_threshold = serializers.FloatField(
             min_value=0,

@@ -282,6 +282,11 @@ class Automation(models.Model):
         help_text="The policy step: dpo (on the round's pairs) or online_rl (against the reward "
         "model just trained).",
     )  # fmt: skip
+    policy_rounds = models.CharField(
+        max_length=8, default="all", db_default="all",
+        help_text="What DPO trains on: all (the pairs of every judged round so far, as the reward "
+        "model does) or this (this round's pairs alone: only the serving policy's own samples).",
+    )  # fmt: skip
     reward_recipe = models.JSONField(default=dict, help_text="Reward-model recipe overrides.")
     policy_recipe = models.JSONField(default=dict, help_text="Policy-step recipe overrides.")
     gate_threshold = models.FloatField(

@@ -103,8 +103,9 @@ def test_settings_are_validated(api, admin, tiny_policy):
     assert bad.status_code == 400
     assert set(bad.json()["fields"]) == {"policy_recipe.learning_rate", "policy_recipe.betta"}
     assert "Unknown field" in bad.json()["detail"]
-    bad = api(admin).post(url, {"gate_threshold": 2}, format="json")
-    assert bad.status_code == 400 and "gate_threshold" in bad.json()["fields"]
+    bad = api(admin).post(url, {"gate_threshold": 2, "policy_rounds": "some"}, format="json")
+    assert bad.status_code == 400
+    assert set(bad.json()["fields"]) == {"gate_threshold", "policy_rounds"}
     assert api(admin).post("/api/v1/rounds/999/automation/", {}, format="json").status_code == 404
     assert api(admin).get(url).status_code == 404
     assert not Automation.objects.exists()
@@ -157,6 +158,10 @@ def test_a_round_advances_by_itself_into_the_next_and_can_be_stopped(
     assert stopped.status_code == 200 and stopped.json()["stage"] == "stopped"
     reward_run = TrainingRun.objects.get(pk=stopped.json()["reward_run"])
     assert reward_run.status == "cancelled"
+    # Its pairs were cut from every judged round so far (policy_rounds "all", the default).
+    assert stopped.json()["policy_rounds"] == "all"
+    second = Automation.objects.get(pk=detail["id"]).snapshot
+    assert second.manifest["source_rounds"] == [1, 2]
     jobs_run_here()
     assert automation_advance(automation_id=detail["id"]).stage == "stopped"
     assert PolicyVersion.objects.get(status="active") == candidate
