@@ -7,7 +7,9 @@ neighbouring ranks). The judge is the rule oracle, or a reward model trained ear
 a learned judge labels the data, and its mistakes are trained on). The loop itself is the
 product's automatic rounds (``automation``): the first round is opened and automated through the
 API, and each further round is opened by the automation when the one before it is through the
-gate.
+gate. The gate is the one people decide (``training.human_gate``): a candidate that passes the
+reward model's check is judged by the same simulated annotators, side by side with the serving
+policy, on held-out prompts, and their verdict promotes it or not.
 
 Jobs (generation, training, gate, deployment) are done either by running workers (``--url`` of a
 running server, e.g. ``make demo``) or, by default, in this process through the same services a
@@ -76,9 +78,15 @@ TINY_REWARD_RECIPE: dict[str, Any] = {
 }  # fmt: skip
 
 JUDGES = ("oracle", "reward")
+# How many times a request answered 429 is sent again after the wait the server asks for.
+MAX_THROTTLED = 5
 # Held-out prompts the simulated annotators compare each candidate on (the human gate): 128
 # judgments tell a win rate of 0.61 from 0.5 (the lower end of its 95% interval is 0.52).
 HUMAN_GATE_PROMPTS = 128
+# The reward model's gate before people: a first filter. Its win rate on 32 prompts x 4 samples
+# has a standard error near 0.045, so 0.45 turns back a candidate it finds clearly worse and
+# leaves a close call to people (at 0.5 it turned back one at 0.469 that people never saw).
+FIRST_FILTER = 0.45
 # Disagreement needs per-axis reward models, which the loop does not train.
 SELECTIONS = ("random", "uncertainty")
 
@@ -141,22 +149,33 @@ class ApiClient:
             self.client = Client(HTTP_AUTHORIZATION=f"Token {token}", SERVER_NAME="localhost")
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-        if self.url:
-            response = self.http.request(method, path, json=body, **kw)
-            status, text = response.status_code, response.text
-        else:
-            send = getattr(self.client, method.lower())
-            if "content" in kw:
-                response = send(path, kw["content"], content_type=kw["headers"]["Content-Type"])
-            elif body is None:  # no body, as an HTTP client sends it (not an empty form)
-                response = send(path, content_type="application/json")
-            else:
-                response = send(path, json.dumps(body), content_type="application/json")
-            status, text = response.status_code, response.content.decode()
+        """One request; answered 429 (a person's lease rate, ``THROTTLE_LEASE``, which a
+        simulated annotator judging a round and then a gate's round can reach), it waits the
+        Retry-After the server asks for and sends it again, as a well-behaved client does."""
+        for _ in range(MAX_THROTTLED):
+            status, text, retry_after = self._send(method, path, body, **kw)
+            if status != 429:
+                break
+            time.sleep(float(retry_after or 1))  # the server's own word on when to come back
         data = json.loads(text) if text else None
         if status >= 400:
             raise RuntimeError(f"{method} {path}: {status} {data}")
         return status, data
+
+    def _send(
+        self, method: str, path: str, body: Any = None, **kw: Any
+    ) -> tuple[int, str, str | None]:
+        if self.url:
+            response = self.http.request(method, path, json=body, **kw)
+            return response.status_code, response.text, response.headers.get("Retry-After")
+        send = getattr(self.client, method.lower())
+        if "content" in kw:
+            response = send(path, kw["content"], content_type=kw["headers"]["Content-Type"])
+        elif body is None:  # no body, as an HTTP client sends it (not an empty form)
+            response = send(path, content_type="application/json")
+        else:
+            response = send(path, json.dumps(body), content_type="application/json")
+        return response.status_code, response.content.decode(), response.get("Retry-After")
 
 
 def _user_with_token(name: str, role: Role) -> str:
@@ -208,7 +227,7 @@ def simulate(
     seed: int = 0,
     policy_recipe: dict[str, Any] | None = None,
     reward_recipe: dict[str, Any] | None = None,
-    gate_threshold: float = 0.5,
+    gate_threshold: float | None = None,
     human_gate: int = HUMAN_GATE_PROMPTS,
     human_gate_threshold: float = 0.5,
     selection: str = "random",
@@ -229,7 +248,11 @@ def simulate(
     each candidate that passes the reward model's gate with the serving policy, side by side;
     the candidate is promoted when the lower end of their win rate's 95% interval is at least
     ``human_gate_threshold`` (``training.human_gate``). 0: the reward model's gate alone.
+    ``gate_threshold``: the reward model's win rate a candidate needs; by default 0.5 alone, and
+    ``FIRST_FILTER`` before people, where it only spares them a candidate clearly worse.
     """
+    if gate_threshold is None:
+        gate_threshold = FIRST_FILTER if human_gate else 0.5
     if selection not in SELECTIONS:
         raise SimulationError(f"Unknown selection {selection!r}; one of: {', '.join(SELECTIONS)}.")
     pool = (pool or 2 * prompts_per_round) if selection != "random" else None

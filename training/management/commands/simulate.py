@@ -8,7 +8,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from feedback.platform.errors import DomainError
-from training.simulate import HUMAN_GATE_PROMPTS, JUDGES, SELECTIONS, SimulationError, simulate
+from training.simulate import (
+    FIRST_FILTER,
+    HUMAN_GATE_PROMPTS,
+    JUDGES,
+    SELECTIONS,
+    SimulationError,
+    simulate,
+)
 
 
 class Command(BaseCommand):
@@ -45,8 +52,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--gate-threshold",
             type=float,
-            default=0.5,
-            help="The reward model's gate: the win rate a candidate needs by its scores.",
+            default=None,
+            help="The reward model's gate: the win rate a candidate needs by its scores. "
+            f"Default: {FIRST_FILTER} before people (a first filter), 0.5 alone.",
         )
         parser.add_argument(
             "--human-gate",
