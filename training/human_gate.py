@@ -138,11 +138,14 @@ def gate_human_decide(*, gate_id: int) -> GateEvaluation:
         gate.save(update_fields=["human_win_rate", "human_lower_bound", "metrics", "status",
                                  "finished_at"])  # fmt: skip
         round_close(round_id=gate.human_round_id)
-        if failed_on:
+        # People may take days: an admin may have deployed (or retired) the candidate by hand
+        # meanwhile. The verdict is recorded either way; it acts only on a candidate still one.
+        still_candidate = gate.candidate.status == PolicyVersion.Status.CANDIDATE
+        if still_candidate and failed_on:
             PolicyVersion.objects.filter(pk=gate.candidate_id).update(
                 status=PolicyVersion.Status.REJECTED
             )
-        else:
+        elif still_candidate:
             deployment_request(policy_id=gate.candidate_id)
         # Once, from whichever path decided: an automation waiting on the gate moves on, and
         # the gate.decided webhook goes out.
