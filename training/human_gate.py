@@ -23,9 +23,10 @@ shown to people.
    or rejected, as the reward model's verdict would be; the round is closed.
 
 What calls ``gate_human_decide``: each judgment of the round is announced
-(``judgment_recorded``; ``training/apps.py`` queues ``training.tasks.gate_human_check``), an
-automation waiting on the gate checks at each pass, and the beat's ``automations_advance_all``
-checks every judging gate (a lost message, an early close). Whichever decides announces the
+(``judgment_recorded``; ``training/apps.py`` queues ``training.tasks.gate_human_check``), and
+so is an admin's early close of the round (``round_completed``, the same task); an automation
+waiting on the gate checks at each pass, and the beat's ``automations_advance_all`` checks
+every judging gate (a lost message). Whichever decides announces the
 gate's end once, as ``job_finished`` (an automation waiting on it moves on; the
 ``gate.decided`` webhook goes out); the gate's own job does not announce a gate it hands to
 people.

@@ -248,3 +248,47 @@ def test_a_worker_decides_the_gate_when_people_finish(
     gate = api(admin).get(gate_url).json()
     assert gate["status"] == "passed" and gate["human_lower_bound"] >= 0.5, gate["metrics"]
     assert PolicyVersion.objects.get(status="active").name == detail["candidate"]
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_closing_the_side_by_side_round_early_decides_the_gate_at_once(
+    celery_worker_process, api, admin, annotator, tiny_policy
+):
+    """People may never finish: an admin closes the side-by-side round, and the worker decides
+    on what they judged (here nothing, so no evidence: rejected) at once, because the round's
+    close is announced; not at the beat's next pass (this worker runs no beat)."""
+
+    def wait_for(url: str, done, what: str) -> dict:
+        return worker_wait(api(admin), celery_worker_process, url, done, what)
+
+    # The worker does every job: the reward model, a DPO candidate, the reward model's check.
+    number = judged_round(api, annotator, n=12, seed=8)
+    for kind, recipe in (("reward", {**FAST, "max_steps": 2}), ("dpo", MOVING)):
+        run = api(admin).post(URL, {"kind": kind, "rounds": [number], "recipe": recipe},
+                              format="json").json()  # fmt: skip
+        run = wait_for(f"{URL}{run['id']}/", lambda b: b["status"] not in ("queued", "running"),
+                       kind)  # fmt: skip
+        assert run["status"] == "succeeded", run["error"]
+    candidate = PolicyVersion.objects.get(status="candidate")
+    import_pool(api, admin, synthetic.prompts(HUMAN, seed=23), tag="held-out")
+    asked = api(admin).post(
+        f"/api/v1/policies/{candidate.pk}/gate/",
+        {"prompts": 8, "threshold": 0.0, "human_prompts": HUMAN, "human_tags": ["held-out"]},
+        format="json",
+    )
+    assert asked.status_code == 202, asked.content
+    gate_url = f"/api/v1/gates/{asked.json()['id']}/"
+    checked = wait_for(gate_url, lambda b: b["status"] != "pending", "the reward model's check")
+    assert checked["status"] == "judging", checked
+    gate = GateEvaluation.objects.get(pk=checked["id"])
+    # Nobody judges (a judgment would queue a check of its own): the admin stops the round.
+    closed = api(admin).post(f"/api/v1/rounds/{gate.human_round_id}/close/")
+    assert closed.status_code == 200, closed.content
+
+    decided = wait_for(gate_url, lambda b: b["status"] != "judging", "the decision")
+    assert decided["status"] == "failed", decided
+    assert decided["metrics"]["failed_on"] == ["human_no_preference"]
+    assert decided["metrics"]["human"]["judgments"] == 0
+    assert PolicyVersion.objects.get(pk=candidate.pk).status == "rejected"
+    assert PolicyVersion.objects.get(status="active") == tiny_policy
