@@ -15,7 +15,8 @@ How ``task_next_for_annotator`` decides, step by step::
     candidates = tasks of open rounds that are not complete, that this annotator has not
                  submitted or skipped, and that have a free slot (submitted + leased < overlap)
                  or may hold an expired lease (leases_expire_at ≤ now);
-                 ordered nearest completion first (most judgments), then oldest
+                 ordered by their round's priority (a gate's side-by-side round first), then
+                 nearest completion first (most judgments), then oldest
       │
       ▼
     lock the first candidate nobody else has locked (SELECT … FOR UPDATE SKIP LOCKED on

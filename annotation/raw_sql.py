@@ -81,7 +81,7 @@ def task_sql(pick: bool, tried: int = 0) -> str:
             f"AND NOT EXISTS (SELECT 1 FROM {a} x WHERE x.task_id = t.id AND x.annotator_id = %s "
             f"AND x.status IN ('submitted', 'skipped'))"
             + (f" AND t.id NOT IN ({', '.join(['%s'] * tried)})" if tried else "")
-            + " ORDER BY t.submitted_count DESC, t.id LIMIT 1"
+            + " ORDER BY t.priority DESC, t.submitted_count DESC, t.id LIMIT 1"
             + (" FOR UPDATE OF t SKIP LOCKED" if connection.vendor == "postgresql" else "")
         )
     else:

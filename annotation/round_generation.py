@@ -315,7 +315,12 @@ def _publish(round_: Round, ready: list[tuple[Prompt, list[Completion]]]) -> Non
     try:
         with transaction.atomic():
             tasks = ComparisonTask.objects.bulk_create(
-                [ComparisonTask(round=round_, prompt=p, overlap=round_.overlap) for p, _ in ready]
+                [
+                    ComparisonTask(
+                        round=round_, prompt=p, overlap=round_.overlap, priority=round_.priority
+                    )
+                    for p, _ in ready
+                ]
             )
             TaskCompletion.objects.bulk_create(
                 [

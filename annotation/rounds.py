@@ -99,7 +99,12 @@ def _plans_from_imported(prompt_ids: list[int], *, k: int, seed: int) -> list[Pl
 def _tasks_create(round_: Round, plans: list[Plan]) -> None:
     """The round's tasks and their completions, in two bulk inserts."""
     tasks = ComparisonTask.objects.bulk_create(
-        [ComparisonTask(round=round_, prompt_id=pid, overlap=round_.overlap) for pid, _ in plans],
+        [
+            ComparisonTask(
+                round=round_, prompt_id=pid, overlap=round_.overlap, priority=round_.priority
+            )
+            for pid, _ in plans
+        ],
         batch_size=1000,
     )
     if any(task.pk is None for task in tasks):  # backends without RETURNING
@@ -284,6 +289,32 @@ def round_close(*, round_id: int) -> Round:
             transaction.on_commit(
                 lambda: round_completed.send(sender=Round, round_id=round_id), robust=True
             )
+    return round_
+
+
+# A promotion gate's side-by-side round (annotation.side_by_side): a candidate waits on it, so
+# its tasks go before those of collecting rounds (priority 0) unless an admin says otherwise.
+GATE_PRIORITY = 10
+MAX_PRIORITY = 100
+
+
+def round_set_priority(*, round_id: int, priority: int) -> Round:
+    """Set which open round's tasks are handed out first (higher first; ties go to the task
+    nearest completion, then the oldest). Copied onto the round's tasks in the same
+    transaction, for the distributor's index."""
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise DomainError(
+            f"priority: a whole number from 0 to {MAX_PRIORITY}.",
+            fields={"priority": [f"Must be from 0 to {MAX_PRIORITY}."]},
+        )
+    with transaction.atomic():
+        round_ = Round.objects.select_for_update().filter(pk=round_id).first()
+        if round_ is None:
+            raise DomainError("No such round.", code="not_found", status=404)
+        if round_.priority != priority:
+            round_.priority = priority
+            round_.save(update_fields=["priority"])
+            ComparisonTask.objects.filter(round_id=round_id).update(priority=priority)
     return round_
 
 

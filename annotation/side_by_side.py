@@ -31,7 +31,7 @@ from .distribution import distribution_statistics_refresh
 from .models import ComparisonTask, Judgment, Round, TaskCompletion
 from .quality import Estimate, wilson_estimate
 from .round_generation import storable
-from .rounds import Plan, _next_number, _tasks_create
+from .rounds import GATE_PRIORITY, Plan, _next_number, _tasks_create
 from .rubrics import rubric_current
 
 SIDE_BY_SIDE = Round.Source.SIDE_BY_SIDE
@@ -162,6 +162,7 @@ def side_by_side_open(
                     number=_next_number(), source=SIDE_BY_SIDE, rubric=rubric_current(), k=2,
                     overlap=overlap, seed=0, status=Round.Status.OPEN, sampling=sampling,
                     prompt_ids=[a.prompt.pk for a in shown], announce_judgments=True,
+                    priority=GATE_PRIORITY,
                 )  # fmt: skip
                 # Even tasks show the candidate first, odd ones the serving policy.
                 plans: list[Plan] = [

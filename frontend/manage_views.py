@@ -16,10 +16,12 @@ from annotation.imports import prompts_import
 from annotation.progress import round_leaderboard, round_set_leaderboard
 from annotation.pseudonyms import usernames_by_id
 from annotation.rounds import (
+    MAX_PRIORITY,
     round_close,
     round_open_for_policy,
     round_open_from_imported,
     round_progress,
+    round_set_priority,
     round_stats,
 )
 from annotation.rubrics import DEFAULT_RUBRIC, rubric_list
@@ -273,6 +275,23 @@ def manage_round_stop(request: HttpRequest, round_id: int) -> HttpResponse:
 def manage_round_close(request: HttpRequest, round_id: int) -> HttpResponse:
     round_close(round_id=round_id)
     messages.success(request, "Round closed: no new leases; held leases may still be submitted.")
+    return redirect("frontend:manage-round", round_id=round_id)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def manage_round_priority(request: HttpRequest, round_id: int) -> HttpResponse:
+    """Which open round's tasks annotators get first."""
+    try:
+        round_ = round_set_priority(round_id=round_id, priority=int(request.POST["priority"]))
+    except (KeyError, ValueError):
+        messages.error(request, f"Priority: a whole number from 0 to {MAX_PRIORITY}.")
+    except DomainError as error:
+        if error.status == 404:
+            raise Http404(f"No round {round_id}.") from None
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Round {round_.number}'s priority is {round_.priority}.")
     return redirect("frontend:manage-round", round_id=round_id)
 
 

@@ -39,6 +39,11 @@ urlpatterns = [
         name="manage-round-close",
     ),
     path(
+        "manage/rounds/<int:round_id>/priority/",
+        manage_views.manage_round_priority,
+        name="manage-round-priority",
+    ),
+    path(
         "manage/rounds/<int:round_id>/leaderboard/",
         manage_views.manage_round_leaderboard,
         name="manage-round-leaderboard",

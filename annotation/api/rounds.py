@@ -27,10 +27,12 @@ from ..progress import annotator_progress_by_round, round_leaderboard, round_set
 from ..pseudonyms import usernames_by_id
 from ..round_selection import SELECTIONS
 from ..rounds import (
+    MAX_PRIORITY,
     round_close,
     round_open_for_policy,
     round_open_from_imported,
     round_progress,
+    round_set_priority,
 )
 from ..rubrics import rubric_list
 from ..selectors import round_get, round_list
@@ -75,6 +77,7 @@ class RoundOutputSerializer(serializers.ModelSerializer):
             "gold_count",
             "leaderboard_enabled",
             "leaderboard_names",
+            "priority",
             "selection",
             "selection_run",
             "pool_size",
@@ -210,8 +213,9 @@ class RoundListApi(StrictApiView):
 
 
 class RoundDetailApi(StrictApiView):
-    """Read a round; PATCH changes what can change while it runs: its gold rate, and whether
-    annotators see its leaderboard (and with usernames or pseudonyms)."""
+    """Read a round; PATCH changes what can change while it runs: its gold rate, its priority
+    (which open round's tasks go first), and whether annotators see its leaderboard (and with
+    usernames or pseudonyms)."""
 
     permission_classes = [IsAdmin]
 
@@ -224,11 +228,19 @@ class RoundDetailApi(StrictApiView):
             required=False,
             help_text="The leaderboard shows usernames instead of the round's pseudonyms.",
         )
+        priority = serializers.IntegerField(
+            min_value=0,
+            max_value=MAX_PRIORITY,
+            required=False,
+            help_text="Tasks of open rounds of a higher priority are handed out first (a "
+            "promotion gate's side-by-side round opens at 10, others at 0).",
+        )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if not attrs:
                 raise serializers.ValidationError(
-                    "Give at least one of: gold_rate, leaderboard_enabled, leaderboard_names."
+                    "Give at least one of: gold_rate, leaderboard_enabled, leaderboard_names, "
+                    "priority."
                 )
             return attrs
 
@@ -253,6 +265,8 @@ class RoundDetailApi(StrictApiView):
         self._round(round_id)
         if "gold_rate" in values:
             round_set_gold_rate(round_id=round_id, rate=values["gold_rate"])
+        if "priority" in values:
+            round_set_priority(round_id=round_id, priority=values["priority"])
         if "leaderboard_enabled" in values or "leaderboard_names" in values:
             round_set_leaderboard(
                 round_id=round_id,

@@ -182,6 +182,13 @@ class Round(models.Model):
         help_text="The leaderboard shows usernames; off, each annotator is a pseudonym of this "
         "round (their own row marked as theirs).",
     )
+    # Which open round's tasks are handed out first (annotation/distribution.py): a gate's
+    # side-by-side round outranks collecting rounds, because a candidate waits on it.
+    priority = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Tasks of open rounds of a higher priority are handed out first (0 to "
+        "100; a promotion gate's side-by-side round gets 10).",
+    )
     announce_judgments = models.BooleanField(
         db_default=False,
         help_text="Each new judgment is announced (judgment_recorded): set by whatever waits on "
@@ -247,6 +254,9 @@ class ComparisonTask(models.Model):
         help_text="Gold tasks only, optional: reference {completion id: {axis: score}}.",
     )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When it was published.")
+    priority = models.PositiveSmallIntegerField(
+        default=0, help_text="Its round's priority, copied here for the distributor's index."
+    )
     round_open = models.BooleanField(
         db_default=True,
         help_text="False once its round is closed, so that the distributor's index holds the "
@@ -264,11 +274,13 @@ class ComparisonTask(models.Model):
             ),
         ]
         indexes = [
-            # The distributor walks open tasks nearest completion first.
+            # The distributor walks open tasks by their round's priority, then nearest
+            # completion first.
             models.Index(
+                F("priority").desc(),
                 F("submitted_count").desc(),
                 "id",
-                name="task_open_by_progress",
+                name="task_open_by_priority",
                 condition=Q(submitted_count__lt=F("overlap"), round_open=True),
             ),
         ]

@@ -226,3 +226,22 @@ def test_opening_a_round_refreshes_the_planner_statistics_of_the_lease_tables(po
     stamps = analyzed_at()
     assert len(stamps) == 3
     assert all(at is not None and at >= before for at in stamps.values()), stamps
+
+
+def test_a_round_of_higher_priority_is_handed_out_first(api, admin, annotator, annotator2):
+    older = open_round(n=2, overlap=2, seed=1)
+    newer = open_round(n=2, seed=2)
+    assert older.priority == newer.priority == 0
+    # Equal priorities: the oldest task first; judged once, it is the nearest completion.
+    started = lease(api(annotator))
+    assert started["round"] == older.number
+    api(annotator).post(submit_url(started["assignment"]), valid_body(started), format="json")
+    url = f"/api/v1/rounds/{newer.pk}/"
+    bad = api(admin).patch(url, {"priority": 101}, format="json")
+    assert bad.status_code == 400 and set(bad.json()["fields"]) == {"priority"}
+    changed = api(admin).patch(url, {"priority": 5}, format="json")
+    assert changed.status_code == 200 and changed.json()["priority"] == 5
+    assert set(ComparisonTask.objects.filter(round=newer).values_list("priority", flat=True)) == {5}
+    # The newer round's tasks now go first, even before the older round's task that is nearest
+    # completion (which only orders tasks of equal priority).
+    assert lease(api(annotator2))["round"] == newer.number

@@ -79,6 +79,10 @@ def test_admin_opens_watches_and_closes_a_round(sign_in, page, admin, annotator,
     annotators = page.locator("section[aria-labelledby=ann-title] table")
     expect(annotators.locator("td").first).to_have_text(annotator.username)
     screenshot("admin-round")
+    page.get_by_label("Priority").fill("7")
+    page.get_by_role("button", name="Save priority").click()
+    page.get_by_text("Round 1's priority is 7.").wait_for()
+    assert Round.objects.get().priority == 7
     page.get_by_role("button", name="Close round 1").click()
     page.get_by_text("Round closed").wait_for()
     assert Round.objects.get().status == "closed"

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.test import Client
 
 from annotation.models import Round
+from annotation.rounds import GATE_PRIORITY
 from feedback.models import Completion, PolicyVersion
 from feedback.serving import synthetic
 from feedback.serving.policies import policy_register
@@ -110,6 +111,7 @@ def test_people_decide_the_gate_and_their_round_never_trains(
     assert PolicyVersion.objects.get(status="active") == tiny_policy  # not before they decide
     sbs = gate.human_round
     assert sbs.source == "side_by_side" and sbs.k == 2 and sbs.status == "open"
+    assert sbs.priority == GATE_PRIORITY  # a candidate waits on it: before collecting rounds
     human = gate.metrics["human"]
     assert human["prompts"] == HUMAN and sbs.tasks.count() == HUMAN - human["identical"] > 0
     # Held out: no collecting round has used its prompts.
