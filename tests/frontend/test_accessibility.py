@@ -1,9 +1,10 @@
 """axe-core (vendored under vendor/axe-core) on the pages people work in all day: the
-workspace with a task, a phone-sized workspace, the demonstration page and the research
-dashboard. No serious or critical violation is allowed."""
+workspace with a task, the workspace revising a judgment, a phone-sized workspace, the
+demonstration page and the research dashboard. No serious or critical violation is allowed."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from ..factories import open_round
 from .conftest import PAGE_TIMEOUT_MS
-from .test_workspace import answer_ids
+from .test_workspace import answer_ids, rank_all_and_score, wait_saved
 
 pytestmark = pytest.mark.django_db(transaction=True)
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
@@ -71,6 +72,18 @@ def test_the_workspace_has_no_serious_violations(audited, annotator):
     page.get_by_role("button", name="Submit").click()  # the banner and marked fields too
     page.locator("#banner").wait_for()
     page.get_by_role("button", name="Guidelines (g)").click()
+    assert serious_violations(page) == []
+
+
+def test_the_workspace_revising_a_judgment_has_no_serious_violations(audited, annotator):
+    open_round(n=2, k=3)
+    page = audited(annotator.username)
+    rank_all_and_score(page, answer_ids(page))
+    page.get_by_role("button", name="Submit").click()
+    wait_saved(page)
+    page.get_by_role("button", name="Your recent judgments").click()
+    page.get_by_role("button", name=re.compile(r"^Revise your judgment")).click()
+    page.get_by_role("heading", name=re.compile(r"^Revising your judgment")).wait_for()
     assert serious_violations(page) == []
 
 

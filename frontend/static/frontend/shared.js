@@ -22,6 +22,13 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// The page's status line (a polite live region): what just happened, and whether it went well.
+export function setStatus(message, kind = "info") {
+  const status = $("#status");
+  status.textContent = message;
+  status.dataset.kind = kind;
+}
+
 export async function api(url, { method = "GET", body } = {}) {
   return fetch(url, {
     method,
