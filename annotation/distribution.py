@@ -5,9 +5,10 @@ How ``task_next_for_annotator`` decides, step by step::
     annotator asks for work
       │
       ▼
-    lock the annotator's user row (SELECT … FOR UPDATE): two tabs, or a script's burst, asking
-    at the same moment queue here, in whatever process they run, and each after the first sees
-    the lease the first took
+    lock the annotator (an advisory transaction lock on ``annotator_lock_key``, the lease rate
+    limit's own key, so the lease route, which took it for the limit, does not take it again):
+    two tabs, or a script's burst, asking at the same moment queue here, in whatever process
+    they run, and each after the first sees the lease the first took
       │
       ├─ holds an unexpired lease on a task of an open round? ── yes ─► return that same assignment
       │ no
@@ -70,13 +71,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 
 from feedback.platform.errors import DomainError
+from feedback.platform.throttle import keys_lock
 
 from .models import Assignment, ComparisonTask, Round, Rubric
 from .raw_sql import (
@@ -201,26 +202,32 @@ def _counts_save(task: Any) -> None:
     )
 
 
-def _annotator_lock_holds_lease(annotator: AbstractBaseUser, now: datetime) -> bool:
-    """Lock the annotator's user row until the transaction ends (their lease requests queue),
-    then say whether they hold an unexpired lease: an index probe of ``assignment_active_lease``
-    (most requests hold nothing).
+def annotator_lock_key(annotator_id: object) -> str:
+    """The lock an annotator's lease requests queue on: the key of the lease rate limit
+    (``THROTTLE_RATES["lease"]``), whose check the lease route makes first under the same
+    advisory lock (``feedback.platform.throttle.keys_lock``), in the same transaction."""
+    return f"lease:user:{annotator_id}"
 
-    On PostgreSQL these are two statements: a statement's snapshot is taken before it waits on
-    the lock, so a probe in the locking statement would not see the lease that the request it
-    waited for committed, and two tabs would both get one. SQLite's transaction holds the
-    database's write lock from its start, so there one statement sees everything."""
-    user_meta = get_user_model()._meta
+
+def _annotator_lock_holds_lease(annotator: AbstractBaseUser, now: datetime, locked: bool) -> bool:
+    """Lock the annotator until the transaction ends (their lease requests queue), unless the
+    caller holds that lock already (``locked``), then say whether they hold an unexpired lease:
+    an index probe of ``assignment_active_lease`` (most requests hold nothing).
+
+    An advisory lock rather than the user's row (``FOR UPDATE``), which it was: the lease route
+    takes the rate limit's advisory lock on the same key first, so one lock serves both and a
+    lease is a round trip shorter. On PostgreSQL the lock and the probe are two statements: a
+    statement's snapshot is taken before it waits on the lock, so a probe in the locking
+    statement would not see the lease that the request it waited for committed, and two tabs
+    would both get one. SQLite's transaction holds the database's write lock from its start,
+    so there one statement sees everything."""
     probe = (
         f"SELECT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} a "
         f"WHERE a.annotator_id = %s AND a.status = 'leased' AND a.lease_expires_at > %s)"
     )
+    if not locked:
+        keys_lock([annotator_lock_key(annotator.pk)])
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"SELECT 1 FROM {user_meta.db_table} WHERE {user_meta.pk.column} = %s FOR UPDATE",
-                [annotator.pk],
-            )
         cursor.execute(probe, [annotator.pk, sql_datetime(now)])
         row = cursor.fetchone()
     return bool(row and row[0])
@@ -247,15 +254,16 @@ def _held_lease(annotator: AbstractBaseUser, now: datetime) -> LeasedTask | None
 
 
 def task_next_for_annotator(
-    *, annotator: AbstractBaseUser, now: datetime | None = None
+    *, annotator: AbstractBaseUser, now: datetime | None = None, locked: bool = False
 ) -> LeasedTask | None:
     """Lease the next task to ``annotator``, or return the one they hold. None when none is left.
 
     Inside a caller's transaction (the lease route's, which holds the rate limit's log) it
-    takes no savepoint: it is all or nothing with the caller's work, and pays no round trips."""
+    takes no savepoint: it is all or nothing with the caller's work, and pays no round trips.
+    ``locked``: the caller's transaction holds the annotator's lock (``annotator_lock_key``)."""
     now = now or timezone.now()
     with transaction.atomic(savepoint=False):
-        if _annotator_lock_holds_lease(annotator, now):
+        if _annotator_lock_holds_lease(annotator, now, locked):
             held = _held_lease(annotator, now)
             if held is not None:
                 return held

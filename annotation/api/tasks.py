@@ -17,7 +17,12 @@ from feedback.platform.roles import IsAnnotator
 from feedback.platform.strict import StrictApiView, StrictSerializer, body_strict
 from feedback.platform.throttle import LeaseThrottle
 
-from ..distribution import LeasedTask, assignment_skip, task_next_for_annotator
+from ..distribution import (
+    LeasedTask,
+    annotator_lock_key,
+    assignment_skip,
+    task_next_for_annotator,
+)
 from ..judgments import judgment_submit
 from ..models import Judgment
 from ..progress import annotator_round_progress
@@ -88,7 +93,6 @@ class TaskNextApi(StrictApiView):
     429 with Retry-After past the lease rate (``THROTTLE_RATES["lease"]``)."""
 
     permission_classes = [IsAnnotator]
-    throttle_classes = [LeaseThrottle]
 
     class LeasedTaskSerializer(serializers.Serializer):
         assignment = serializers.UUIDField()
@@ -109,18 +113,19 @@ class TaskNextApi(StrictApiView):
         )
         rubric = RubricSerializer()
 
-    def check_throttles(self, request: Request) -> None:
-        """Checked in ``post`` instead, once the caller is known."""
-
     @extend_schema(request=None, responses={200: LeasedTaskSerializer, 204: None, 403: ERROR})
     def post(self, request: Request) -> Response:
         # The rate limit's lock and log and the lease share one transaction: two round trips
         # (BEGIN, COMMIT) fewer on every lease. A lease that fails rolls its log row back with
-        # it (``task_next_for_annotator`` takes no savepoint of its own inside this one).
+        # it (``task_next_for_annotator`` takes no savepoint of its own inside this one). The
+        # limit's lock is the annotator's lock too (``annotator_lock_key``): taken once.
         with transaction.atomic():
-            super().check_throttles(request)
+            throttle = LeaseThrottle()
+            if not throttle.allow_request(request, self):
+                self.throttled(request, throttle.wait())
             body_strict(request)
-            leased = task_next_for_annotator(annotator=request.user)
+            locked = throttle.locked_key == annotator_lock_key(request.user.pk)
+            leased = task_next_for_annotator(annotator=request.user, locked=locked)
         if leased is None:
             return Response(status=204)
         return Response(leased_task_payload(leased))

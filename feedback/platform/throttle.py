@@ -95,9 +95,11 @@ def _lock_id(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _keys_lock(keys: Sequence[str]) -> None:
+def keys_lock(keys: Sequence[str]) -> None:
     """Serialise check-then-log per key until the transaction ends. On SQLite the IMMEDIATE
-    transaction already holds the database's write lock (see the module's doc)."""
+    transaction already holds the database's write lock (see the module's doc). The lease
+    route's distributor serialises an annotator's leases on the same lock as the lease limit
+    (``annotation.distribution.annotator_lock_key``), so it takes it once."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
@@ -159,7 +161,7 @@ def throttle_take(limits: Sequence[Limit], *, now: float | None = None) -> Taken
     # No savepoint inside a caller's transaction: the lock and the log row live and die with
     # it, and a request pays no savepoint round trips (outside one this is the transaction).
     with transaction.atomic(savepoint=False):
-        _keys_lock([limit.key for limit in limits])
+        keys_lock([limit.key for limit in limits])
         hit_ids = _log_if_room(limits, now)
         if hit_ids is None:
             waits = [wait for limit in limits if (wait := _wait(limit, now)) is not None]
@@ -236,12 +238,15 @@ class AtomicRateThrottle(BaseThrottle):
 
     def __init__(self) -> None:
         self._wait: float | None = None
+        # The key whose lock this request's transaction now holds (None when the rate is off).
+        self.locked_key: str | None = None
 
     def allow_request(self, request: Any, view: Any) -> bool:
         user = request.user
         who = f"user:{user.pk}" if user and user.is_authenticated else f"ip:{client_ip(request)}"
         limit = scope_limit(self.scope, who)
         self._wait = None if limit is None else throttle_take([limit]).wait
+        self.locked_key = None if limit is None else limit.key
         return self._wait is None
 
     def wait(self) -> float | None:

@@ -163,17 +163,17 @@ def test_periodic_sweep_reclaims_lapsed_leases(api, annotator):
 def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
     open_round(n=5)
     client = api(annotator)
-    # token with user and roles, the rate limit's log (one conditional insert), the annotator's
-    # row lock (PostgreSQL) and the held-lease probe, the candidate locked with its prompt and
-    # slots, the assignment inserted and its slot counted (one statement on PostgreSQL, two on
-    # SQLite); plus the savepoint pair of the lease's transaction (in a test, every transaction
-    # is nested in the test's own). PostgreSQL adds the rate limit's advisory lock.
+    # token with user and roles, the rate limit's log (one conditional insert), the held-lease
+    # probe, the candidate locked with its prompt and slots, the assignment inserted and its
+    # slot counted (one statement on PostgreSQL, two on SQLite); plus the savepoint pair of the
+    # lease's transaction (in a test, every transaction is nested in the test's own).
+    # PostgreSQL adds the rate limit's advisory lock, which is the annotator's lock too.
     postgresql = connection.vendor == "postgresql"
     rubrics_read()
-    with django_assert_num_queries(8 + postgresql):
+    with django_assert_num_queries(8):
         task = lease(client)
-    # Holding one: the rate limit's, the lock finds it, it is read, then its task.
-    with django_assert_num_queries(7 + 2 * postgresql):
+    # Holding one: the rate limit's, the probe finds it, it is read, then its task.
+    with django_assert_num_queries(7 + postgresql):
         assert lease(client)["assignment"] == task["assignment"]
 
 

@@ -72,11 +72,17 @@ def _leases_at_once(base_url: str, token: str, count: int) -> list[tuple[int, st
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_tabs_and_a_burst_of_a_hundred_get_one_lease(postgres: None) -> None:
+@pytest.mark.parametrize("lease_rate", ["300/min", ""], ids=["rate-limited", "no-rate-limit"])
+def test_two_tabs_and_a_burst_of_a_hundred_get_one_lease(postgres: None, lease_rate: str) -> None:
+    """With the lease limit on, its lock is the annotator's lock too (taken once); with it off,
+    the distributor takes that lock itself. Either way one lease."""
     round_seed(tasks=30, overlap=3)
     pair_token, burst_token = annotator_tokens(2, prefix="tabs")
     log = Path(settings.VAR_DIR) / "test-gunicorn-tabs.log"
-    with gunicorn_serving(database_url=database_url(), log=log, workers=2, threads=4) as server:
+    env = {"THROTTLE_LEASE": lease_rate}
+    with gunicorn_serving(
+        database_url=database_url(), log=log, env=env, workers=2, threads=4
+    ) as server:
         pair = _leases_at_once(server.base_url, pair_token, 2)
         burst = _leases_at_once(server.base_url, burst_token, 100)
 
