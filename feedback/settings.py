@@ -131,6 +131,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so a worker process can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
+    # Django's PostgreSQL backend, its per-request health check without a round trip on a
+    # quiet connection (feedback/platform/postgresql/base.py).
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "feedback.platform.postgresql"
     # An unreachable server fails a request in seconds (a fast 503), not after the kernel's TCP
     # timeout; keepalives notice a connection that died silently.
     DATABASES["default"].setdefault("OPTIONS", {}).update(

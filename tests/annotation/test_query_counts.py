@@ -9,7 +9,9 @@ change removes one, lower the number in the same commit so it cannot creep back.
 the lease of a held task; these pin issue 19's workload on both databases, that neither the
 lease nor the submit grows with K (no query per completion), and the authentication path on its
 own. Counts include the savepoint pair of each transaction (in a test, every transaction is
-nested in the test's own)."""
+nested in the test's own). They cannot include the health check of a reused connection before a
+request's first statement, which bypasses Django's query log: tests/feedback/test_health_check.py
+shows that it sends nothing on a quiet connection."""
 
 from __future__ import annotations
 
