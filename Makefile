@@ -64,7 +64,7 @@ test: lint browser
 
 # Refresh the screenshots in docs/ from the browser tests.
 screenshots: install browser
-	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews or advances_by_itself or follows_a_disagreement or phone_ranks_by_tapping or guidelines_and_a_preview or gates_deploys_and_rolls_back or rubric_is_a_click_away or why_agreement_is_empty or sees_who_is_who"
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/frontend -q -k "keyboard_alone or watches or researcher_previews or advances_by_itself or follows_a_disagreement or phone_ranks_by_tapping or guidelines_and_a_preview or gates_deploys_and_rolls_back or rubric_is_a_click_away or why_agreement_is_empty or sees_who_is_who or revises_a_judgment_from_the_recent_list"
 
 # Every benchmark measures the platform against a baseline in the same run, alternating, and
 # writes benchmarks/results/<name>.json and .png; the last step writes docs/benchmarks.md.

@@ -61,7 +61,7 @@ def test_the_annotator_revises_a_judgment_from_the_recent_list(
     expect(page.get_by_label("Rationale")).to_have_value("")
     expect(page.get_by_role("button", name="Submit")).to_be_hidden()
     expect(page.get_by_role("button", name="Skip…")).to_be_hidden()
-    screenshot("workspace-revise", full_page=True)
+    screenshot("workspace-revise")
 
     # C to the top (A takes its 3rd place), and C's helpfulness to 7.
     page.locator(".answer").nth(2).focus()
