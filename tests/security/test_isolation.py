@@ -137,6 +137,7 @@ ROUTES: dict[str, Route] = {
     "frontend:manage-round-stop": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round-close": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-round-leaderboard": page(GET=NO_METHOD, POST=ADMINS),
+    "frontend:manage-round-priority": page(GET=NO_METHOD, POST=ADMINS),
     "frontend:manage-rubrics": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-rubric": page(GET=ADMINS, POST=ADMINS),
     "frontend:manage-rubric-new": page(GET=ADMINS, POST=ADMINS),
