@@ -74,6 +74,7 @@ def manage_policies(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and (done := _register_model(request, form)):
         messages.success(request, done)
         return redirect("frontend:manage-policies")
+    pending = release_pending()  # first: see training.releases.run_release
     rows = policy_rows()
     return render(
         request,
@@ -85,7 +86,7 @@ def manage_policies(request: HttpRequest) -> HttpResponse:
             "reward_runs": gate_reward_runs(),
             "gate_form": GateForm(),
             "register_form": form,
-            "pending": release_pending(),
+            "pending": pending,
         },
         status=400 if form.errors else 200,
     )

@@ -190,10 +190,15 @@ def release_pending() -> bool:
 
 
 def run_release(*, run: TrainingRun) -> Release | None:
-    """The version ``run`` produced: its gates (newest first), deployments and actions."""
+    """The version ``run`` produced: its gates (newest first), deployments and actions.
+
+    Whether anything is pending is read first: a deployment that finishes while the rest is
+    read then leaves a page that refreshes once more, never one that shows the version as it
+    was before and stops refreshing."""
     policy = run.produced_policy
     if policy is None:
         return None
+    pending = release_pending()
     gates = list(
         GateEvaluation.objects.filter(candidate=policy)
         .select_related("candidate", "baseline", "reward_run")
@@ -202,7 +207,7 @@ def run_release(*, run: TrainingRun) -> Release | None:
     (row,) = policy_rows(policies=PolicyVersion.objects.filter(pk=policy.pk))
     return Release(
         policy=row.policy, gates=gates, deployments=deployment_history(policy=policy, limit=20),
-        row=row, pending=release_pending(), reward_runs=gate_reward_runs(),
+        row=row, pending=pending, reward_runs=gate_reward_runs(),
     )  # fmt: skip
 
 

@@ -62,12 +62,6 @@ def test_an_admin_asks_people_to_decide_the_gate_and_reads_their_verdict(
     decided = worker_wait(client, celery_worker_process, f"/api/v1/gates/{gate.pk}/",
                           lambda body: body["status"] != "judging", "the decision")  # fmt: skip
     assert decided["status"] == "passed", decided
-    # Then the worker deploys the candidate. Read the page once that is done: a reload between
-    # the two could catch the deployment pending, and this test is about the verdict.
-    worker_wait(client, celery_worker_process, "/api/v1/policies/",
-                lambda body: {"id": gate.candidate_id, "status": "active"}.items()
-                <= next(p for p in body if p["id"] == gate.candidate_id).items(),
-                "the deployment")  # fmt: skip
     page.reload()
     result = page.locator("section.release .gate-result").first
     expect(result.locator(".badge")).to_have_text("passed", timeout=JOB_TIMEOUT_MS)
