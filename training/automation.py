@@ -210,7 +210,8 @@ def _round_judged(automation: Automation) -> bool:
     # trained on its round alone (its own samples: on-policy, but 32 prompts' pairs) the policy
     # gained little after round 1 and ended at 0.65-0.70 against round 0; on every round's
     # pairs at 0.70-0.73, and at 0.74-0.78 with 64 prompts a round, with fewer rude and more
-    # right answers. ``policy_rounds="this"`` keeps the round alone.
+    # right answers (with people deciding the gate, 80 a round: 0.73-0.81 over ten seeds).
+    # ``policy_rounds="this"`` keeps the round alone.
     rounds = [automation.round.number] if automation.policy_rounds == "this" else None
     snapshot = snapshot_create_preference(rounds=rounds)
     run = training_run_create(kind="reward", rounds=None, recipe=automation.reward_recipe)

@@ -11,6 +11,7 @@ from feedback.platform.errors import DomainError
 from training.simulate import (
     FIRST_FILTER,
     HUMAN_GATE_PROMPTS,
+    PROMPTS_PER_ROUND,
     JUDGES,
     SELECTIONS,
     SimulationError,
@@ -46,7 +47,10 @@ class Command(BaseCommand):
             help="The succeeded reward-model training run that judges, with --judge reward.",
         )
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--prompts", type=int, default=64, help="Prompts per round.")
+        parser.add_argument(
+            "--prompts", type=int, default=PROMPTS_PER_ROUND,
+            help=f"Prompts per round. Default: {PROMPTS_PER_ROUND}.",
+        )
         parser.add_argument("--k", type=int, default=4, help="Completions per task.")
         parser.add_argument("--eval-prompts", type=int, default=48, help="Held-out questions.")
         parser.add_argument(
