@@ -10,7 +10,8 @@ measuring: snapshots, queues, stage changes, deployment, the next round's openin
 
 DESIGN §10 targets: after 3 rounds the policy beats round 0 at least 0.70 of the time, rudeness
 at most 0.05; the machinery adds under a minute per round on CPU. Run: ``make bench``, or
-``python benchmarks/loop.py --rounds 3``. ``QUICK=1``: 32 prompts a round instead of 80 (simulate's default).
+``python benchmarks/loop.py --rounds 3``. ``QUICK=1``: 32 prompts a round instead of 80
+(simulate's default).
 
 It works in a SQLite database and folder of its own (``var/bench/loop``), made anew each run; the
 tiny model is built once into ``var/bench/artifacts``.

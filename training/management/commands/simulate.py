@@ -11,8 +11,8 @@ from feedback.platform.errors import DomainError
 from training.simulate import (
     FIRST_FILTER,
     HUMAN_GATE_PROMPTS,
-    PROMPTS_PER_ROUND,
     JUDGES,
+    PROMPTS_PER_ROUND,
     SELECTIONS,
     SimulationError,
     simulate,
