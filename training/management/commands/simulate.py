@@ -48,7 +48,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
-            "--prompts", type=int, default=PROMPTS_PER_ROUND,
+            "--prompts",
+            type=int,
+            default=PROMPTS_PER_ROUND,
             help=f"Prompts per round. Default: {PROMPTS_PER_ROUND}.",
         )
         parser.add_argument("--k", type=int, default=4, help="Completions per task.")
