@@ -11,7 +11,7 @@ measuring: snapshots, queues, stage changes, deployment, the next round's openin
 DESIGN §10 targets: after 3 rounds the policy beats round 0 at least 0.70 of the time, rudeness
 at most 0.05; the machinery adds under a minute per round on CPU. Run: ``make bench``, or
 ``python benchmarks/loop.py --rounds 3``. ``QUICK=1``: 32 prompts a round instead of 80
-(simulate's default).
+(simulate's default), and one seed instead of five (each seed about 90 s).
 
 It works in a SQLite database and folder of its own (``var/bench/loop``), made anew each run; the
 tiny model is built once into ``var/bench/artifacts``.
@@ -175,9 +175,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=32 if quick() else 80)  # simulate's
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, default=1,
+    parser.add_argument("--seeds", type=int, default=1 if quick() else 5,
                         help="this many seeds (--seed, --seed + 1, ...), each in a fresh "
-                             "database; the targets are checked over all of them")  # fmt: skip
+                             "database; the targets are checked over all of them (default 5, "
+                             "1 with QUICK=1)")  # fmt: skip
     parser.add_argument("--human-gate", type=int, default=None, metavar="PROMPTS",
                         help="held-out prompts the simulated annotators judge each candidate "
                              "on, side by side (default: simulate's); 0: the reward model's "

@@ -121,7 +121,7 @@ def generation_overhead(data: dict[str, Any]) -> list[str]:
 def loop(data: dict[str, Any]) -> list[str]:
     lines = [
         f"`simulate`: {data['rounds']} automatic rounds, {data['prompts_per_round']} prompts a "
-        "round, the rule oracle as judge; seconds per stage.",
+        "round, the rule oracle as judge; seconds per stage (the first seed).",
         "",
         "| round | generate | annotate | train | gate | measure | machinery | total | outside "
         "training+generation | win rate vs round 0 | rudeness |",
@@ -136,7 +136,35 @@ def loop(data: dict[str, Any]) -> list[str]:
             f"{r['share_outside_training_and_generation']:.0%} | "
             f"{r['win_rate_vs_round0']:.2f} | {r['rudeness']:.2f} |"
         )
+    if len(data.get("seeds", {})) > 1:
+        lines += ["", *_loop_seeds(data["seeds"])]
     return [*lines, "", *_verdicts(data)]
+
+
+def _loop_seeds(seeds: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Every seed's rounds: the oracle's measures and what the gate decided."""
+    lines = [
+        f"Over {len(seeds)} seeds, each in a fresh database: the oracle's win rate against round "
+        "0, correctness and rudeness of the policy serving after each round, and the gate: its "
+        "decision, the reward model's win rate, people's (ties as half) and the lower end of the "
+        "95% interval of their decisive win rate, which decides.",
+        "",
+        "| seed | round | win vs round 0 | correctness | rudeness | gate | reward-model win | "
+        "human win | lower bound | failed on |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for seed, rounds in seeds.items():
+        for r in rounds:
+            gate = r.get("gate") or {}
+            human, low = gate.get("human_win_rate"), gate.get("human_lower_bound")
+            lines.append(
+                f"| {seed} | {r['round']} | {r['win_rate_vs_round0']:.2f} | "
+                f"{r['correctness']:.2f} | {r['rudeness']:.2f} | {gate.get('status', '-')} | "
+                f"{gate.get('win_rate') or 0:.3f} | {'-' if human is None else f'{human:.3f}'} | "
+                f"{'-' if low is None else f'{low:.2f}'} | "
+                f"{', '.join(gate.get('failed_on') or []) or '-'} |"
+            )
+    return lines
 
 
 def active_learning(data: dict[str, Any]) -> list[str]:
