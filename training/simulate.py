@@ -90,8 +90,8 @@ FIRST_FILTER = 0.45
 # Prompts a round. More distinct questions is what made later rounds learn (docs/benchmarks.md,
 # "The loop"): over five seeds, every candidate promoted, 32 a round ended at 0.70-0.73 against
 # round 0 and 64 at 0.74-0.78; with the human gate, 64 left one seed's round 2 at 0.69 and its
-# round 3 turned back, and 80 met 0.70 on every seed (0.74 to 0.81). Three rounds of 80 and the
-# gate's 128 use every question the synthetic task has besides the held-out ones.
+# round 3 turned back, and 80 met 0.70 on ten seeds of ten (0.73 to 0.81). Three rounds of 80
+# and the gate's 128 use every question the synthetic task has besides the held-out ones.
 PROMPTS_PER_ROUND = 80
 # Disagreement needs per-axis reward models, which the loop does not train.
 SELECTIONS = ("random", "uncertainty")
