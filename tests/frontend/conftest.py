@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
@@ -87,7 +88,28 @@ def page(browser: Any, live_server: Any) -> Iterator[Any]:
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     yield page
     context.close()
+    server_settled()
     assert errors == [], errors
+
+
+def server_settled(timeout_s: float = 15.0) -> None:
+    """Until no other session of the test database is running a statement or holds a
+    transaction open (at most ``timeout_s``). The live server may still be answering the last
+    request the closed browser sent, and the flush after the test takes every table's lock in
+    turn: with that request holding one table and wanting another, PostgreSQL broke the
+    deadlock by failing the flush (seen in CI), and the next test found the last one's rows."""
+    if connection.vendor != "postgresql":
+        return  # SQLite: one writer at a time, the flush waits its turn
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.02)  # the condition is polled; nothing to wait on otherwise
 
 
 def signed_in(page: Any, username: str, password: str = "pw-for-tests") -> Any:
