@@ -1,6 +1,7 @@
 """Task distribution: leasing comparison tasks to annotators (DESIGN §4).
 
-How ``task_next_for_annotator`` decides, step by step::
+How ``task_next_for_annotator`` decides, step by step (on PostgreSQL the lease route runs the
+same steps server-side, in one statement: ``annotation.lease``)::
 
     annotator asks for work
       │
@@ -50,7 +51,7 @@ no two paths wait on each other in opposite orders. A lock rather than a partial
 lapsed stays ``leased`` until a claimer or the sweep reclaims it, which such an index would
 count as live.
 
-Each assignment shows the task's completions in an order of its own, a shuffle seeded by the
+Each assignment shows the task's completions in an order of its own, a shuffle keyed by the
 round's seed, the task and the annotator (``assignment_display_order``), stored on the
 assignment when it is leased and copied onto the judgment. The task's own positions are already
 a shuffle, but one every annotator shared: a reader's bias toward the first answer then fell on
@@ -63,6 +64,7 @@ balanced exactly over the round rather than at random.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Sequence
@@ -110,17 +112,21 @@ def assignment_display_order(
     *, seed: int, task_id: int, annotator_id: int, completion_ids: Sequence[int]
 ) -> list[int]:
     """The order one annotator is shown a task's completions in: ``completion_ids`` (the task's
-    positions) shuffled by ``random.Random`` seeded with the string
-    ``"display-order:<round seed>:<task id>:<annotator id>"``.
+    positions) sorted by the SHA-256 of ``"display-order:<round seed>:<task id>:<annotator
+    id>:<completion id>"``.
 
-    A string seed is hashed with SHA-512 (``random.seed``, version 2), so the order is the same
-    in every process and Python version, unlike ``hash()``; and it rests on the task and the
+    A hash rather than ``random.Random`` (which it was): it is the same in every process and
+    Python version, unlike ``hash()``, and PostgreSQL computes it too (``sha256``), so the lease
+    can run as one statement there (``annotation.lease``). It rests on the task and the
     annotator rather than on the assignment's random id, so it can be recomputed from the data
     alone, and an annotator re-leased the same task is shown it the same way.
     """
-    order = list(completion_ids)
-    random.Random(f"display-order:{seed}:{task_id}:{annotator_id}").shuffle(order)
-    return order
+
+    def key(completion_id: int) -> tuple[bytes, int]:
+        text = f"display-order:{seed}:{task_id}:{annotator_id}:{completion_id}"
+        return hashlib.sha256(text.encode()).digest(), completion_id
+
+    return sorted(completion_ids, key=key)
 
 
 @dataclass(frozen=True)
@@ -161,21 +167,41 @@ def distribution_statistics_refresh() -> None:
         transaction.on_commit(analyze)
 
 
-def _lease_expiry(now: datetime) -> datetime:
+def lease_expiry(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.LEASE_SECONDS)
+
+
+def leased_task(
+    *,
+    assignment_id: uuid.UUID,
+    expires: datetime,
+    order: list[int],
+    task_id: int,
+    round_number: int,
+    rubric: Rubric,
+    messages: list[dict[str, Any]],
+    safety: bool,
+    slots: list[tuple[int, str]],
+) -> LeasedTask:
+    """What the annotator is shown: the slots (completion id, text, in position order) in
+    ``order``, or in position order where it does not fit (a lease taken before orders were
+    stored shows what it showed then)."""
+    texts = dict(slots)
+    shown = [(cid, texts[cid]) for cid in order] if sorted(order) == sorted(texts) else slots
+    return LeasedTask(
+        assignment_id=assignment_id, lease_expires_at=expires, task_id=task_id,
+        round_number=round_number, rubric=rubric, messages=messages, safety=safety,
+        completions=shown,
+    )  # fmt: skip
 
 
 def _leased(
     task: TaskRead, assignment_id: uuid.UUID, expires: datetime, order: list[int]
 ) -> LeasedTask:
-    """What the annotator is shown: the slots in ``order`` (position order where it does not fit:
-    a lease taken before orders were stored shows what it showed then)."""
-    texts = dict(task.slots)
-    shown = [(cid, texts[cid]) for cid in order] if sorted(order) == sorted(texts) else task.slots
-    return LeasedTask(
-        assignment_id=assignment_id, lease_expires_at=expires, task_id=task.id,
+    return leased_task(
+        assignment_id=assignment_id, expires=expires, order=order, task_id=task.id,
         round_number=task.round_number, rubric=task.rubric, messages=task.messages,
-        safety=task.safety, completions=shown,
+        safety=task.safety, slots=task.slots,
     )  # fmt: skip
 
 
@@ -325,7 +351,7 @@ def _gold_instead(*, task: TaskRead, annotator: AbstractBaseUser) -> TaskRead | 
 def _lease(*, task: TaskRead, annotator: AbstractBaseUser, now: datetime) -> LeasedTask | None:
     """Lease ``task`` (locked, with a free slot) to ``annotator``; None if the row of theirs it
     would reuse is no longer a lapsed one (a late submit of it committed meanwhile)."""
-    expires = _lease_expiry(now)
+    expires = lease_expiry(now)
     order = [completion_id for completion_id, _ in task.slots]
     if task.shuffled:  # a side-by-side round balances its order over its tasks instead
         order = assignment_display_order(

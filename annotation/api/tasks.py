@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -15,15 +14,10 @@ from feedback.platform.errors import DomainError
 from feedback.platform.rendering import render_untrusted
 from feedback.platform.roles import IsAnnotator
 from feedback.platform.strict import StrictApiView, StrictSerializer, body_strict
-from feedback.platform.throttle import LeaseThrottle
 
-from ..distribution import (
-    LeasedTask,
-    annotator_lock_key,
-    assignment_skip,
-    task_next_for_annotator,
-)
+from ..distribution import LeasedTask, assignment_skip
 from ..judgments import judgment_submit
+from ..lease import lease_next
 from ..models import Judgment
 from ..progress import annotator_round_progress
 from ..quality import annotator_quality
@@ -115,17 +109,11 @@ class TaskNextApi(StrictApiView):
 
     @extend_schema(request=None, responses={200: LeasedTaskSerializer, 204: None, 403: ERROR})
     def post(self, request: Request) -> Response:
-        # The rate limit's lock and log and the lease share one transaction: two round trips
-        # (BEGIN, COMMIT) fewer on every lease. A lease that fails rolls its log row back with
-        # it (``task_next_for_annotator`` takes no savepoint of its own inside this one). The
-        # limit's lock is the annotator's lock too (``annotator_lock_key``): taken once.
-        with transaction.atomic():
-            throttle = LeaseThrottle()
-            if not throttle.allow_request(request, self):
-                self.throttled(request, throttle.wait())
-            body_strict(request)
-            locked = throttle.locked_key == annotator_lock_key(request.user.pk)
-            leased = task_next_for_annotator(annotator=request.user, locked=locked)
+        body_strict(request)
+        lease = lease_next(annotator=request.user)
+        if lease.wait is not None:
+            self.throttled(request, lease.wait)
+        leased = lease.leased
         if leased is None:
             return Response(status=204)
         return Response(leased_task_payload(leased))

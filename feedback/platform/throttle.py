@@ -48,7 +48,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from rest_framework.throttling import BaseThrottle
 
 from feedback.models import ThrottleHit
 
@@ -90,7 +89,7 @@ def scope_limit(scope: str, who: str) -> Limit | None:
     return Limit(key=f"{scope}:{who}"[:KEY_LENGTH], count=count, period_s=period)
 
 
-def _lock_id(key: str) -> int:
+def advisory_lock_id(key: str) -> int:
     """A signed 64-bit id for ``key``, as ``pg_advisory_xact_lock`` takes."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
@@ -99,11 +98,13 @@ def keys_lock(keys: Sequence[str]) -> None:
     """Serialise check-then-log per key until the transaction ends. On SQLite the IMMEDIATE
     transaction already holds the database's write lock (see the module's doc). The lease
     route's distributor serialises an annotator's leases on the same lock as the lease limit
-    (``annotation.distribution.annotator_lock_key``), so it takes it once."""
+    (``annotation.distribution.annotator_lock_key``), so it takes it once. On PostgreSQL the
+    lease route checks and logs its limit inside one database function with the lease itself
+    (``annotation.lease``): the same lock id, the same log, the same rule."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
-        for lock_id in sorted({_lock_id(key) for key in keys}):
+        for lock_id in sorted({advisory_lock_id(key) for key in keys}):
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
 
 
@@ -225,33 +226,3 @@ def login_attempt_succeeded(attempt: LoginAttempt) -> None:
 def login_attempt_void(attempt: LoginAttempt) -> None:
     """No password was checked (a field was missing): the attempt gives its slots back."""
     ThrottleHit.objects.filter(pk__in=attempt.hit_ids).delete()
-
-
-# --- DRF -------------------------------------------------------------------------------------
-
-
-class AtomicRateThrottle(BaseThrottle):
-    """A DRF throttle on the sliding log: per user when signed in, else per address. The rate
-    is ``settings.THROTTLE_RATES[scope]``; an exceeded one is a 429 with Retry-After."""
-
-    scope = ""
-
-    def __init__(self) -> None:
-        self._wait: float | None = None
-        # The key whose lock this request's transaction now holds (None when the rate is off).
-        self.locked_key: str | None = None
-
-    def allow_request(self, request: Any, view: Any) -> bool:
-        user = request.user
-        who = f"user:{user.pk}" if user and user.is_authenticated else f"ip:{client_ip(request)}"
-        limit = scope_limit(self.scope, who)
-        self._wait = None if limit is None else throttle_take([limit]).wait
-        self.locked_key = None if limit is None else limit.key
-        return self._wait is None
-
-    def wait(self) -> float | None:
-        return self._wait
-
-
-class LeaseThrottle(AtomicRateThrottle):
-    scope = "lease"

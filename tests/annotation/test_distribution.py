@@ -1,11 +1,16 @@
 """Leasing tasks: the same task back while held, nearest completion first, never a task twice,
-expired leases returning their slot, skips, closed rounds, and pinned query counts."""
+expired leases returning their slot, skips, closed rounds, and pinned query counts.
+
+Every test runs twice: on PostgreSQL a lease is one call of the ``annotation_lease`` function
+(``annotation/lease.py``), and the same steps written in Python (``distribution``) still serve
+SQLite, gold rounds and ``LEASE_IN_DATABASE=0``; the two must behave alike."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -17,6 +22,13 @@ from .helpers import NEXT, lease, skip_url, submit_url, valid_body
 from .test_query_counts import rubrics_read
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["in_database", "in_python"])
+def lease_path(request, settings):
+    """Which of the two lease paths the test's leases take (on SQLite, Python either way)."""
+    settings.LEASE_IN_DATABASE = request.param == "in_database"
+    return request.param
 
 
 def test_lease_gives_prompt_completions_rubric_and_expiry(api, annotator):
@@ -163,13 +175,21 @@ def test_periodic_sweep_reclaims_lapsed_leases(api, annotator):
 def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
     open_round(n=5)
     client = api(annotator)
+    rubrics_read()
+    if connection.vendor == "postgresql" and settings.LEASE_IN_DATABASE:
+        # the token with its user and roles, then one call of annotation_lease: the lock, the
+        # rate limit, the held lease, the candidate, the assignment and its slot, the content.
+        with django_assert_num_queries(2):
+            task = lease(client)
+        with django_assert_num_queries(2):
+            assert lease(client)["assignment"] == task["assignment"]
+        return
     # token with user and roles, the rate limit's log (one conditional insert), the held-lease
     # probe, the candidate locked with its prompt and slots, the assignment inserted and its
     # slot counted (one statement on PostgreSQL, two on SQLite); plus the savepoint pair of the
     # lease's transaction (in a test, every transaction is nested in the test's own).
     # PostgreSQL adds the rate limit's advisory lock, which is the annotator's lock too.
     postgresql = connection.vendor == "postgresql"
-    rubrics_read()
     with django_assert_num_queries(8):
         task = lease(client)
     # Holding one: the rate limit's, the probe finds it, it is read, then its task.

@@ -8,6 +8,7 @@ import pytest
 from annotation.distribution import gold_due
 from annotation.gold import GOLD_OVERLAP
 from annotation.models import ComparisonTask, Round
+from feedback.models import ThrottleHit
 
 from ..factories import open_round
 from .helpers import in_task_order, lease, submit_url, valid_body
@@ -113,6 +114,24 @@ def lease_after_submit(client, task):
     response = client.post(submit_url(task["assignment"]), body, format="json")
     assert response.status_code in (200, 201), response.content
     return lease(client)
+
+
+def test_a_lease_in_a_gold_round_counts_once_under_the_rate_limit(api, admin, annotator, settings):
+    """On PostgreSQL the lease function hands a gold round's lease back to the Python path
+    before it logs anything (``annotation.lease``): each lease is still one request under the
+    limit, whichever path served it."""
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "lease": "300/min"}
+    round_ = open_round(n=3, k=2, overlap=1)
+    gold = round_.tasks.order_by("id").first()
+    api(admin).put(gold_url(gold.pk), {"ranking": reference(gold)}, format="json")
+    Round.objects.filter(pk=round_.pk).update(gold_rate=1.0)
+    client = api(annotator)
+    first = lease(client)
+    assert first["task"] == gold.pk
+    again = lease(client)  # held: the same assignment back
+    assert again["assignment"] == first["assignment"]
+    assert lease_after_submit(client, first)["task"] != gold.pk
+    assert ThrottleHit.objects.filter(key=f"lease:user:{annotator.pk}").count() == 3
 
 
 def test_gold_is_mixed_in_at_the_rate_and_never_served_alone(api, admin, annotator):

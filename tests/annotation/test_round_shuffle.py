@@ -1,7 +1,7 @@
 """The order an annotator is shown a task's completions in. A task's positions are shuffled once,
 when the round is opened (imported completions) or its task published (generated ones), so that
 they do not follow the order completions were imported or sampled in; and each assignment then
-shows them in an order of its own (``assignment_display_order``: seeded by the round, the task and
+shows them in an order of its own (``assignment_display_order``: keyed by the round, the task and
 the annotator), the same every time it is asked for, stored with the judgment. Without the
 per-assignment shuffle every annotator would see a task the same way and a reader's bias toward
 the first answer would push one completion's consensus:
@@ -71,14 +71,15 @@ def positions(task_id: int) -> list[int]:
 
 
 def test_the_display_order_is_a_stable_seeded_shuffle():
-    # Pinned: the same inputs give this order in every process and Python version (a string
-    # seed is hashed with SHA-512), so a stored order can be recomputed from the data.
+    # Pinned: the same inputs give this order in every process and Python version (each id is
+    # keyed by a SHA-256 of the round seed, task, annotator and itself), so a stored order can be
+    # recomputed from the data; PostgreSQL's lease computes the same (the next test compares).
     ids = [101, 102, 103, 104]
     assert assignment_display_order(seed=11, task_id=7, annotator_id=2, completion_ids=ids) == [
-        103, 101, 104, 102,
+        103, 102, 104, 101,
     ]  # fmt: skip
     assert assignment_display_order(seed=11, task_id=7, annotator_id=3, completion_ids=ids) == [
-        104, 101, 103, 102,
+        101, 104, 102, 103,
     ]  # fmt: skip
 
 
