@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
@@ -235,16 +236,13 @@ def judgment_submit(
         # Kept with the decision: position bias is measured from it (``position_bias``).
         display_order=order, created_at=now,
     )  # fmt: skip
-    try:
-        with transaction.atomic():
-            _judgment_store_fast(judgment, now=now)
-            if announced is not None:
-                transaction.on_commit(
-                    lambda: judgment_recorded.send(sender=Judgment, round_id=announced)
-                )
+    if _judgment_store_fast(judgment, now=now):
+        if announced is not None:
+            # Outside a transaction (the function's call committed) this runs at once.
+            transaction.on_commit(
+                lambda: judgment_recorded.send(sender=Judgment, round_id=announced)
+            )
         return judgment
-    except _SlowPath:
-        pass
     with transaction.atomic():
         task, assignment = task_lock_with_assignment(task_id=task_id, assignment_id=assignment_id)
         # The current judgment: after a correction (``corrections``) that is the correction.
@@ -275,9 +273,43 @@ _JUDGMENT_COLUMNS = (
 )  # fmt: skip
 
 
-def _judgment_store_fast(judgment: Judgment, *, now: datetime) -> None:
-    """Move the slot from leased to submitted and store ``judgment``, or raise ``_SlowPath``
-    (inside the caller's transaction, which it undoes) when the assignment is not live-leased.
+def _judgment_store_fast(judgment: Judgment, *, now: datetime) -> bool:
+    """Move the slot from leased to submitted and store ``judgment``; False, with nothing
+    written, when the assignment is not live-leased (the general path then decides).
+
+    On PostgreSQL that is one call of ``annotation_submit`` (migration
+    ``annotation/0018_submit_function``), in autocommit: one round trip where a transaction of
+    the statements below takes four (BEGIN, the task, the assignment with the judgment,
+    COMMIT). ``HOT_PATH_IN_DATABASE=0`` and SQLite run the statements."""
+    values = [
+        sql_uuid(judgment.pk), sql_uuid(judgment.assignment_id), judgment.task_id,
+        judgment.annotator_id, judgment.rubric_id, sql_json(judgment.ranking),
+        sql_json(judgment.scores), judgment.strength, sql_json(judgment.flags),
+        judgment.rationale, judgment.time_spent_ms, sql_json(judgment.display_order),
+        judgment.body_sha256, sql_datetime(now), judgment.none_acceptable,
+    ]  # fmt: skip
+    if connection.vendor == "postgresql" and settings.HOT_PATH_IN_DATABASE:
+        with connection.cursor() as cursor:
+            cursor.execute(_SUBMIT_CALL, [sql_datetime(now), *values[:13], values[14]])
+            return bool(cursor.fetchone()[0])
+    try:
+        with transaction.atomic():
+            _judgment_statements(judgment, values=values, now=now)
+        return True
+    except _SlowPath:
+        return False
+
+
+_SUBMIT_CALL = (
+    "SELECT annotation_submit(%s::timestamptz, %s::uuid, %s::uuid, %s::bigint, %s::integer, "
+    "%s::bigint, %s::jsonb, %s::jsonb, %s::text, %s::jsonb, %s::text, %s::integer, %s::jsonb, "
+    "%s::text, %s::boolean)"
+)
+
+
+def _judgment_statements(judgment: Judgment, *, values: list[Any], now: datetime) -> None:
+    """The fast path as statements in the caller's transaction, or raise ``_SlowPath`` (which
+    undoes them) when the assignment is not live-leased.
 
     The task's row is updated first: that takes its lock before the assignment's, as every
     path does. A live lease always holds a slot (``leased_count`` > 0); the assignment's own
@@ -286,13 +318,6 @@ def _judgment_store_fast(judgment: Judgment, *, now: datetime) -> None:
     way (it returns this judgment)."""
     t, a = ComparisonTask._meta.db_table, Assignment._meta.db_table
     j = Judgment._meta.db_table
-    values = [
-        sql_uuid(judgment.pk), sql_uuid(judgment.assignment_id), judgment.task_id,
-        judgment.annotator_id, judgment.rubric_id, sql_json(judgment.ranking),
-        sql_json(judgment.scores), judgment.strength, sql_json(judgment.flags),
-        judgment.rationale, judgment.time_spent_ms, sql_json(judgment.display_order),
-        judgment.body_sha256, sql_datetime(now), judgment.none_acceptable,
-    ]  # fmt: skip
     submitted = (
         f"UPDATE {a} SET status = 'submitted', finished_at = %s WHERE id = %s "
         "AND status = 'leased' AND lease_expires_at > %s"

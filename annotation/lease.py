@@ -18,7 +18,7 @@ hands back the work it does not do, rounds with gold tasks (``distribution._gold
 before writing anything (outcome ``python``), and the Python path then runs from the start.
 
 The Python path stays for SQLite (the embedded default), for gold rounds, and under
-``LEASE_IN_DATABASE=0``. The two must agree: ``tests/annotation/test_distribution.py`` runs on
+``HOT_PATH_IN_DATABASE=0``. The two must agree: ``tests/annotation/test_distribution.py`` runs on
 both, and ``distribution.assignment_display_order`` is written so SQL can compute it too.
 """
 
@@ -66,7 +66,7 @@ def lease_next(*, annotator: AbstractBaseUser, now: datetime | None = None) -> L
     the next task, or give back the one they hold; or neither, if the limit refuses."""
     now = now or timezone.now()
     limit = scope_limit("lease", f"user:{annotator.pk}")
-    if connection.vendor == "postgresql" and settings.LEASE_IN_DATABASE:
+    if connection.vendor == "postgresql" and settings.HOT_PATH_IN_DATABASE:
         lease = _lease_in_database(annotator=annotator, now=now, limit=limit)
         if lease is not None:
             return lease

@@ -310,7 +310,7 @@ TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30 * 60)
 # On PostgreSQL a lease is one call of the annotation_lease function (annotation/lease.py);
 # off, it runs the same steps from Python (as on SQLite), a round trip each.
-LEASE_IN_DATABASE = env_bool("LEASE_IN_DATABASE", True)
+HOT_PATH_IN_DATABASE = env_bool("HOT_PATH_IN_DATABASE", True)
 
 # Annotation quality (annotation/quality.py): trust is a share of agreeing pairs in [0, 1]; an
 # annotator below TRUST_REVIEW_BELOW with at least TRUST_MIN_PAIRS pairs of evidence is flagged.

@@ -2,8 +2,9 @@
 expired leases returning their slot, skips, closed rounds, and pinned query counts.
 
 Every test runs twice: on PostgreSQL a lease is one call of the ``annotation_lease`` function
-(``annotation/lease.py``), and the same steps written in Python (``distribution``) still serve
-SQLite, gold rounds and ``LEASE_IN_DATABASE=0``; the two must behave alike."""
+(``annotation/lease.py``) and a submit's fast path one of ``annotation_submit``, and the same
+steps written in Python (``distribution``, ``judgments``) still serve SQLite, gold rounds and
+``HOT_PATH_IN_DATABASE=0``; the two must behave alike."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True, params=["in_database", "in_python"])
 def lease_path(request, settings):
     """Which of the two lease paths the test's leases take (on SQLite, Python either way)."""
-    settings.LEASE_IN_DATABASE = request.param == "in_database"
+    settings.HOT_PATH_IN_DATABASE = request.param == "in_database"
     return request.param
 
 
@@ -176,7 +177,7 @@ def test_lease_query_count_is_pinned(api, annotator, django_assert_num_queries):
     open_round(n=5)
     client = api(annotator)
     rubrics_read()
-    if connection.vendor == "postgresql" and settings.LEASE_IN_DATABASE:
+    if connection.vendor == "postgresql" and settings.HOT_PATH_IN_DATABASE:
         # the token with its user and roles, then one call of annotation_lease: the lock, the
         # rate limit, the held lease, the candidate, the assignment and its slot, the content.
         with django_assert_num_queries(2):
@@ -201,12 +202,14 @@ def test_submit_query_count_is_pinned(api, annotator, django_assert_num_queries)
     open_round(n=5)
     client = api(annotator)
     task = lease(client)
-    # token, the assignment with its round, rubric and completion ids; the task's slot moved,
-    # the assignment moved and the judgment inserted (one statement on PostgreSQL, two on
-    # SQLite); plus the savepoint pair.
+    # token, the assignment with its round, rubric and completion ids; then on PostgreSQL one
+    # call of annotation_submit. From Python: the task's slot moved, the assignment moved and
+    # the judgment inserted (one statement on PostgreSQL, two on SQLite); plus the savepoint
+    # pair.
     postgresql = connection.vendor == "postgresql"
     rubrics_read()
-    with django_assert_num_queries(7 - postgresql):
+    expected = 3 if postgresql and settings.HOT_PATH_IN_DATABASE else 7 - postgresql
+    with django_assert_num_queries(expected):
         response = client.post(submit_url(task["assignment"]), valid_body(task), format="json")
     assert response.status_code == 200
 

@@ -31,8 +31,8 @@ from .helpers import NEXT, lease, submit_url, valid_body
 pytestmark = pytest.mark.django_db
 
 # Lower, never raise. Before issue 19's work: a lease 13 on PostgreSQL (12 on SQLite), a submit
-# 11, authentication 2. (Under LEASE_IN_DATABASE=0 a lease on PostgreSQL is the 8 that
-# test_distribution.py pins.)
+# 11, authentication 2. (Under HOT_PATH_IN_DATABASE=0 a lease and a submit on PostgreSQL are
+# the 8 and 6 that test_distribution.py pins.)
 LEASE_QUERIES = {
     # token with user and roles; one call of the annotation_lease function (annotation/lease.py:
     # the lock, the rate limit, the held lease, the candidate, the assignment and its slot, the
@@ -46,11 +46,13 @@ LEASE_QUERIES = {
     "sqlite": 8,
 }
 SUBMIT_QUERIES = {
-    # token with user and roles, the assignment with its round, rubric and completion ids;
-    # savepoint, the task's slot moved (its lock), the assignment moved and the judgment
-    # inserted (one statement), release savepoint
-    "postgresql": 6,
-    # the assignment moved and the judgment inserted as two statements
+    # token with user and roles, the assignment with its round, rubric and completion ids; one
+    # call of the annotation_submit function (annotation/judgments.py: the task's lock, the
+    # assignment moved, the slot counted, the judgment inserted). It was 6 from Python: the
+    # savepoint pair around the task's slot moved and the assignment moved with the judgment.
+    "postgresql": 3,
+    # from Python: savepoint, the task's slot moved (its lock), the assignment moved, the
+    # judgment inserted, release savepoint
     "sqlite": 7,
 }
 AUTHENTICATION_QUERIES = 1  # the token with its user and the user's groups (one statement)
