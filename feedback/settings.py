@@ -308,8 +308,9 @@ TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 
 # Task distribution (DESIGN §4).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30 * 60)
-# On PostgreSQL a lease is one call of the annotation_lease function (annotation/lease.py);
-# off, it runs the same steps from Python (as on SQLite), a round trip each.
+# On PostgreSQL a lease is one call of the annotation_lease function (annotation/lease.py) and
+# a submit's fast path one of annotation_submit (annotation/judgments.py); off, both run the
+# same steps from Python (as on SQLite), a round trip each.
 HOT_PATH_IN_DATABASE = env_bool("HOT_PATH_IN_DATABASE", True)
 
 # Annotation quality (annotation/quality.py): trust is a share of agreeing pairs in [0, 1]; an
