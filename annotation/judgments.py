@@ -290,7 +290,10 @@ def _judgment_store_fast(judgment: Judgment, *, now: datetime) -> bool:
     ]  # fmt: skip
     if connection.vendor == "postgresql" and settings.HOT_PATH_IN_DATABASE:
         with connection.cursor() as cursor:
-            cursor.execute(_SUBMIT_CALL, [sql_datetime(now), *values[:13], values[14]])
+            # The function's parameters: now (it is created_at too), then the judgment's
+            # columns but created_at.
+            params = [sql_datetime(now), *values[:13], values[14]]
+            cursor.execute(_SUBMIT_CALL, params)
             return bool(cursor.fetchone()[0])
     try:
         with transaction.atomic():
