@@ -193,12 +193,12 @@ def _seed_people_and_rounds(cur: psycopg.Cursor, *, rubric_id: int, now: datetim
         "COPY annotation_round (id, number, source, k, overlap, seed, status, created_at, "
         "closed_at, policy_version_id, rubric_id, backend, generation_error, progress_done, "
         "prompt_ids, prompts_skipped, sampling, gold_count, gold_rate, generation_attempts, "
-        "leaderboard_enabled, leaderboard_names) FROM STDIN"
+        "leaderboard_enabled, leaderboard_names, priority) FROM STDIN"
     ) as copy:
         for r in range(1, ROUNDS + 1):
             copy.write_row((r, r, "policy", K, OVERLAP, r, "closed", now, now, r, rubric_id,
                             "transformers", "", 0, "[]", 0, '{"temperature": 0.7}', 0,
-                            0.0, 1, False, False))  # fmt: skip
+                            0.0, 1, False, False, 0))  # fmt: skip
 
 
 @dataclass
@@ -239,7 +239,8 @@ def _seed_chunk(
             created = start + timedelta(seconds=(nth * tasks + t) * 2 + rng.random())
             _judgment_seed(rows, rng, task_id=task_id, ids=ids, quality=quality,
                            annotator=annotator, created=created, rubric_id=rubric_id)  # fmt: skip
-        rows.tasks.append((task_id, OVERLAP, judged, 0, now, task_id, round_id))
+        # Closed rounds' tasks are out of the distributor's index (round_open false).
+        rows.tasks.append((task_id, OVERLAP, judged, 0, now, task_id, round_id, 0, False))
     _chunk_copy(cur, rows)
     return len(rows.judgments)
 
@@ -314,7 +315,7 @@ def _chunk_copy(cur: psycopg.Cursor, rows: _ChunkRows) -> None:
           "prompt_tokens, completion_tokens, latency_ms, created_at, policy_version_id, "
           "prompt_id)", rows.completions)  # fmt: skip
     _copy(cur, "annotation_comparisontask (id, overlap, submitted_count, leased_count, "
-          "created_at, prompt_id, round_id)", rows.tasks)  # fmt: skip
+          "created_at, prompt_id, round_id, priority, round_open)", rows.tasks)  # fmt: skip
     _copy(cur, "annotation_taskcompletion (id, position, completion_id, task_id)", rows.slots)
     _copy(cur, "annotation_assignment (id, status, leased_at, lease_expires_at, finished_at, "
           "skip_reason, annotator_id, task_id)", rows.assignments)  # fmt: skip
