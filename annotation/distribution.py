@@ -98,13 +98,19 @@ def gold_due(*, annotator_id: int, judged: int, gold_judged: int, rate: float) -
 
     The draw is pseudo-random, seeded by the annotator and how many tasks they have judged, so
     gold tasks come at no pattern an annotator could learn, yet the same state always gives the
-    same answer (a retried lease request is served the same kind of task). A guard keeps the
-    share near ``rate`` whatever the draws: never more than ``rate`` of the tasks so far plus one.
+    same answer (a retried lease request is served the same kind of task). Guards keep the
+    share within one task of ``rate`` whatever the draws: never more than ``rate`` of the tasks
+    so far plus one, and due at once when it has fallen more than one behind. Without the
+    second, an unlucky run of draws could serve an annotator no gold at all over a whole
+    round's worth of tasks (at 0.25, one annotator in a hundred over sixteen), and their trust
+    would rest on nothing.
     """
     if rate <= 0:
         return False
     if gold_judged + 1 > rate * (judged + 1) + 1:
         return False
+    if gold_judged + 1 < rate * (judged + 1):
+        return True
     return random.Random(f"gold:{annotator_id}:{judged}").random() < rate
 
 
