@@ -65,7 +65,6 @@ balanced exactly over the round rather than at random.
 from __future__ import annotations
 
 import hashlib
-import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,9 +95,11 @@ MAX_CANDIDATES_TRIED = 20
 def gold_due(*, annotator_id: int, judged: int, gold_judged: int, rate: float) -> bool:
     """Whether an annotator's next task should be a gold one.
 
-    The draw is pseudo-random, seeded by the annotator and how many tasks they have judged, so
-    gold tasks come at no pattern an annotator could learn, yet the same state always gives the
-    same answer (a retried lease request is served the same kind of task). Guards keep the
+    The draw is pseudo-random, the first 48 bits of a SHA-256 of the annotator and how many
+    tasks they have judged, so gold tasks come at no pattern an annotator could learn, yet the
+    same state always gives the same answer (a retried lease request is served the same kind of
+    task), and PostgreSQL's lease computes the same (``annotation_gold_due``, migration
+    ``annotation/0017``). Guards keep the
     share within one task of ``rate`` whatever the draws: never more than ``rate`` of the tasks
     so far plus one, and due at once when it has fallen more than one behind. Without the
     second, an unlucky run of draws could serve an annotator no gold at all over a whole
@@ -111,7 +112,8 @@ def gold_due(*, annotator_id: int, judged: int, gold_judged: int, rate: float) -
         return False
     if gold_judged + 1 < rate * (judged + 1):
         return True
-    return random.Random(f"gold:{annotator_id}:{judged}").random() < rate
+    digest = hashlib.sha256(f"gold:{annotator_id}:{judged}".encode()).hexdigest()
+    return int(digest[:12], 16) / 2**48 < rate
 
 
 def assignment_display_order(

@@ -13,13 +13,12 @@ So on PostgreSQL the same steps run server-side, in ``annotation_lease`` (a PL/p
 migration ``annotation/0017_lease_function``), called in autocommit: one round trip, one
 transaction, the advisory lock held until it ends. Each statement in a PL/pgSQL function takes a
 snapshot of its own, so every step after the lock sees what the request that held it before
-committed: the reason the Python path needs the lock in a statement of its own. The function
-hands back the work it does not do, rounds with gold tasks (``distribution._gold_instead``),
-before writing anything (outcome ``python``), and the Python path then runs from the start.
+committed: the reason the Python path needs the lock in a statement of its own.
 
-The Python path stays for SQLite (the embedded default), for gold rounds, and under
-``HOT_PATH_IN_DATABASE=0``. The two must agree: ``tests/annotation/test_distribution.py`` runs on
-both, and ``distribution.assignment_display_order`` is written so SQL can compute it too.
+The Python path stays for SQLite (the embedded default) and under ``HOT_PATH_IN_DATABASE=0``.
+The two must agree: ``tests/annotation/test_distribution.py`` and ``test_gold.py`` run on both,
+and ``distribution.assignment_display_order`` and ``distribution.gold_due`` are written so SQL
+can compute them too.
 """
 
 from __future__ import annotations
@@ -67,9 +66,7 @@ def lease_next(*, annotator: AbstractBaseUser, now: datetime | None = None) -> L
     now = now or timezone.now()
     limit = scope_limit("lease", f"user:{annotator.pk}")
     if connection.vendor == "postgresql" and settings.HOT_PATH_IN_DATABASE:
-        lease = _lease_in_database(annotator=annotator, now=now, limit=limit)
-        if lease is not None:
-            return lease
+        return _lease_in_database(annotator=annotator, now=now, limit=limit)
     return _lease_in_python(annotator=annotator, now=now, limit=limit)
 
 
@@ -85,10 +82,8 @@ def _lease_in_python(*, annotator: AbstractBaseUser, now: datetime, limit: Limit
     return Lease(leased=leased)
 
 
-def _lease_in_database(
-    *, annotator: AbstractBaseUser, now: datetime, limit: Limit | None
-) -> Lease | None:
-    """One call of ``annotation_lease``; None when it hands the lease back to Python."""
+def _lease_in_database(*, annotator: AbstractBaseUser, now: datetime, limit: Limit | None) -> Lease:
+    """One call of ``annotation_lease``."""
     params = [
         annotator.pk,
         sql_datetime(now),
@@ -104,8 +99,6 @@ def _lease_in_database(
         cursor.execute(_CALL, params)
         rows = cursor.fetchall()
     outcome, wait = rows[0][0], rows[0][1]
-    if outcome == "python":
-        return None
     if outcome == "throttled":
         return Lease(wait=wait)
     if outcome == "none":

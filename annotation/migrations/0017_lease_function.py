@@ -1,6 +1,7 @@
 """The lease as one statement on PostgreSQL: ``annotation_lease``, a PL/pgSQL function that does
 what ``annotation.distribution.task_next_for_annotator`` and the lease rate limit do together
-(``annotation/lease.py`` calls it and says why). SQLite keeps the Python path: nothing to do.
+(``annotation/lease.py`` calls it and says why), with ``annotation_gold_due`` for
+``distribution.gold_due``. SQLite keeps the Python path: nothing to do.
 
 Written here rather than imported from the app so the migration stays what it was when it ran;
 a later change to the function is a new migration with ``CREATE OR REPLACE``.
@@ -9,6 +10,20 @@ a later change to the function is a new migration with ``CREATE OR REPLACE``.
 from django.db import migrations
 
 FUNCTION = r"""
+-- distribution.gold_due, in SQL: the same guards, the same draw (the first 48 bits of a SHA-256).
+CREATE OR REPLACE FUNCTION annotation_gold_due(
+    p_annotator integer, p_judged bigint, p_gold_judged bigint, p_rate double precision
+) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_rate <= 0 THEN false
+        WHEN p_gold_judged + 1 > p_rate * (p_judged + 1) + 1 THEN false
+        WHEN p_gold_judged + 1 < p_rate * (p_judged + 1) THEN true
+        ELSE ('x' || left(encode(sha256(convert_to('gold:' || p_annotator || ':' || p_judged,
+                                                   'UTF8')), 'hex'), 12))::bit(48)::bigint
+             ::double precision / 281474976710656.0::double precision < p_rate
+    END
+$$;
+
 CREATE OR REPLACE FUNCTION annotation_lease(
     p_annotator integer,
     p_now timestamptz,
@@ -47,7 +62,11 @@ DECLARE
     v_wait double precision;
     v_tried bigint[] := '{}';
     v_task record;
+    v_gold record;
     v_task_id bigint;
+    v_pick_id bigint;
+    v_judged bigint;
+    v_gold_judged bigint;
     v_live integer;
     v_first timestamptz;
     v_order jsonb;
@@ -92,7 +111,7 @@ BEGIN
     ELSE
         FOR i IN 1..p_tries LOOP
             SELECT t.id, t.overlap, t.submitted_count, t.leased_count, t.leases_expire_at,
-                   r.seed, r.source, r.gold_count, r.gold_rate,
+                   t.round_id, r.seed, r.source, r.gold_count, r.gold_rate,
                    (SELECT x.id FROM annotation_assignment x
                      WHERE x.task_id = t.id AND x.annotator_id = p_annotator) AS mine
               INTO v_task
@@ -111,13 +130,6 @@ BEGIN
             IF NOT FOUND THEN
                 EXIT;
             END IF;
-            IF v_task.gold_count > 0 AND v_task.gold_rate > 0 THEN
-                -- Gold is mixed in by the Python path (distribution._gold_instead). Nothing of
-                -- this request is logged: the caller runs that path from the start.
-                r_outcome := 'python';
-                RETURN NEXT;
-                RETURN;
-            END IF;
             v_live := v_task.leased_count;
             v_first := v_task.leases_expire_at;
             IF v_first IS NOT NULL AND v_first <= p_now THEN
@@ -125,9 +137,47 @@ BEGIN
                  WHERE task_id = v_task.id AND status = 'leased' AND lease_expires_at <= p_now;
                 SELECT count(*), min(lease_expires_at) INTO v_live, v_first
                   FROM annotation_assignment WHERE task_id = v_task.id AND status = 'leased';
+                -- The exact counts, whichever task is leased below.
+                UPDATE annotation_comparisontask
+                   SET leased_count = v_live, leases_expire_at = v_first
+                 WHERE id = v_task.id;
             END IF;
+            v_pick_id := v_task.id;
             v_assignment := NULL;
             IF v_task.submitted_count + v_live < v_task.overlap THEN
+                -- distribution._gold_instead: a gold task of the round, if one is due, in its
+                -- place (gold is mixed into real work only, never served alone).
+                IF v_task.gold_count > 0 AND v_task.gold_rate > 0 THEN
+                    SELECT count(*), count(*) FILTER (WHERE g.gold_ranking IS NOT NULL)
+                      INTO v_judged, v_gold_judged
+                      FROM annotation_assignment a
+                      JOIN annotation_comparisontask g ON g.id = a.task_id
+                     WHERE a.annotator_id = p_annotator AND g.round_id = v_task.round_id
+                       AND a.status = 'submitted';
+                    IF annotation_gold_due(p_annotator, v_judged, v_gold_judged,
+                                           v_task.gold_rate) THEN
+                        SELECT g.id, g.overlap, g.submitted_count, g.leased_count,
+                               g.leases_expire_at, g.round_id, v_task.seed AS seed,
+                               v_task.source AS source,
+                               (SELECT x.id FROM annotation_assignment x
+                                 WHERE x.task_id = g.id AND x.annotator_id = p_annotator) AS mine
+                          INTO v_gold
+                          FROM annotation_comparisontask g
+                         WHERE g.round_id = v_task.round_id AND g.gold_ranking IS NOT NULL
+                           AND g.submitted_count < g.overlap - g.leased_count
+                           AND NOT EXISTS (SELECT 1 FROM annotation_assignment x
+                                            WHERE x.task_id = g.id
+                                              AND x.annotator_id = p_annotator
+                                              AND x.status <> 'expired')
+                         ORDER BY g.id LIMIT 1
+                           FOR UPDATE OF g SKIP LOCKED;
+                        IF FOUND THEN
+                            v_task := v_gold;
+                            v_live := v_gold.leased_count;
+                            v_first := v_gold.leases_expire_at;
+                        END IF;
+                    END IF;
+                END IF;
                 -- distribution.assignment_display_order, in SQL: a side-by-side round as
                 -- stored, any other sorted by SHA-256 of a key of the round, task, annotator
                 -- and completion.
@@ -169,11 +219,10 @@ BEGIN
                 v_expires := p_expires;
                 EXIT;
             END IF;
-            -- Not leased: store the exact counts and try the next candidate.
-            UPDATE annotation_comparisontask
-               SET leased_count = v_live, leases_expire_at = v_first
-             WHERE id = v_task.id;
-            v_tried := v_tried || v_task.id;
+            -- Not leased (a stale lower bound with no lapsed lease behind it, whose exact
+            -- counts were stored above, or a row of this annotator's no longer lapsed): try the
+            -- next candidate.
+            v_tried := v_tried || v_pick_id;
         END LOOP;
     END IF;
 
@@ -212,6 +261,10 @@ def drop(apps, schema_editor):
         schema_editor.execute(
             "DROP FUNCTION IF EXISTS annotation_lease(integer, timestamptz, timestamptz, bigint, "
             "text, integer, double precision, double precision, integer)"
+        )
+        schema_editor.execute(
+            "DROP FUNCTION IF EXISTS annotation_gold_due(integer, bigint, bigint, "
+            "double precision)"
         )
 
 

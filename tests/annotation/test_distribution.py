@@ -22,14 +22,7 @@ from ..factories import open_round
 from .helpers import NEXT, lease, skip_url, submit_url, valid_body
 from .test_query_counts import rubrics_read
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True, params=["in_database", "in_python"])
-def lease_path(request, settings):
-    """Which of the two lease paths the test's leases take (on SQLite, Python either way)."""
-    settings.HOT_PATH_IN_DATABASE = request.param == "in_database"
-    return request.param
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("hot_path")]
 
 
 def test_lease_gives_prompt_completions_rubric_and_expiry(api, annotator):

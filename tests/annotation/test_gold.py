@@ -4,6 +4,7 @@ rate, each once, looking exactly like ordinary tasks; rounds count them apart.""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from annotation.distribution import gold_due
 from annotation.gold import GOLD_OVERLAP
@@ -13,7 +14,7 @@ from feedback.models import ThrottleHit
 from ..factories import open_round
 from .helpers import in_task_order, lease, submit_url, valid_body
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("hot_path")]
 
 
 def gold_url(task_id: int) -> str:
@@ -117,9 +118,8 @@ def lease_after_submit(client, task):
 
 
 def test_a_lease_in_a_gold_round_counts_once_under_the_rate_limit(api, admin, annotator, settings):
-    """On PostgreSQL the lease function hands a gold round's lease back to the Python path
-    before it logs anything (``annotation.lease``): each lease is still one request under the
-    limit, whichever path served it."""
+    """Gold served in place of an ordinary task, a held lease, and the next task: each lease is
+    one request under the limit, whichever path served it."""
     settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "lease": "300/min"}
     round_ = open_round(n=3, k=2, overlap=1)
     gold = round_.tasks.order_by("id").first()
@@ -172,3 +172,27 @@ def test_gold_due_follows_the_rate():
     assert gold_due(annotator_id=3, judged=5, gold_judged=1, rate=0.5) == gold_due(
         annotator_id=3, judged=5, gold_judged=1, rate=0.5
     )
+
+
+@pytest.mark.postgres
+def test_the_database_draws_gold_as_python_does(postgres):
+    """The lease function decides with ``annotation_gold_due`` (migration annotation/0017): the
+    same guards and the same draw as ``gold_due``, over states inside and outside the guards."""
+    states = [
+        (annotator, judged, gold_judged, rate)
+        for annotator in (1, 7, 12345)
+        for judged in range(0, 40, 3)
+        for gold_judged in range(0, 12, 2)
+        for rate in (0.0, 0.1, 0.25, 0.5, 1.0)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT annotation_gold_due(a, j, g, r) FROM unnest(%s::int[], %s::bigint[], "
+            "%s::bigint[], %s::float8[]) AS s(a, j, g, r)",
+            [list(column) for column in zip(*states, strict=True)],
+        )
+        in_database = [row[0] for row in cursor.fetchall()]
+    in_python = [gold_due(annotator_id=a, judged=j, gold_judged=g, rate=r) for a, j, g, r in states]
+    assert in_database == in_python
+    # Not vacuous: some of the states are due and some are not.
+    assert 0 < sum(in_python) < len(states)
