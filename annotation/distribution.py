@@ -99,12 +99,11 @@ def gold_due(*, annotator_id: int, judged: int, gold_judged: int, rate: float) -
     tasks they have judged, so gold tasks come at no pattern an annotator could learn, yet the
     same state always gives the same answer (a retried lease request is served the same kind of
     task), and PostgreSQL's lease computes the same (``annotation_gold_due``, migration
-    ``annotation/0017``). Guards keep the
-    share within one task of ``rate`` whatever the draws: never more than ``rate`` of the tasks
-    so far plus one, and due at once when it has fallen more than one behind. Without the
-    second, an unlucky run of draws could serve an annotator no gold at all over a whole
-    round's worth of tasks (at 0.25, one annotator in a hundred over sixteen), and their trust
-    would rest on nothing.
+    ``annotation/0017``). Guards keep the share within one task of ``rate`` whatever the draws:
+    never more than ``rate`` of the tasks so far plus one, and due at once when it has fallen
+    more than one behind. Without the second, an unlucky run of draws could serve an annotator
+    no gold at all over a whole round's worth of tasks (at 0.25, one annotator in a hundred over
+    sixteen), and their trust would rest on nothing.
     """
     if rate <= 0:
         return False
