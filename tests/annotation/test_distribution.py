@@ -3,7 +3,7 @@ expired leases returning their slot, skips, closed rounds, and pinned query coun
 
 Every test runs twice: on PostgreSQL a lease is one call of the ``annotation_lease`` function
 (``annotation/lease.py``) and a submit's fast path one of ``annotation_submit``, and the same
-steps written in Python (``distribution``, ``judgments``) still serve SQLite, gold rounds and
+steps written in Python (``distribution``, ``judgments``) still serve SQLite and
 ``HOT_PATH_IN_DATABASE=0``; the two must behave alike."""
 
 from __future__ import annotations
