@@ -221,3 +221,41 @@ def test_a_score_alone_is_a_revision_and_no_change_sends_nothing(sign_in, page, 
     assert revised.scores[str(b)] == {"helpful": 5, "honest": 2, "harmless": 5}
     assert revised.ranking == [[a], [b], [c]]
     assert Judgment.all_versions.count() == 2
+
+
+def test_a_revision_opens_while_the_next_task_is_on_its_way(sign_in, page, annotator):
+    """On a busy server the next task can take a while after a submit; the judgment just sent
+    can be revised meanwhile, the next task waits behind the revision, and the task that was
+    judged keeps no draft."""
+    open_round(n=2, k=3)
+    sign_in(annotator.username)
+    first = answer_ids(page)
+    held: list[Any] = []
+    rank_all_and_score(page, first)
+
+    def hold(route: Any) -> None:  # the next lease waits until it is let go
+        held.append(route)
+
+    page.route("**/tasks/next/", hold)
+    page.get_by_role("button", name="Submit").click()
+    wait_saved(page)
+
+    page.get_by_role("button", name="Your recent judgments").click()
+    page.get_by_role("button", name=re.compile(r"^Revise your judgment of round 1")).click()
+    expect(page.get_by_role("heading", name=REVISING)).to_be_visible()
+    assert answer_ids(page) == first
+    assert len(held) == 1  # the lease was asked for before the list was
+    held[0].continue_()
+    expect(page.locator("#stats")).to_contain_text("Total: 1")  # the lease came back
+    expect(page.get_by_role("heading", name=REVISING)).to_be_visible()
+    assert answer_ids(page) == first
+
+    page.locator(".answer").nth(2).focus()
+    page.keyboard.press("1")  # C best
+    page.get_by_role("button", name="Send revision").click()
+    expect(page.get_by_role("status")).to_contain_text("Revision saved")
+    second = answer_ids(page)
+    assert set(second).isdisjoint(first)
+    assert Judgment.objects.get().ranking[0] == [first[2]]
+    kept = page.evaluate("Object.keys(localStorage)")
+    assert f"feedback-loop.draft.{Judgment.objects.get().assignment_id}" not in kept

@@ -31,7 +31,13 @@ export const rankingGroups = () => ranking.groups();
 // ---- drafts and active time ------------------------------------------------------------------
 
 export function saveDraft() {
-  if (item) localStorage.setItem(item.draftKey, JSON.stringify({ ...state, ranks: ranking.toJSON() }));
+  if (item && item.draftKey) localStorage.setItem(item.draftKey, JSON.stringify({ ...state, ranks: ranking.toJSON() }));
+}
+
+// What is on screen was sent: it keeps no draft from now on (a revision opened before the next
+// task arrives would otherwise save one for it).
+export function retireDraft() {
+  if (item) item = { ...item, draftKey: null };
 }
 
 export function restoreDraft(key) {

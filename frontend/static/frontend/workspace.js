@@ -8,7 +8,7 @@
 "use strict";
 
 import { $, $$, api, markdownSwitch, setStatus } from "./shared.js";
-import { activeMs, body, closeEditor, countActiveTime, editorKey, item, openEditor, readyToSend, refillTexts, restoreDraft, showErrors } from "./editor.js";
+import { activeMs, body, closeEditor, countActiveTime, editorKey, item, openEditor, readyToSend, refillTexts, restoreDraft, retireDraft, showErrors } from "./editor.js";
 import { outbox, sendUntilAnswered } from "./delivery.js";
 import { noteSubmitted, refreshRecent, resendRevision, revising, sendRevision, setupRevise, toggleRecent } from "./revise.js";
 
@@ -22,7 +22,8 @@ const urls = {
 };
 
 let task = null; // the leased task as the API returned it, with the key of its draft
-let busy = false; // a submit is on its way
+let busy = false; // a submit, or the task after it, is on its way: no second submit meanwhile
+let sending = false; // a judgment is on its way to the server: no revision opens meanwhile
 
 const clock = (ms) => `${Math.floor(ms / 60000)}:${String(Math.floor(ms / 1000) % 60).padStart(2, "0")}`;
 
@@ -49,6 +50,10 @@ function showTask(leased) {
 
 // Back to the task in hand with its draft (after a revision, too), or to "no tasks".
 function resumeTask() {
+  if (!task && busy) {
+    closeEditor(); // the task just judged is done, and the next one is on its way
+    return;
+  }
   if (!task) {
     showEmpty();
     return;
@@ -80,13 +85,14 @@ async function submit() {
 
 async function deliver(assignment, payload) {
   busy = true;
+  sending = true;
   $("#submit").disabled = true;
   setStatus("Sending…");
   try {
-    const response = await sendUntilAnswered(urls.submit(assignment), payload);
+    const response = await sendUntilAnswered(urls.submit(assignment), payload).finally(() => { sending = false; });
     outbox.clear();
     if (response.ok) {
-      localStorage.removeItem(draftKey(assignment));
+      done(assignment);
       const judgment = await response.json().catch(() => null);
       setStatus("Saved. Here is the next task.", "ok");
       noteSubmitted(judgment && judgment.id);
@@ -98,7 +104,7 @@ async function deliver(assignment, payload) {
       showErrors(error.fields, error.detail);
       setStatus("The server did not accept this judgment; see the notes in red.", "warn");
     } else {
-      localStorage.removeItem(draftKey(assignment));
+      done(assignment);
       setStatus(`${error.detail || "This task can no longer be submitted."} Loading the next task.`, "warn");
       await loadNext();
     }
@@ -108,7 +114,16 @@ async function deliver(assignment, payload) {
   }
 }
 
+// The task in hand is over (judged, or no longer to be judged). A revision may open while the
+// next one loads, and comes back to that one.
+function done(assignment) {
+  localStorage.removeItem(draftKey(assignment));
+  task = null;
+  retireDraft();
+}
+
 async function skip(reason) {
+  if (!task || busy) return;
   const response = await sendUntilAnswered(urls.skip(task.assignment), { reason });
   if (response.ok || response.status === 409 || response.status === 404) {
     localStorage.removeItem(draftKey(task.assignment));
@@ -232,7 +247,7 @@ $("#check-again").addEventListener("click", loadNext);
 markdownSwitch($("#markdown-toggle"), refillTexts);
 window.addEventListener("online", () => setStatus("Back online.", "ok"));
 if (localStorage.getItem("feedback-loop.guidelines") === "1") toggleGuidelines(true, { focus: false });
-setupRevise({ resume: resumeTask, busy: () => busy, closeSkip: () => toggleSkip(false) });
+setupRevise({ resume: resumeTask, busy: () => sending, closeSkip: () => toggleSkip(false) });
 
 setInterval(tick, 1000);
 loadNext();
