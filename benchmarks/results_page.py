@@ -2,7 +2,11 @@
 to ``docs/benchmarks/``. ``make bench`` runs it last; it can be run alone after any benchmark.
 
 Each section says what was measured against what, the numbers, whether each DESIGN §10 target
-was met, and the command; a benchmark with no results yet is listed as not run.
+was met, and the command. A benchmark with no results here keeps the section the page already
+has (its last run, wherever it was made), or is listed as not run. What people write about a
+benchmark (before/after comparisons, profiles, what was tried) lives in
+``docs/benchmarks/notes/<name>.md`` and is copied under its section on every run, so a new run
+replaces the numbers and never the analysis.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.report import RESULTS, verdict  # noqa: E402
 
 DOCS = ROOT / "docs"
+PAGE = DOCS / "benchmarks.md"
 CHARTS = DOCS / "benchmarks"
+NOTES = CHARTS / "notes"
+NOTES_MARK = "<!-- notes: "  # the line that ends a section's generated part on the page
 
 
 def _verdicts(data: dict[str, Any]) -> list[str]:
@@ -291,42 +298,71 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
 ]
 
 
+def kept_sections(page: Path) -> dict[str, list[str]]:
+    """Each section of the page as it stands, by title: its generated part, without the notes."""
+    sections: dict[str, list[str]] = {}
+    body: list[str] | None = None
+    for line in page.read_text().splitlines() if page.exists() else []:
+        if line.startswith("## "):
+            body = sections.setdefault(line[3:], [])
+        elif line.startswith(NOTES_MARK):
+            body = None
+        elif body is not None:
+            body.append(line)
+    for body in sections.values():
+        while body and not body[-1].strip():
+            body.pop()
+        while body and not body[0].strip():
+            body.pop(0)
+    return sections
+
+
+def generated(name: str, title: str, render: Callable[[dict[str, Any]], list[str]]) -> list[str]:
+    """The section's numbers, targets, command and chart from its latest results file."""
+    path = RESULTS / f"{name}.json"
+    data = json.loads(path.read_text())
+    quick = data.get("quick") or data.get("args", {}).get("quick") == "True"
+    described = ", ".join(f"{k} {v}" for k, v in data.get("machine", {}).items())
+    out = render(data)
+    if name in LIMITS and any("MISSED" in line for line in out):
+        out += ["", LIMITS[name]]
+    command = data.get("command", f"python benchmarks/{name}.py")
+    when = f", at {data['at']}" if "at" in data else ""
+    out += ["", f"Run{' (QUICK=1)' if quick else ''}: `{command}`{when}; machine: {described}."]
+    chart = path.with_suffix(".png")
+    if chart.exists():
+        shutil.copyfile(chart, CHARTS / chart.name)
+        out += ["", f"![{title}](benchmarks/{chart.name})"]
+    return out
+
+
 def main() -> None:
     CHARTS.mkdir(parents=True, exist_ok=True)
+    kept = kept_sections(PAGE)
     out = [
         "# Benchmarks",
         "",
         "Written by `benchmarks/results_page.py` from the latest `make bench` (or `make bench "
         "QUICK=1`) results. Every benchmark measures the platform and its baseline in the same "
         "run, alternating, and reports the median with the range of the repetitions. Targets "
-        "are DESIGN §10's; a missed one says **MISSED**.",
+        "are DESIGN §10's; a missed one says **MISSED**. A section's notes (comparisons, "
+        "profiles, what was tried) are kept in `docs/benchmarks/notes/` and copied here under "
+        "its numbers on every run.",
         "",
     ]
     for name, title, render in SECTIONS:
-        path = RESULTS / f"{name}.json"
         out += [f"## {title}", ""]
-        if not path.exists():
-            out += ["Not run yet.", ""]
-            continue
-        data = json.loads(path.read_text())
-        mode = (
-            " (QUICK=1)" if data.get("quick") or data.get("args", {}).get("quick") == "True" else ""
-        )
-        machine = data.get("machine", {})
-        described = ", ".join(f"{k} {v}" for k, v in machine.items())
-        rendered = render(data)
-        out += rendered
-        if name in LIMITS and any("MISSED" in line for line in rendered):
-            out += ["", LIMITS[name]]
-        command = data.get("command", f"python benchmarks/{name}.py")
-        when = f", at {data['at']}" if "at" in data else ""
-        out += ["", f"Run{mode}: `{command}`{when}; machine: {described}.", ""]
-        chart = path.with_suffix(".png")
-        if chart.exists():
-            shutil.copyfile(chart, CHARTS / chart.name)
-            out += [f"![{title}](benchmarks/{chart.name})", ""]
-    (DOCS / "benchmarks.md").write_text("\n".join(out))
-    print(f"wrote {DOCS / 'benchmarks.md'}")
+        if (RESULTS / f"{name}.json").exists():
+            out += generated(name, title, render)
+        else:
+            out += kept.get(title) or ["Not run yet."]
+        notes = NOTES / f"{name}.md"
+        if notes.exists():
+            out += ["", f"{NOTES_MARK}docs/benchmarks/notes/{name}.md, edit it there -->", ""]
+            out += notes.read_text().strip().splitlines()
+        out.append("")
+    PAGE.write_text("\n".join(out))
+    print(f"wrote {PAGE}")
 
 
 if __name__ == "__main__":
