@@ -299,7 +299,7 @@ class ComparisonTask(models.Model):
 
 class TaskCompletion(models.Model):
     """A task's completion at a fixed, shuffled position. Each annotator is shown the task's
-    completions in an order of their own (``Assignment.display_order``), shuffled again."""
+    completions in an order of their own (``Assignment.display_order``)."""
 
     task = models.ForeignKey(
         ComparisonTask, on_delete=models.CASCADE, related_name="slots", help_text="The task."

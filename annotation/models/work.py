@@ -62,8 +62,8 @@ class Assignment(models.Model):
         default=list,
         db_default=[],
         blank=True,
-        help_text="The task's completion ids in the order this annotator is shown them: a "
-        "shuffle of their own, seeded by the round, task and annotator "
+        help_text="The task's completion ids in the order this annotator is shown them: sorted "
+        "by a SHA-256 of the round's seed, the task, the annotator and the completion "
         "(``distribution.assignment_display_order``), so position bias does not line up.",
     )
 
