@@ -4,15 +4,16 @@
 enqueues ``round_generate`` on the ``generation`` queue once the transaction commits. A round
 that selects its prompts by a reward model (``annotation.round_selection``) first gets K
 candidates for its whole pool, as below but without publishing, and narrows ``prompt_ids`` to
-the prompts kept. The job then walks the round's prompts in batches:
+the prompts kept. The job then walks the round's prompts, one backend call per batch:
 
 1. prompts that already have a task in this round are done (so a re-run adds nothing);
 2. the policy's stored completions for the prompt are reused (unique per prompt, policy and
    sample index), and only the missing sample indices are generated;
 3. a prompt is published as a task only when it has K valid completions (non-empty, distinct
-   texts); otherwise up to ``max_retries`` times K more samples are drawn, and after that the
-   prompt is left out and counted in ``prompts_skipped``;
-4. progress and a heartbeat are written after every batch; at the end the round opens.
+   texts); otherwise K more samples are drawn for it in the next call, with the batch filled
+   up by prompts not tried yet, up to ``max_retries`` draws in all, and after that the prompt is
+   left out and counted in ``prompts_skipped``;
+4. progress and a heartbeat are written after every call; at the end the round opens.
 
 A worker that dies mid-round (killed, out of memory) leaves a stale heartbeat:
 ``rounds_generation_recover`` (a beat task) queues the round again once, and the new job goes on
@@ -36,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
 
 from feedback.models import Completion, PolicyVersion, Prompt
@@ -84,20 +85,19 @@ def round_generate(
         _pool_choose(round_, sampler=sampler, max_retries=max_retries, batch_prompts=batch_prompts)
     done = set(ComparisonTask.objects.filter(round=round_).values_list("prompt_id", flat=True))
     todo = [pid for pid in round_.prompt_ids if pid not in done]
-    skipped = 0
+
+    def progress(settled: int, skipped: int) -> None:
+        Round.objects.filter(pk=round_.pk).update(
+            progress_done=len(done) + settled,
+            prompts_skipped=skipped,
+            generation_heartbeat_at=timezone.now(),
+        )
+
     with _error_recorded(round_):
-        for start in range(0, len(todo), batch_prompts):
-            prompts = list(
-                Prompt.objects.filter(pk__in=todo[start : start + batch_prompts]).order_by("id")
-            )
-            skipped += _batch_publish(
-                round_, prompts, sampler=sampler, offset=start, max_retries=max_retries
-            )
-            Round.objects.filter(pk=round_.pk).update(
-                progress_done=len(done) + min(len(todo), start + batch_prompts),
-                prompts_skipped=skipped,
-                generation_heartbeat_at=timezone.now(),
-            )
+        skipped = _complete(
+            round_, todo, sampler=sampler, max_retries=max_retries, batch_prompts=batch_prompts,
+            on_ready=lambda ready: _publish(round_, ready), on_progress=progress,
+        )  # fmt: skip
     Round.objects.filter(pk=round_.pk, status=Round.Status.GENERATING).update(
         status=Round.Status.OPEN, generation_error="", prompts_skipped=skipped
     )
@@ -114,20 +114,16 @@ def _pool_choose(round_: Round, *, sampler: _Sampler, max_retries: int, batch_pr
     def collect(ready: list[tuple[Prompt, list[Completion]]]) -> None:
         candidates.update((prompt.pk, chosen) for prompt, chosen in ready)
 
-    pool = list(round_.prompt_ids)
+    def progress(settled: int, skipped: int) -> None:
+        Round.objects.filter(pk=round_.pk).update(
+            progress_done=settled, generation_heartbeat_at=timezone.now()
+        )
+
     with _error_recorded(round_):
-        for start in range(0, len(pool), batch_prompts):
-            prompts = list(
-                Prompt.objects.filter(pk__in=pool[start : start + batch_prompts]).order_by("id")
-            )
-            _batch_complete(
-                round_, prompts, sampler=sampler, offset=start, max_retries=max_retries,
-                on_ready=collect,
-            )  # fmt: skip
-            Round.objects.filter(pk=round_.pk).update(
-                progress_done=min(len(pool), start + batch_prompts),
-                generation_heartbeat_at=timezone.now(),
-            )
+        _complete(
+            round_, list(round_.prompt_ids), sampler=sampler, max_retries=max_retries,
+            batch_prompts=batch_prompts, on_ready=collect, on_progress=progress,
+        )  # fmt: skip
     try:
         prompts_select(round_, candidates)
     except Exception as exc:  # a reward model that cannot load or score: the admin sees why
@@ -165,93 +161,123 @@ class _Sampler:
     target: Target
     base: Sampling
 
-    def sampling(self, *, attempt: int, offset: int) -> Sampling:
-        # A fresh seed per batch and attempt: a retry must not replay the samples it is
-        # retrying (backends add the sample index j < n to it).
+    def sampling(self, *, call: int) -> Sampling:
+        # A fresh seed per backend call: a redraw must not replay the samples it replaces
+        # (backends add the sample index j < n, or the chunk's start, to it).
         base = self.base
-        seed = None if base.seed is None else base.seed + attempt * 1_000_003 + offset * 101
+        seed = None if base.seed is None else base.seed + call * 1_000_003
         return Sampling(base.temperature, base.top_p, base.max_new_tokens, seed)
 
 
-def _batch_publish(
-    round_: Round, prompts: list[Prompt], *, sampler: _Sampler, offset: int, max_retries: int
-) -> int:
-    """Publish a task for each prompt of the batch that has, or after drawing more samples
-    gets, K valid completions. Returns how many prompts were left out."""
-    return _batch_complete(
-        round_, prompts, sampler=sampler, offset=offset, max_retries=max_retries,
-        on_ready=lambda ready: _publish(round_, ready),
-    )  # fmt: skip
+Ready = list[tuple[Prompt, list[Completion]]]
 
 
-def _batch_complete(
-    round_: Round, prompts: list[Prompt], *, sampler: _Sampler, offset: int, max_retries: int,
-    on_ready: Callable[[list[tuple[Prompt, list[Completion]]]], None],
+@dataclass
+class _Pending:
+    """A prompt without K valid completions yet: what is stored for it, and its draws so far."""
+
+    prompt: Prompt
+    stored: list[Completion]
+    draws: int = 0
+
+
+def _complete(
+    round_: Round, prompt_ids: list[int], *, sampler: _Sampler, max_retries: int,
+    batch_prompts: int, on_ready: Callable[[Ready], None],
+    on_progress: Callable[[int, int], None],
 ) -> int:  # fmt: skip
-    """Hand ``on_ready`` each prompt of the batch that has, or after drawing more samples gets,
-    K valid completions, with them. Returns how many prompts were left out."""
-    policy = round_.policy_version
-    pending = {p.pk: p for p in prompts}
-    for attempt in range(max_retries + 1):
-        stored: dict[int, list[Completion]] = {pid: [] for pid in pending}
-        for c in Completion.objects.filter(prompt_id__in=list(pending), policy_version=policy):
-            stored[c.prompt_id].append(c)
-        ready = []
-        for pid in list(pending):
-            chosen = _valid_distinct(stored[pid], round_.k)
-            if chosen is not None:
-                ready.append((pending.pop(pid), chosen))
+    """Hand ``on_ready`` each prompt that has, or after drawing gets, K valid completions, with
+    them; a prompt still short after ``max_retries`` draws is left out. Returns how many were
+    left out; ``on_progress(settled, left out)`` after every backend call.
+
+    Each backend call is one batch: the prompts to draw again first, then prompts not tried yet
+    up to ``batch_prompts``. A redraw therefore rides in the next full batch instead of a call
+    of its own (a batch of two costs a model about as much time as a batch of sixteen, since
+    each decoding step reads all the weights either way)."""
+    waiting = list(prompt_ids)
+    pending: dict[int, _Pending] = {}
+    skipped = call = 0
+    while waiting or pending:
+        for pid in [pid for pid, entry in pending.items() if entry.draws >= max_retries]:
+            log.warning("round %s: left out prompt %s", round_.number, pid)
+            del pending[pid]
+            skipped += 1
+        fresh_ids, waiting = _split(waiting, max(0, batch_prompts - len(pending)))
+        ready: Ready = []
+        for prompt, stored in _with_stored(round_, fresh_ids):  # what an earlier job stored
+            chosen = _valid_distinct(stored, round_.k)
+            if chosen is None:
+                pending[prompt.pk] = _Pending(prompt, stored)
+            else:
+                ready.append((prompt, chosen))
+        if pending and max_retries > 0:
+            _samples_draw(round_, list(pending.values()), sampler=sampler, call=call)
+            call += 1
+            for pid, entry in list(pending.items()):
+                chosen = _valid_distinct(entry.stored, round_.k)
+                if chosen is not None:
+                    ready.append((entry.prompt, chosen))
+                    del pending[pid]
         on_ready(ready)
-        if not pending or attempt == max_retries:
-            break
-        # Draw what is missing (K the first time, then K more per retry: a sharp policy
-        # repeats itself, and one more sample rarely makes K distinct).
-        missing = {
-            pid: max(0, round_.k - len(stored[pid])) if attempt == 0 else round_.k
-            for pid in pending
-        }
-        sampling = sampler.sampling(attempt=attempt, offset=offset)
-        batch = [pending[pid] for pid in sorted(pending)]
-        _samples_draw(round_, batch, missing=missing, sampler=sampler, sampling=sampling)
-    if pending:
-        log.warning("round %s: left out prompts %s", round_.number, sorted(pending))
-    return len(pending)
+        on_progress(len(prompt_ids) - len(waiting) - len(pending), skipped)
+    return skipped
 
 
-def _samples_draw(
-    round_: Round,
-    prompts: list[Prompt],
-    *,
-    missing: dict[int, int],
-    sampler: _Sampler,
-    sampling: Sampling,
-) -> None:
-    """Generate ``missing[prompt]`` more samples for each prompt, in one backend call, and
-    store them after the policy's highest sample index for that prompt."""
-    policy = round_.policy_version
-    next_index = {
-        row["prompt_id"]: row["top"] + 1
-        for row in Completion.objects.filter(
-            prompt_id__in=[p.pk for p in prompts], policy_version=policy
-        )
-        .values("prompt_id")
-        .annotate(top=Max("sample_index"))
-    }
-    batch = [p for p in prompts if missing[p.pk] > 0]
-    if not batch:
-        return
-    n = max(missing[p.pk] for p in batch)
+def _split(ids: list[int], n: int) -> tuple[list[int], list[int]]:
+    return ids[:n], ids[n:]
+
+
+def _with_stored(round_: Round, prompt_ids: list[int]) -> list[tuple[Prompt, list[Completion]]]:
+    """The prompts, in id order, each with the policy's completions already stored for it."""
+    if not prompt_ids:
+        return []
+    prompts = list(Prompt.objects.filter(pk__in=prompt_ids).order_by("id"))
+    stored = _stored(round_, prompt_ids)
+    return [(p, stored[p.pk]) for p in prompts]
+
+
+def _stored(round_: Round, prompt_ids: list[int]) -> dict[int, list[Completion]]:
+    stored: dict[int, list[Completion]] = {pid: [] for pid in prompt_ids}
+    completions = Completion.objects.filter(
+        prompt_id__in=prompt_ids, policy_version=round_.policy_version
+    ).order_by("sample_index")
+    for c in completions:
+        stored[c.prompt_id].append(c)
+    return stored
+
+
+def _samples_draw(round_: Round, batch: list[_Pending], *, sampler: _Sampler, call: int) -> None:
+    """One backend call for the batch: a prompt's first draw is what it lacks of K, every
+    later one K more (a sharp policy repeats itself, and one more sample rarely makes K
+    distinct). The samples are stored after each prompt's highest sample index, in one insert,
+    and added to its ``stored``."""
+    wanted = [
+        max(0, round_.k - len(entry.stored)) if entry.draws == 0 else round_.k for entry in batch
+    ]
+    wanted = [n or round_.k for n in wanted]  # K stored, not distinct: K more
+    sampling = sampler.sampling(call=call)
     outputs = sampler.backend.generate(
-        sampler.target, [p.messages for p in batch], n=n, sampling=sampling
+        sampler.target, [e.prompt.messages for e in batch], n=max(wanted), sampling=sampling
     )
-    for prompt, samples in zip(batch, outputs, strict=True):
-        _store(
-            prompt,
-            policy,
-            next_index.get(prompt.pk, 0),
-            samples[: missing[prompt.pk]],
-            sampling.as_dict(),
+    drawn = []
+    for entry, n, samples in zip(batch, wanted, outputs, strict=True):
+        start = max((c.sample_index for c in entry.stored), default=-1) + 1
+        rows = _rows(entry.prompt, round_.policy_version, start, samples[:n], sampling.as_dict())
+        drawn.append(rows)
+        entry.draws += 1
+    try:
+        with transaction.atomic():  # the rows come back with their ids, to publish them by
+            Completion.objects.bulk_create([row for rows in drawn for row in rows])
+    except IntegrityError:  # a concurrent or repeated run stored some of these sample indices
+        Completion.objects.bulk_create(
+            [row for rows in drawn for row in rows], ignore_conflicts=True
         )
+        stored = _stored(round_, [e.prompt.pk for e in batch])
+        for entry in batch:
+            entry.stored = stored[entry.prompt.pk]
+        return
+    for entry, rows in zip(batch, drawn, strict=True):
+        entry.stored += rows
 
 
 def _valid_distinct(completions: list[Completion], k: int) -> list[Completion] | None:
@@ -278,30 +304,27 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub("\ufffd", text)
 
 
-def _store(
+def _rows(
     prompt: Prompt,
     policy: PolicyVersion,
     start: int,
     samples: list[Generated],
     sampling: dict[str, Any],
-) -> None:
-    Completion.objects.bulk_create(
-        [
-            Completion(
-                prompt=prompt,
-                policy_version=policy,
-                sample_index=start + i,
-                text=storable(sample.text),
-                sampling_params=sampling,
-                finish_reason=sample.finish_reason,
-                prompt_tokens=sample.prompt_tokens,
-                completion_tokens=sample.completion_tokens,
-                latency_ms=sample.latency_ms,
-            )
-            for i, sample in enumerate(samples)
-        ],
-        ignore_conflicts=True,  # a concurrent or repeated run stored the same sample index
-    )
+) -> list[Completion]:
+    return [
+        Completion(
+            prompt=prompt,
+            policy_version=policy,
+            sample_index=start + i,
+            text=storable(sample.text),
+            sampling_params=sampling,
+            finish_reason=sample.finish_reason,
+            prompt_tokens=sample.prompt_tokens,
+            completion_tokens=sample.completion_tokens,
+            latency_ms=sample.latency_ms,
+        )
+        for i, sample in enumerate(samples)
+    ]
 
 
 def _publish(round_: Round, ready: list[tuple[Prompt, list[Completion]]]) -> None:

@@ -16,7 +16,7 @@ from annotation.models import ComparisonTask, Round, TaskCompletion
 from annotation.round_generation import round_generate
 from annotation.rounds import round_open_for_policy
 from annotation.tasks import round_generate as round_generate_task
-from feedback.models import Completion
+from feedback.models import Completion, Prompt
 from feedback.serving import synthetic
 from feedback.serving.backends import BackendUnavailable
 
@@ -193,3 +193,51 @@ def test_model_output_is_stored_as_written_except_what_a_text_column_refuses():
 
     assert storable("2 + 2 = 4\n  indented\tand tabbed ü") == "2 + 2 = 4\n  indented\tand tabbed ü"
     assert storable("a\x00b\ud800c") == "a\ufffdb\ufffdc"
+
+
+def test_a_redraw_rides_in_the_next_full_batch(tiny_policy):
+    """The tiny policy often repeats itself, so some prompts need more samples for K distinct
+    answers. Those are drawn again in the next backend call, filled up to the batch size with
+    prompts not tried yet, never in a small call of their own while prompts are waiting. Each
+    call has a seed of its own, stored with every sample, which tells the calls apart."""
+    synthetic_prompts(40)
+    round_ = round_open_for_policy(k=3, overlap=1, tags=["synthetic"], seed=1)
+    round_ = round_generate(round_id=round_.pk, batch_prompts=8)
+    calls: dict[int, set[int]] = {}
+    for prompt_id, sampling in Completion.objects.filter(policy_version=tiny_policy).values_list(
+        "prompt_id", "sampling_params"
+    ):
+        calls.setdefault(sampling["seed"], set()).add(prompt_id)
+    drawn_before: set[int] = set()
+    shapes = []  # per call: (prompts drawn for the first time, prompts drawn again)
+    for seed in sorted(calls):
+        shapes.append((len(calls[seed] - drawn_before), len(calls[seed] & drawn_before)))
+        drawn_before |= calls[seed]
+    last_with_new = max(i for i, (new, _) in enumerate(shapes) if new)
+    assert all(new + again == 8 for new, again in shapes[:last_with_new]), shapes
+    assert any(new and again for new, again in shapes), f"no redraw rode along: {shapes}"
+    assert round_.tasks.count() + round_.prompts_skipped == 40
+    assert round_.progress_done == 40
+    assert_complete_tasks_only(round_)
+
+
+def test_samples_another_job_stored_meanwhile_are_kept_and_the_draw_still_counts(tiny_policy):
+    """Two jobs of one round (a redelivery racing the first) can draw for the same prompt at
+    once: the second insert meets the sample indices the first stored. It keeps those, adds
+    nothing twice, and reads back what the prompt now has, to publish from."""
+    from annotation.round_generation import _Pending, _Sampler, _samples_draw, _sampling_of
+    from feedback.serving.backends import get_backend, target_for
+
+    synthetic_prompts(1)
+    round_ = round_open_for_policy(k=3, overlap=1, tags=["synthetic"], seed=4)
+    prompt = Prompt.objects.get()
+    sampler = _Sampler(get_backend(None), target_for(tiny_policy), _sampling_of(round_))
+    other = _Pending(prompt, stored=[])
+    _samples_draw(round_, [other], sampler=sampler, call=0)  # the other job, first
+    assert [c.sample_index for c in other.stored] == [0, 1, 2]
+
+    late = _Pending(prompt, stored=[])  # read before the other job stored anything
+    _samples_draw(round_, [late], sampler=sampler, call=7)
+    assert late.draws == 1
+    assert [c.pk for c in late.stored] == [c.pk for c in other.stored]
+    assert Completion.objects.filter(prompt=prompt).count() == 3
