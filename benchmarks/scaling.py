@@ -61,11 +61,13 @@ def grow_round(conn: Any, *, round_id: int, to_tasks: int) -> float:
             " FROM generate_series(%s::bigint, %s::bigint) AS g",
             (top + 1, top + to_tasks - have),
         )
-        conn.execute(
-            "INSERT INTO annotation_comparisontask"
-            " (overlap, submitted_count, leased_count, created_at, prompt_id, round_id)"
-            " SELECT %s, 0, 0, now(), id, %s FROM feedback_prompt WHERE id > %s ORDER BY id",
-            (OVERLAP, round_id, top),
+        conn.execute(  # every column without a database default, as the ORM would write it
+            "INSERT INTO annotation_comparisontask (overlap, submitted_count, leased_count,"
+            " created_at, prompt_id, round_id, priority, round_open)"
+            " SELECT %s, 0, 0, now(), p.id, r.id, r.priority, r.status <> 'closed'"
+            " FROM feedback_prompt p, annotation_round r WHERE p.id > %s AND r.id = %s"
+            " ORDER BY p.id",
+            (OVERLAP, top, round_id),
         )
         conn.execute(
             "INSERT INTO annotation_taskcompletion (position, completion_id, task_id)"
