@@ -1,11 +1,14 @@
 """Training overhead: a platform reward-model run and DPO run against a bare TRL script.
 
 Both train on the same snapshot files (synthetic preference pairs: a right, polite answer over a
-wrong or rude one) from the same tiny model with the same recipe and seed. The platform side is
+wrong or rude one, a tenth of the prompts held out as the snapshot's eval split, as the platform's
+snapshots hold them out) from the same tiny model with the same recipe and seed, and both evaluate
+on the held-out split ten times, as a platform run does by default. The platform side is
 ``training_run_execute``: the claim, heartbeat and progress writes, cancel checks, checkpoints,
-provenance and the rename into place. The bare side builds TRL's config and trainer from the same
-recipe and calls ``train()`` and ``save_model()``. Runs alternate; the table gives median seconds
-and the ratio (DESIGN target: platform at most 1.10 times bare). Run: ``make bench``.
+TensorBoard logs, provenance and the rename into place. The bare side builds TRL's config and
+trainer from the same recipe and calls ``train()`` and ``save_model()``. Runs alternate; the
+table gives median seconds and the ratio (DESIGN target: platform at most 1.10 times bare). Run:
+``make bench``.
 
 It works in a database and artifacts folder of its own (``var/bench/training``), so it never
 touches the demo's data.
@@ -72,13 +75,16 @@ def bare_trl(kind: str, model_dir: Path, snapshot_dir: Path, out: Path, recipe: 
     )
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
-    data = load_dataset("json", data_files={"train": str(snapshot_dir / "train.jsonl")})
+    data = load_dataset("json", data_files={"train": str(snapshot_dir / "train.jsonl"),
+                                            "eval": str(snapshot_dir / "eval.jsonl")})  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     common = dict(
         output_dir=str(out), learning_rate=recipe["learning_rate"],
         num_train_epochs=recipe["num_train_epochs"], max_length=recipe["max_length"],
         per_device_train_batch_size=recipe["per_device_train_batch_size"], seed=42,
         logging_steps=1, save_strategy="steps", save_steps=recipe["checkpoint_every"],
+        eval_strategy="steps", eval_steps=0.1,
+        per_device_eval_batch_size=recipe["per_device_train_batch_size"],
         save_total_limit=1, report_to=[], use_cpu=True, bf16=False, gradient_checkpointing=False,
         disable_tqdm=True,
     )  # fmt: skip
@@ -87,13 +93,14 @@ def bare_trl(kind: str, model_dir: Path, snapshot_dir: Path, out: Path, recipe: 
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
         model.config.pad_token_id = tokenizer.pad_token_id
         trainer = RewardTrainer(model=model, args=RewardConfig(**common),
-                                train_dataset=data["train"],
+                                train_dataset=data["train"], eval_dataset=data["eval"],
                                 processing_class=tokenizer)  # fmt: skip
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         config = DPOConfig(**common, beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1, 1])
-        trainer = DPOTrainer(model=model, args=config, train_dataset=data["train"].remove_columns(
-            "margin"), processing_class=tokenizer)  # fmt: skip
+        data = data.remove_columns("margin")
+        trainer = DPOTrainer(model=model, args=config, train_dataset=data["train"],
+                             eval_dataset=data["eval"], processing_class=tokenizer)  # fmt: skip
     trainer.train()
     trainer.save_model(str(out / "model"))
 
@@ -150,18 +157,24 @@ def _prepare() -> tuple[Path, Path, Any]:
 
 
 def _snapshot_prepare(root: Path, *, pairs: int) -> tuple[Path, Any, int]:
-    """Synthetic preference pairs written as a snapshot both sides train on; its folder, its
-    record and how many pairs it holds."""
+    """Synthetic preference pairs written as a snapshot both sides train on, a tenth of the
+    prompts held out by the platform's own rule (``training.snapshots.is_eval``); its folder,
+    its record and how many pairs it holds."""
     from training.models import DatasetSnapshot
+    from training.snapshots import is_eval
 
     snapshot_dir = root / "snapshots" / "bench"
     snapshot_dir.mkdir(parents=True, exist_ok=True)
     rows = synthetic_pairs(min(pairs, 400), seed=5)
-    (snapshot_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (snapshot_dir / "eval.jsonl").write_text("")  # both sides train only: same work
-    snapshot, _ = DatasetSnapshot.objects.get_or_create(
+    split: dict[str, list[dict]] = {"train": [], "eval": []}
+    for row in rows:
+        split["eval" if is_eval(row["prompt"], 0.1) else "train"].append(row)
+    for name, part in split.items():
+        (snapshot_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    counts = {name: len(part) for name, part in split.items()}
+    snapshot, _ = DatasetSnapshot.objects.update_or_create(
         path="snapshots/bench", defaults={"kind": "preference", "sha256": "bench",
-                                          "manifest": {"rows": {"train": len(rows), "eval": 0}}},
+                                          "manifest": {"rows": counts}},
     )  # fmt: skip
     return snapshot_dir, snapshot, len(rows)
 
