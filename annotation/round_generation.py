@@ -202,7 +202,8 @@ def _complete(
             log.warning("round %s: left out prompt %s", round_.number, pid)
             del pending[pid]
             skipped += 1
-        fresh_ids, waiting = _split(waiting, max(0, batch_prompts - len(pending)))
+        room = max(0, batch_prompts - len(pending))
+        fresh_ids, waiting = waiting[:room], waiting[room:]
         ready: Ready = []
         for prompt, stored in _with_stored(round_, fresh_ids):  # what an earlier job stored
             chosen = _valid_distinct(stored, round_.k)
@@ -221,10 +222,6 @@ def _complete(
         on_ready(ready)
         on_progress(len(prompt_ids) - len(waiting) - len(pending), skipped)
     return skipped
-
-
-def _split(ids: list[int], n: int) -> tuple[list[int], list[int]]:
-    return ids[:n], ids[n:]
 
 
 def _with_stored(round_: Round, prompt_ids: list[int]) -> list[tuple[Prompt, list[Completion]]]:
@@ -251,10 +248,9 @@ def _samples_draw(round_: Round, batch: list[_Pending], *, sampler: _Sampler, ca
     later one K more (a sharp policy repeats itself, and one more sample rarely makes K
     distinct). The samples are stored after each prompt's highest sample index, in one insert,
     and added to its ``stored``."""
-    wanted = [
-        max(0, round_.k - len(entry.stored)) if entry.draws == 0 else round_.k for entry in batch
-    ]
-    wanted = [n or round_.k for n in wanted]  # K stored, not distinct: K more
+    k = round_.k
+    # (K stored but not distinct, on a first draw: K more.)
+    wanted = [k - len(e.stored) if e.draws == 0 and len(e.stored) < k else k for e in batch]
     sampling = sampler.sampling(call=call)
     outputs = sampler.backend.generate(
         sampler.target, [e.prompt.messages for e in batch], n=max(wanted), sampling=sampling
@@ -262,16 +258,16 @@ def _samples_draw(round_: Round, batch: list[_Pending], *, sampler: _Sampler, ca
     drawn = []
     for entry, n, samples in zip(batch, wanted, outputs, strict=True):
         start = max((c.sample_index for c in entry.stored), default=-1) + 1
-        rows = _rows(entry.prompt, round_.policy_version, start, samples[:n], sampling.as_dict())
-        drawn.append(rows)
+        drawn.append(
+            _rows(entry.prompt, round_.policy_version, start, samples[:n], sampling.as_dict())
+        )
         entry.draws += 1
+    every = [row for rows in drawn for row in rows]
     try:
         with transaction.atomic():  # the rows come back with their ids, to publish them by
-            Completion.objects.bulk_create([row for rows in drawn for row in rows])
+            Completion.objects.bulk_create(every)
     except IntegrityError:  # a concurrent or repeated run stored some of these sample indices
-        Completion.objects.bulk_create(
-            [row for rows in drawn for row in rows], ignore_conflicts=True
-        )
+        Completion.objects.bulk_create(every, ignore_conflicts=True)
         stored = _stored(round_, [e.prompt.pk for e in batch])
         for entry in batch:
             entry.stored = stored[entry.prompt.pk]
